@@ -1,0 +1,17 @@
+//! Plakar's PostgreSQL integration: logical backups with pg_dump and
+//! pg_dumpall, restores with pg_restore and psql, served to Plakar over gRPC.
+//!
+//! - [`protocol`]: the wire (gRPC over stdin/stdout), nothing PostgreSQL-specific.
+//! - [`options`], [`connection`], [`tools`], [`names`], [`manifest`]: PostgreSQL knowledge.
+//! - [`backup`] and [`restore`]: the two connectors, each a short story.
+
+pub mod backup;
+pub mod connection;
+pub mod manifest;
+pub mod names;
+pub mod options;
+pub mod progress;
+pub mod protocol;
+pub mod restore;
+pub mod server;
+pub mod tools;

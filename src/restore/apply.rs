@@ -1,0 +1,307 @@
+//! Running pg_restore and psql for one file, and judging what they said.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::Stdio;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::ChildStdin;
+
+use super::options::DestinationConfig;
+use crate::connection::{dbname_conninfo, Connection};
+use crate::tools::{Outcome, Running, Tool, ToolError, Toolbox};
+
+/// The arguments of pg_restore for one dump; `file` is None to read stdin.
+pub fn pg_restore_args(
+    config: &DestinationConfig,
+    connect_to: &str,
+    file: Option<&Path>,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["--no-password".into()];
+    let flags = [
+        (config.exit_on_error, "--exit-on-error"),
+        (config.no_owner, "--no-owner"),
+        (config.schema_only, "--schema-only"),
+        (config.data_only, "--data-only"),
+        (config.clean, "--clean"),
+        (config.clean, "--if-exists"),
+        (config.create_db, "--create"),
+        (config.single_transaction, "--single-transaction"),
+    ];
+    args.extend(
+        flags
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, f)| OsString::from(f)),
+    );
+    let mut schemas: Vec<&str> = config.schemas.iter().map(String::as_str).collect();
+    for (schema, _) in &config.tables {
+        if let Some(s) = schema {
+            if !schemas.contains(&s.as_str()) {
+                schemas.push(s);
+            }
+        }
+    }
+    for s in schemas {
+        args.push(format!("--schema={s}").into());
+    }
+    for (_, t) in &config.tables {
+        args.push(format!("--table={t}").into());
+    }
+    if let (Some(n), Some(_)) = (config.jobs, file) {
+        args.push(format!("--jobs={n}").into());
+    }
+    args.push(format!("--dbname={}", dbname_conninfo(connect_to)).into());
+    if let Some(f) = file {
+        args.push(f.as_os_str().to_os_string());
+    }
+    args
+}
+
+/// The arguments of psql running a script from stdin.
+pub fn psql_args(config: &DestinationConfig, database: &str) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![
+        "--no-psqlrc".into(),
+        "--quiet".into(),
+        "--no-password".into(),
+    ];
+    if config.exit_on_error || config.single_transaction {
+        args.push("--set=ON_ERROR_STOP=1".into());
+    }
+    if config.single_transaction {
+        args.push("--single-transaction".into());
+    }
+    args.push(format!("--dbname={}", dbname_conninfo(database)).into());
+    args.push("--file=-".into());
+    args
+}
+
+/// A tool reading a file's content from its stdin.
+#[derive(Debug)]
+pub struct Feed {
+    running: Running,
+    stdin: Option<ChildStdin>,
+    filter: Option<RoleFilter>,
+}
+
+impl Feed {
+    /// Starts `tool` with its stdin open for the content.
+    pub fn start(
+        toolbox: &Toolbox,
+        tool: Tool,
+        conn: &Connection,
+        args: &[OsString],
+        filter: Option<RoleFilter>,
+    ) -> Result<Feed, ToolError> {
+        let mut running = toolbox.spawn(tool, conn, args, Stdio::piped(), Stdio::null())?;
+        let stdin = running.child.stdin.take();
+        Ok(Feed {
+            running,
+            stdin,
+            filter,
+        })
+    }
+
+    /// Passes one chunk on; once the tool stops reading (it failed), chunks are dropped.
+    pub async fn write(&mut self, chunk: &[u8]) {
+        let filtered;
+        let bytes = match &mut self.filter {
+            Some(f) => {
+                filtered = f.feed(chunk);
+                &filtered[..]
+            }
+            None => chunk,
+        };
+        if let Some(stdin) = &mut self.stdin {
+            if let Err(e) = stdin.write_all(bytes).await {
+                tracing::debug!(
+                    "{} stopped reading its input: {e}",
+                    self.running.tool.name()
+                );
+                self.stdin = None;
+            }
+        }
+    }
+
+    /// Closes the tool's input and waits for it.
+    pub async fn finish(mut self) -> Outcome {
+        if let (Some(f), Some(stdin)) = (&mut self.filter, &mut self.stdin) {
+            let rest = f.finish();
+            let _ = stdin.write_all(&rest).await;
+        }
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.shutdown().await;
+        }
+        self.running.finish().await
+    }
+}
+
+/// Drops the `CREATE ROLE` of the connecting user from a pg_dumpall script:
+/// that role always exists on the target, and the error would stop a restore
+/// run with `exit_on_error`. Only the roles section (before the first
+/// `\connect`) is looked at, so table data is never touched.
+#[derive(Debug)]
+pub struct RoleFilter {
+    drop: [String; 2],
+    carry: Vec<u8>,
+    active: bool,
+}
+
+impl RoleFilter {
+    /// A filter for the role `user`.
+    pub fn new(user: &str) -> RoleFilter {
+        RoleFilter {
+            drop: [
+                format!("CREATE ROLE {user};"),
+                format!("CREATE ROLE \"{}\";", user.replace('"', "\"\"")),
+            ],
+            carry: Vec::new(),
+            active: true,
+        }
+    }
+
+    /// Filters one chunk; a partial last line is kept until the next.
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<u8> {
+        if !self.active {
+            return chunk.to_vec();
+        }
+        self.carry.extend_from_slice(chunk);
+        let mut out = Vec::with_capacity(self.carry.len());
+        let mut start = 0;
+        while let Some(nl) = self.carry[start..].iter().position(|&b| b == b'\n') {
+            let line = &self.carry[start..start + nl];
+            if line.starts_with(b"\\connect") {
+                self.active = false;
+                out.extend_from_slice(&self.carry[start..]);
+                self.carry.clear();
+                return out;
+            }
+            if !self.drop.iter().any(|d| d.as_bytes() == line) {
+                out.extend_from_slice(&self.carry[start..=start + nl]);
+            }
+            start += nl + 1;
+        }
+        self.carry.drain(..start);
+        out
+    }
+
+    /// What is left at the end of the script.
+    pub fn finish(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.carry)
+    }
+}
+
+/// Turns a tool's outcome into the file's result: Ok, or a message with the
+/// error count, the first errors, and what to do about the usual ones.
+pub fn judge(outcome: &Outcome, what: &str) -> Result<(), String> {
+    let reported = outcome
+        .stderr
+        .tail
+        .iter()
+        .chain(outcome.stderr.errors.iter())
+        .find_map(|l| l.split("errors ignored on restore: ").nth(1))
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    let count = reported.max(outcome.stderr.error_count);
+    if outcome.success() && count == 0 {
+        return Ok(());
+    }
+    let mut message = if count > 0 {
+        format!(
+            "restore of {what} failed with {count} error{}: {}",
+            if count == 1 { "" } else { "s" },
+            outcome.stderr.errors.join("; ")
+        )
+    } else {
+        format!(
+            "restore of {what} failed: {}",
+            outcome.failure().unwrap_or_default()
+        )
+    };
+    if !outcome.success() && count > 0 {
+        if let Some(f) = outcome.failure() {
+            if let Some(status) = f.split(':').next() {
+                message.push_str(&format!(" ({status})"));
+            }
+        }
+    }
+    let all = outcome.stderr.errors.join("\n");
+    if all.contains("role \"") && all.contains("does not exist") {
+        message.push_str(". The roles the dump refers to are missing on the target: set restore_globals=true to create them from /globals.sql, or no_owner=true to restore without ownership");
+    } else if all.contains("database \"") && all.contains("does not exist") {
+        message.push_str(". Set create_db=true to create the database");
+    }
+    Err(message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> DestinationConfig {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        DestinationConfig::parse(&map).unwrap()
+    }
+
+    #[test]
+    fn pg_restore_gets_every_asked_flag() {
+        let c = config(&[
+            ("location", "postgres://h/"),
+            ("exit_on_error", "1"),
+            ("clean", "1"),
+            ("schemas", "s1"),
+            ("tables", "s2.t"),
+            ("jobs", "2"),
+        ]);
+        let args = pg_restore_args(&c, "it's", Some(Path::new("/tmp/x")));
+        assert_eq!(
+            args,
+            [
+                "--no-password",
+                "--exit-on-error",
+                "--clean",
+                "--if-exists",
+                "--schema=s1",
+                "--schema=s2",
+                "--table=t",
+                "--jobs=2",
+                "--dbname=dbname='it\\'s'",
+                "/tmp/x"
+            ]
+        );
+        let streamed = pg_restore_args(&c, "db", None);
+        assert!(!streamed
+            .iter()
+            .any(|a| a.to_string_lossy().starts_with("--jobs")));
+    }
+
+    #[test]
+    fn psql_stops_on_error_when_asked() {
+        let c = config(&[("location", "postgres://h/"), ("exit_on_error", "true")]);
+        let args = psql_args(&c, "postgres");
+        assert!(args.iter().any(|a| a == "--set=ON_ERROR_STOP=1"));
+        assert_eq!(args.last().unwrap(), "--file=-");
+    }
+
+    #[test]
+    fn role_filter_drops_only_the_own_role_before_connect() {
+        let mut f = RoleFilter::new("postgres");
+        let script = "SET x;\nCREATE ROLE alice;\nCREATE ROLE postgres;\nALTER ROLE postgres WITH SUPERUSER;\n\\connect app\nCREATE ROLE postgres;\n";
+        let mut out = Vec::new();
+        // Odd chunk sizes cut lines anywhere.
+        for chunk in script.as_bytes().chunks(7) {
+            out.extend(f.feed(chunk));
+        }
+        out.extend(f.finish());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "SET x;\nCREATE ROLE alice;\nALTER ROLE postgres WITH SUPERUSER;\n\\connect app\nCREATE ROLE postgres;\n"
+        );
+        let mut quoted = RoleFilter::new("Admin");
+        assert_eq!(quoted.feed(b"CREATE ROLE \"Admin\";\nX\n"), b"X\n");
+    }
+}

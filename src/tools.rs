@@ -1,0 +1,440 @@
+//! The PostgreSQL client tools: finding a version that suits the server, and
+//! running them with a clean environment, no inherited stdout, and their
+//! stderr collected for the user.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStderr, Command};
+use tokio::task::JoinHandle;
+
+use crate::connection::Connection;
+
+/// One of the client programs the plugin runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    PgDump,
+    PgDumpall,
+    PgRestore,
+    Psql,
+}
+
+impl Tool {
+    /// The program's file name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::PgDump => "pg_dump",
+            Tool::PgDumpall => "pg_dumpall",
+            Tool::PgRestore => "pg_restore",
+            Tool::Psql => "psql",
+        }
+    }
+}
+
+/// Errors finding or running a client tool.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("{tool} was not found in pg_bin_dir {dir}")]
+    NotInBinDir { tool: &'static str, dir: PathBuf },
+    #[error("{tool} was not found on $PATH nor in the usual PostgreSQL install locations; install the PostgreSQL {major} client tools or set pg_bin_dir")]
+    NotFound { tool: &'static str, major: u32 },
+    #[error("the server runs PostgreSQL {server}, but the newest {tool} found is version {found} ({path}) and it cannot dump a newer server; install the PostgreSQL {server} client tools (or newer) or set pg_bin_dir to their directory")]
+    TooOld {
+        tool: &'static str,
+        server: u32,
+        found: u32,
+        path: PathBuf,
+    },
+    #[error("cannot run {tool} ({path}): {source}")]
+    Spawn {
+        tool: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Where the client tools live, and their major version.
+#[derive(Debug, Clone)]
+pub struct Toolbox {
+    /// The directory of the tools, or None for `$PATH`.
+    dir: Option<PathBuf>,
+    /// The tools' major version (from `pg_dump --version`).
+    pub major: u32,
+    /// The full version line of the tools.
+    pub version: String,
+}
+
+/// Directories where PostgreSQL packages put their binaries, `{}` standing for the major version.
+const INSTALL_PATTERNS: &[&str] = &[
+    "/usr/lib/postgresql/{}/bin",
+    "/usr/pgsql-{}/bin",
+    "/usr/local/pgsql-{}/bin",
+    "/opt/homebrew/opt/postgresql@{}/bin",
+    "/usr/local/opt/postgresql@{}/bin",
+    "/Library/PostgreSQL/{}/bin",
+];
+
+impl Toolbox {
+    /// Finds client tools able to talk to a server of `server_major`: `pg_bin_dir` when
+    /// set, else `$PATH`, else the newest suitable version in the usual locations.
+    /// `strict` (for dumps) refuses tools older than the server.
+    pub async fn locate(
+        conn: &Connection,
+        server_major: u32,
+        strict: bool,
+    ) -> Result<Toolbox, ToolError> {
+        if let Some(dir) = &conn.pg_bin_dir {
+            let path = dir.join(Tool::PgDump.name());
+            let Some((major, version)) = probe(&path).await else {
+                return Err(ToolError::NotInBinDir {
+                    tool: Tool::PgDump.name(),
+                    dir: dir.clone(),
+                });
+            };
+            let toolbox = Toolbox {
+                dir: Some(dir.clone()),
+                major,
+                version,
+            };
+            return toolbox.check(server_major, strict, path);
+        }
+        let on_path = match find_on_path(Tool::PgDump.name()) {
+            Some(path) => probe(&path)
+                .await
+                .map(|(major, version)| (path, major, version)),
+            None => None,
+        };
+        if let Some((_, major, version)) = &on_path {
+            if *major >= server_major {
+                return Ok(Toolbox {
+                    dir: None,
+                    major: *major,
+                    version: version.clone(),
+                });
+            }
+        }
+        if let Some(found) = newest_installed(server_major).await {
+            tracing::info!(
+                "using the PostgreSQL {} client tools in {} for a PostgreSQL {server_major} server",
+                found.major,
+                found.dir.as_deref().unwrap_or(Path::new("")).display()
+            );
+            return Ok(found);
+        }
+        match on_path {
+            Some((path, major, version)) => Toolbox {
+                dir: None,
+                major,
+                version,
+            }
+            .check(server_major, strict, path),
+            None => Err(ToolError::NotFound {
+                tool: Tool::PgDump.name(),
+                major: server_major,
+            }),
+        }
+    }
+
+    fn check(self, server_major: u32, strict: bool, path: PathBuf) -> Result<Toolbox, ToolError> {
+        if self.major >= server_major {
+            return Ok(self);
+        }
+        if strict {
+            return Err(ToolError::TooOld {
+                tool: Tool::PgDump.name(),
+                server: server_major,
+                found: self.major,
+                path,
+            });
+        }
+        tracing::warn!(
+            "the client tools are version {} but the server runs PostgreSQL {server_major}; restoring may fail",
+            self.major
+        );
+        Ok(self)
+    }
+
+    /// The path (or bare name, for `$PATH`) of a tool.
+    pub fn path(&self, tool: Tool) -> PathBuf {
+        match &self.dir {
+            Some(dir) => dir.join(tool.name()),
+            None => PathBuf::from(tool.name()),
+        }
+    }
+
+    /// Starts a tool with the connection's environment, stderr collected, stdout and stdin as asked.
+    pub fn spawn(
+        &self,
+        tool: Tool,
+        conn: &Connection,
+        args: &[OsString],
+        stdin: Stdio,
+        stdout: Stdio,
+    ) -> Result<Running, ToolError> {
+        let path = self.path(tool);
+        let mut cmd = Command::new(&path);
+        cmd.args(args)
+            .env_clear()
+            .envs(conn.tool_env())
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe; it makes the kernel kill the tool if
+        // the plugin dies, so a killed plugin never leaves a pg_dump behind.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().map_err(|source| ToolError::Spawn {
+            tool: tool.name(),
+            path: path.clone(),
+            source,
+        })?;
+        tracing::debug!(
+            "started {} (pid {:?}) with {:?}",
+            tool.name(),
+            child.id(),
+            args
+        );
+        let stderr = child.stderr.take().expect("stderr is piped");
+        Ok(Running {
+            tool,
+            child,
+            stderr: tokio::spawn(collect_stderr(tool, stderr)),
+        })
+    }
+}
+
+/// A running client tool.
+#[derive(Debug)]
+pub struct Running {
+    /// Which tool it is.
+    pub tool: Tool,
+    /// The process; dropping it kills the tool.
+    pub child: Child,
+    stderr: JoinHandle<Stderr>,
+}
+
+impl Running {
+    /// Waits for the tool to end and says how it went.
+    pub async fn finish(mut self) -> Outcome {
+        let status = self.child.wait().await;
+        let stderr = self.stderr.await.unwrap_or_default();
+        Outcome {
+            tool: self.tool,
+            status,
+            stderr,
+        }
+    }
+}
+
+/// What a tool wrote to stderr, kept within bounds.
+#[derive(Debug, Default, Clone)]
+pub struct Stderr {
+    /// Lines that report an error (`ERROR:`, `FATAL:`, `error:`).
+    pub errors: Vec<String>,
+    /// How many such lines there were in all.
+    pub error_count: usize,
+    /// The last lines, whatever they say.
+    pub tail: Vec<String>,
+}
+
+const KEEP_ERRORS: usize = 5;
+const KEEP_TAIL: usize = 10;
+const MAX_LINE: usize = 400;
+
+impl Stderr {
+    fn push(&mut self, line: String) {
+        let line = if line.len() > MAX_LINE {
+            let mut cut = MAX_LINE;
+            while !line.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            format!("{}…", &line[..cut])
+        } else {
+            line
+        };
+        if is_error_line(&line) {
+            self.error_count += 1;
+            if self.errors.len() < KEEP_ERRORS {
+                self.errors.push(line.clone());
+            }
+        }
+        if self.tail.len() == KEEP_TAIL {
+            self.tail.remove(0);
+        }
+        self.tail.push(line);
+    }
+
+    /// The most telling lines: the first errors, else the last lines.
+    pub fn summary(&self) -> String {
+        let lines = if self.errors.is_empty() {
+            &self.tail
+        } else {
+            &self.errors
+        };
+        lines.join("; ")
+    }
+}
+
+fn is_error_line(line: &str) -> bool {
+    line.contains("ERROR:") || line.contains("FATAL:") || line.contains("error:")
+}
+
+async fn collect_stderr(tool: Tool, stderr: ChildStderr) -> Stderr {
+    let mut lines = BufReader::new(stderr).lines();
+    let mut out = Stderr::default();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                if is_error_line(&line) {
+                    tracing::warn!("{}: {}", tool.name(), line);
+                } else {
+                    tracing::debug!("{}: {}", tool.name(), line);
+                }
+                out.push(line);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::debug!("{}: stderr unreadable: {e}", tool.name());
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// How a tool ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Which tool it was.
+    pub tool: Tool,
+    /// Its exit status, or why it could not be waited for.
+    pub status: std::io::Result<ExitStatus>,
+    /// What it said on stderr.
+    pub stderr: Stderr,
+}
+
+impl Outcome {
+    /// True when the tool exited 0.
+    pub fn success(&self) -> bool {
+        matches!(&self.status, Ok(s) if s.success())
+    }
+
+    /// A sentence saying how the tool failed, with its own words; None on success.
+    pub fn failure(&self) -> Option<String> {
+        use std::os::unix::process::ExitStatusExt;
+        let how = match &self.status {
+            Ok(s) if s.success() => return None,
+            Ok(s) => match (s.code(), s.signal()) {
+                (Some(code), _) => format!("exited with status {code}"),
+                (None, Some(sig)) => format!("was killed by signal {sig}"),
+                _ => "failed".to_string(),
+            },
+            Err(e) => format!("could not be waited for: {e}"),
+        };
+        let said = self.stderr.summary();
+        Some(if said.is_empty() {
+            format!("{} {how}", self.tool.name())
+        } else {
+            format!("{} {how}: {said}", self.tool.name())
+        })
+    }
+}
+
+/// Runs `<tool> --version` and reads the major version.
+async fn probe(path: &Path) -> Option<(u32, String)> {
+    let out = Command::new(path)
+        .arg("--version")
+        .env_clear()
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .await
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Some((parse_major(&line)?, line))
+}
+
+/// The major version in a line such as `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)`.
+pub fn parse_major(line: &str) -> Option<u32> {
+    let after = line.split(')').nth(1).unwrap_or(line);
+    let word = after.split_whitespace().next()?;
+    let digits: String = word.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().ok()
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+}
+
+async fn newest_installed(at_least: u32) -> Option<Toolbox> {
+    let mut best: Option<Toolbox> = None;
+    for major in (at_least..=at_least + 10).rev() {
+        for pattern in INSTALL_PATTERNS {
+            let dir = PathBuf::from(pattern.replace("{}", &major.to_string()));
+            let path = dir.join(Tool::PgDump.name());
+            if !path.is_file() {
+                continue;
+            }
+            if let Some((found, version)) = probe(&path).await {
+                if found >= at_least && best.as_ref().is_none_or(|b| found > b.major) {
+                    best = Some(Toolbox {
+                        dir: Some(dir),
+                        major: found,
+                        version,
+                    });
+                }
+            }
+        }
+        if best.is_some() {
+            break;
+        }
+    }
+    best
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn majors_are_read_from_version_lines() {
+        assert_eq!(
+            parse_major("pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"),
+            Some(15)
+        );
+        assert_eq!(parse_major("pg_dump (PostgreSQL) 18.1"), Some(18));
+        assert_eq!(parse_major("pg_dump (PostgreSQL) 9.6.24"), Some(9));
+        assert_eq!(parse_major("nonsense"), None);
+    }
+
+    #[test]
+    fn stderr_keeps_first_errors_and_counts_all() {
+        let mut s = Stderr::default();
+        for i in 0..20 {
+            s.push(format!(
+                "psql:<stdin>:{i}: ERROR:  relation \"t{i}\" already exists"
+            ));
+            s.push("SET".into());
+        }
+        assert_eq!(s.error_count, 20);
+        assert_eq!(s.errors.len(), KEEP_ERRORS);
+        assert!(s.summary().contains("\"t0\""));
+        assert_eq!(s.tail.len(), KEEP_TAIL);
+    }
+}
