@@ -1,0 +1,289 @@
+//! Throw-away PostgreSQL clusters on free loopback ports, torn down on drop.
+
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use tempfile::TempDir;
+
+/// The superuser every test cluster has.
+pub const SUPERUSER: &str = "postgres";
+/// Its password: characters that need care in URIs and password files.
+pub const PASSWORD: &str = "pa:ss@w/rd %é";
+
+/// Where the server binaries of the default version live.
+pub fn default_bin_dir() -> PathBuf {
+    std::env::var_os("PG_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
+}
+
+/// The uid/gid to run the server as: initdb refuses root.
+fn server_identity() -> Option<(u32, u32)> {
+    // SAFETY: plain libc calls; the result is copied out at once.
+    unsafe {
+        if libc::geteuid() != 0 {
+            return None;
+        }
+        let name = std::ffi::CString::new("postgres").unwrap();
+        let pw = libc::getpwnam(name.as_ptr());
+        assert!(
+            !pw.is_null(),
+            "running as root needs a `postgres` system user"
+        );
+        Some(((*pw).pw_uid, (*pw).pw_gid))
+    }
+}
+
+/// A running cluster.
+pub struct Cluster {
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+    bin: PathBuf,
+    data: PathBuf,
+    _dir: TempDir,
+}
+
+/// How to start a cluster.
+#[derive(Clone)]
+pub struct ClusterOptions {
+    /// The server binaries.
+    pub bin: PathBuf,
+    /// Extra `postgresql.conf` lines.
+    pub config: Vec<String>,
+    /// The `pg_hba.conf` lines (scram-sha-256 for everyone by default).
+    pub hba: Vec<String>,
+    /// Files to copy into the data directory (for TLS keys).
+    pub files: Vec<(String, Vec<u8>)>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            bin: default_bin_dir(),
+            config: Vec::new(),
+            hba: vec![
+                "local all all scram-sha-256".into(),
+                "host all all 127.0.0.1/32 scram-sha-256".into(),
+            ],
+            files: Vec::new(),
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn as_server(cmd: &mut Command) -> &mut Command {
+    if let Some((uid, gid)) = server_identity() {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("LC_ALL", "C.UTF-8")
+        .stdin(Stdio::null())
+}
+
+fn run(cmd: &mut Command, what: &str) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+impl Cluster {
+    /// Starts a cluster with the default options.
+    pub fn start() -> Cluster {
+        Cluster::start_with(ClusterOptions::default())
+    }
+
+    /// Starts a cluster: initdb, configuration, pg_ctl start.
+    pub fn start_with(options: ClusterOptions) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("pgtest-")
+            .tempdir()
+            .unwrap();
+        let data = dir.path().join("data");
+        let pwfile = dir.path().join("pw");
+        std::fs::write(&pwfile, PASSWORD).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        if let Some((uid, gid)) = server_identity() {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+            std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid)).unwrap();
+        }
+        run(
+            as_server(&mut Command::new(options.bin.join("initdb")))
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", SUPERUSER, "--auth=scram-sha-256", "--encoding=UTF8"])
+                .args(["--locale=C.UTF-8", "--no-sync"])
+                .arg(format!("--pwfile={}", pwfile.display())),
+            "initdb",
+        );
+        let port = free_port();
+        let mut conf = format!(
+            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 50\nshared_buffers = 64MB\n",
+            dir.path().display()
+        );
+        for line in &options.config {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        append(&data.join("postgresql.conf"), &conf);
+        std::fs::write(data.join("pg_hba.conf"), options.hba.join("\n") + "\n").unwrap();
+        for (name, bytes) in &options.files {
+            let path = data.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if let Some((uid, gid)) = server_identity() {
+                std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        run(
+            as_server(&mut Command::new(options.bin.join("pg_ctl")))
+                .arg("-D")
+                .arg(&data)
+                .arg("-l")
+                .arg(dir.path().join("log"))
+                .args(["-w", "-t", "60", "start"]),
+            "pg_ctl start",
+        );
+        Cluster {
+            port,
+            bin: options.bin,
+            data,
+            _dir: dir,
+        }
+    }
+
+    /// `postgres://postgres:PASSWORD@127.0.0.1:PORT/db`, percent-encoded.
+    pub fn uri(&self, db: &str) -> String {
+        format!(
+            "postgres://{SUPERUSER}:{}@127.0.0.1:{}/{}",
+            encode(PASSWORD),
+            self.port,
+            encode(db)
+        )
+    }
+
+    /// The same URI without the password, for tests that pass it as an option.
+    pub fn uri_without_password(&self, user: &str, db: &str) -> String {
+        format!(
+            "postgres://{}@127.0.0.1:{}/{}",
+            encode(user),
+            self.port,
+            encode(db)
+        )
+    }
+
+    /// Runs SQL with psql as the superuser and returns its unaligned output.
+    pub fn sql(&self, db: &str, sql: &str) -> String {
+        self.sql_as(SUPERUSER, PASSWORD, db, sql)
+    }
+
+    /// Runs SQL with psql as another role.
+    pub fn sql_as(&self, user: &str, password: &str, db: &str, sql: &str) -> String {
+        let out = self.psql(user, password, db, sql);
+        assert!(
+            out.status.success(),
+            "psql on {db:?} failed: {}\nSQL: {sql}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .trim_end()
+            .to_string()
+    }
+
+    /// Runs SQL and returns psql's whole output, whatever happened.
+    pub fn psql(&self, user: &str, password: &str, db: &str, sql: &str) -> Output {
+        Command::new(self.bin.join("psql"))
+            .env_clear()
+            .env("PGPASSWORD", password)
+            .args([
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-U")
+            .arg(user)
+            .arg("-d")
+            .arg(format!(
+                "dbname='{}'",
+                db.replace('\\', "\\\\").replace('\'', "\\'")
+            ))
+            .arg("-c")
+            .arg(sql)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Every row of a query, one string per row, in the order the query gives.
+    pub fn rows(&self, db: &str, sql: &str) -> Vec<String> {
+        let out = self.sql(db, sql);
+        if out.is_empty() {
+            Vec::new()
+        } else {
+            out.lines().map(str::to_string).collect()
+        }
+    }
+
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// Stops the server at once.
+    pub fn stop(&self) {
+        let _ = as_server(&mut Command::new(self.bin.join("pg_ctl")))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn append(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// Percent-encodes everything but unreserved URI characters.
+pub fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,44 @@
+//! The harness every integration test shares: real PostgreSQL clusters and
+//! the real plugin binary, driven over its pipes.
+#![allow(dead_code, unused_imports)]
+
+pub mod cluster;
+pub mod host;
+
+pub use cluster::{Cluster, ClusterOptions, PASSWORD, SUPERUSER};
+pub use host::{backup, restore, Snapshot};
+
+/// Creates a database with a table of `n` rows covering a few types.
+pub fn seed(cluster: &Cluster, db: &str, n: u32) {
+    cluster.sql("postgres", &format!("CREATE DATABASE {}", ident(db)));
+    cluster.sql(
+        db,
+        &format!(
+            "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, price numeric(10,2), tags text[], doc jsonb, raw bytea, at timestamptz);
+             INSERT INTO items SELECT i, 'item ' || i || E' \\u00e9\\t''q''', i * 1.25, ARRAY['a' || i, 'b'],
+                    jsonb_build_object('n', i, 's', repeat('x', i % 7)), decode(md5(i::text), 'hex'),
+                    '2026-01-01 00:00:00+00'::timestamptz + i * interval '1 minute'
+             FROM generate_series(1, {n}) i;"
+        ),
+    );
+}
+
+/// Every row of `items`, in key order, as text.
+pub fn items(cluster: &Cluster, db: &str) -> Vec<String> {
+    cluster.rows(db, "SELECT t::text FROM items t ORDER BY id")
+}
+
+/// A quoted SQL identifier.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The source options for a cluster and database.
+pub fn source(cluster: &Cluster, db: &str) -> Vec<(&'static str, String)> {
+    vec![("location", cluster.uri(db))]
+}
+
+/// Borrows owned option pairs as the host functions take them.
+pub fn pairs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    v.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
