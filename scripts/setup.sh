@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Makes a fresh machine ready to build and test: the Debian packages the build
+# and the tests need, PostgreSQL 15, and Plakar v1.1.0. Idempotent, and quiet
+# when everything is already there.
+set -euo pipefail
+
+packages=(pkg-config libssl-dev postgresql-15 postgresql-client-15 openssl)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo is missing; install Rust (rustup) first" >&2
+  exit 1
+fi
+
+# Plakar is needed to package and install the plugin, not to run the tests
+# (they drive the plugin over its pipes as Plakar does).
+gobin="$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"
+if ! command -v plakar >/dev/null 2>&1 && [ ! -x "$gobin/plakar" ]; then
+  if command -v go >/dev/null 2>&1 &&
+     log=$(go install github.com/PlakarKorp/plakar@v1.1.0 2>&1); then
+    echo "setup: installed plakar v1.1.0 in $gobin" >&2
+  else
+    echo "setup: warning: plakar v1.1.0 could not be installed (${log:-go is missing}); 'make package' and 'make install' need it, 'make test' does not" | head -c 400 >&2
+    echo >&2
+  fi
+fi
