@@ -211,15 +211,10 @@ impl Cluster {
         Command::new(self.bin.join("psql"))
             .env_clear()
             .env("PGPASSWORD", password)
-            .args([
-                "-X",
-                "-q",
-                "-At",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-            ])
+            .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"])
+            // The Unix socket works whatever TCP demands (TLS only, certificates).
+            .arg("-h")
+            .arg(self._dir.path())
             .arg("-p")
             .arg(self.port.to_string())
             .arg("-U")
