@@ -411,3 +411,37 @@ async fn passwords_never_leak_into_argv_environment_snapshot_or_logs() {
     );
     assert!(!err.contains(TRICKY) && !failed.stderr.contains(TRICKY));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mute_server_times_out_instead_of_hanging() {
+    // Accepts connections and never says a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in listener.incoming().take(2) {
+            open.push(stream);
+        }
+        std::thread::sleep(std::time::Duration::from_secs(8));
+    });
+    let location = format!("postgres://postgres:pw@127.0.0.1:{port}/app");
+    let started = std::time::Instant::now();
+    let run = host::backup(&[("location", &location), ("connect_timeout", "2")]).await;
+    let err = run.snapshot.unwrap_err();
+    assert!(
+        err.contains("did not answer within 2 s (connect_timeout)"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(6),
+        "took {:?}",
+        started.elapsed()
+    );
+    let restored = host::restore(
+        &[("location", &location), ("connect_timeout", "2")],
+        &Default::default(),
+    )
+    .await;
+    assert!(restored.error.unwrap().contains("connect_timeout"));
+    drop(held);
+}
