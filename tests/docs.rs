@@ -30,8 +30,14 @@ fn check_section(path: &str, marker: &str, expected: &str) {
     let text = std::fs::read_to_string(&full).unwrap();
     let begin = format!("<!-- {marker}:begin -->\n");
     let end = format!("<!-- {marker}:end -->");
-    let start = text.find(&begin).unwrap_or_else(|| panic!("{path} lacks {begin}")) + begin.len();
-    let stop = text[start..].find(&end).unwrap_or_else(|| panic!("{path} lacks {end}")) + start;
+    let start = text
+        .find(&begin)
+        .unwrap_or_else(|| panic!("{path} lacks {begin}"))
+        + begin.len();
+    let stop = text[start..]
+        .find(&end)
+        .unwrap_or_else(|| panic!("{path} lacks {end}"))
+        + start;
     if bless() {
         let updated = format!("{}{}{}", &text[..start], expected, &text[stop..]);
         std::fs::write(&full, updated).unwrap();
@@ -49,21 +55,37 @@ fn schema(table: &Table) -> String {
 
 #[test]
 fn validators_match_the_option_tables() {
-    check_file("validators/postgresql-importer.json", &schema(&SOURCE_OPTIONS));
-    check_file("validators/postgresql-exporter.json", &schema(&DESTINATION_OPTIONS));
+    check_file(
+        "validators/postgresql-importer.json",
+        &schema(&SOURCE_OPTIONS),
+    );
+    check_file(
+        "validators/postgresql-exporter.json",
+        &schema(&DESTINATION_OPTIONS),
+    );
 }
 
 #[test]
 fn readme_tables_match_the_option_tables() {
     check_section("README.md", "source-options", &SOURCE_OPTIONS.markdown());
-    check_section("README.md", "destination-options", &DESTINATION_OPTIONS.markdown());
+    check_section(
+        "README.md",
+        "destination-options",
+        &DESTINATION_OPTIONS.markdown(),
+    );
 }
 
 #[test]
 fn man_page_lists_every_option() {
-    let man = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("postgresql.1")).unwrap();
-    for (section, table) in [("SOURCE OPTIONS", &*SOURCE_OPTIONS), ("DESTINATION OPTIONS", &*DESTINATION_OPTIONS)] {
-        let start = man.find(&format!(".Sh {section}")).unwrap_or_else(|| panic!("no {section}"));
+    let man = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("postgresql.1"))
+        .unwrap();
+    for (section, table) in [
+        ("SOURCE OPTIONS", &*SOURCE_OPTIONS),
+        ("DESTINATION OPTIONS", &*DESTINATION_OPTIONS),
+    ] {
+        let start = man
+            .find(&format!(".Sh {section}"))
+            .unwrap_or_else(|| panic!("no {section}"));
         let rest = &man[start + 4..];
         let body = &rest[..rest.find("\n.Sh ").unwrap_or(rest.len())];
         for spec in &table.specs {
@@ -74,13 +96,19 @@ fn man_page_lists_every_option() {
             );
         }
         let listed = body.matches(".It Cm ").count();
-        assert_eq!(listed, table.specs.len(), "postgresql.1 {section} lists options the plugin does not have");
+        assert_eq!(
+            listed,
+            table.specs.len(),
+            "postgresql.1 {section} lists options the plugin does not have"
+        );
     }
 }
 
 #[test]
 fn manifest_names_the_validators_and_the_stream_flag() {
-    let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("manifest.yaml")).unwrap();
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("manifest.yaml"))
+            .unwrap();
     for needle in [
         "name: postgresql",
         "validator: postgresql-importer.json",

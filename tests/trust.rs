@@ -362,7 +362,7 @@ async fn passwords_never_leak_into_argv_environment_snapshot_or_logs() {
         src.rows("app", "SELECT count(*), sum(i) FROM big")
     );
 
-    let seen = seen.lock().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
     let tools: Vec<&str> = ["pg_dump", "pg_dumpall", "pg_restore"]
         .into_iter()
         .filter(|t| {

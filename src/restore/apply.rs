@@ -11,10 +11,12 @@ use super::options::DestinationConfig;
 use crate::connection::{dbname_conninfo, Connection};
 use crate::tools::{Outcome, Running, Tool, ToolError, Toolbox};
 
-/// The arguments of pg_restore for one dump; `file` is None to read stdin.
+/// The arguments of pg_restore for one dump; `create` creates the database
+/// (`--create`, for `create_db`); `file` is None to read stdin.
 pub fn pg_restore_args(
     config: &DestinationConfig,
     connect_to: &str,
+    create: bool,
     file: Option<&Path>,
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec!["--no-password".into()];
@@ -25,7 +27,7 @@ pub fn pg_restore_args(
         (config.data_only, "--data-only"),
         (config.clean, "--clean"),
         (config.clean, "--if-exists"),
-        (config.create_db, "--create"),
+        (create, "--create"),
         (config.single_transaction, "--single-transaction"),
     ];
     args.extend(
@@ -136,25 +138,33 @@ impl Feed {
     }
 }
 
-/// Drops the `CREATE ROLE` of the connecting user from a pg_dumpall script:
-/// that role always exists on the target, and the error would stop a restore
-/// run with `exit_on_error`. Only the roles section (before the first
-/// `\connect`) is looked at, so table data is never touched.
+/// Drops the `CREATE ROLE` of the roles that exist on the target already
+/// (the connecting user always does): the error would fail the file, and stop
+/// a restore run with `exit_on_error`, while the `ALTER ROLE` that follows
+/// still gives the role the snapshot's attributes and password. Only the
+/// roles section (before the first `\connect`) is looked at, so table data is
+/// never touched.
 #[derive(Debug)]
 pub struct RoleFilter {
-    drop: [String; 2],
+    drop: Vec<String>,
     carry: Vec<u8>,
     active: bool,
 }
 
 impl RoleFilter {
-    /// A filter for the role `user`.
-    pub fn new(user: &str) -> RoleFilter {
+    /// A filter for the roles `existing`.
+    pub fn new<'a>(existing: impl IntoIterator<Item = &'a str>) -> RoleFilter {
+        let drop = existing
+            .into_iter()
+            .flat_map(|role| {
+                [
+                    format!("CREATE ROLE {role};"),
+                    format!("CREATE ROLE \"{}\";", role.replace('"', "\"\"")),
+                ]
+            })
+            .collect();
         RoleFilter {
-            drop: [
-                format!("CREATE ROLE {user};"),
-                format!("CREATE ROLE \"{}\";", user.replace('"', "\"\"")),
-            ],
+            drop,
             carry: Vec::new(),
             active: true,
         }
@@ -230,6 +240,17 @@ pub fn judge(outcome: &Outcome, what: &str) -> Result<(), String> {
         message.push_str(". The roles the dump refers to are missing on the target: set restore_globals=true to create them from /globals.sql, or no_owner=true to restore without ownership");
     } else if all.contains("database \"") && all.contains("does not exist") {
         message.push_str(". Set create_db=true to create the database");
+    } else if all.contains("schema \"") && all.contains("does not exist") {
+        // pg_restore -n/-t restore the objects in a schema but never its CREATE SCHEMA.
+        message.push_str(". A schema is missing on the target: when only some schemas or tables are restored (`schemas`, `tables`), pg_restore does not create the schemas themselves, so create them on the target first");
+    } else if all.contains("does not appear to be a valid archive")
+        || all.contains("input file is too short")
+    {
+        message.push_str(
+            ". The file is not a dump in pg_dump's custom format: it is empty or damaged",
+        );
+    } else if all.contains("could not read from input file: end of file") {
+        message.push_str(". The dump is truncated: the file ends before the end of the archive");
     }
     Err(message)
 }
@@ -257,7 +278,7 @@ mod tests {
             ("tables", "s2.t"),
             ("jobs", "2"),
         ]);
-        let args = pg_restore_args(&c, "it's", Some(Path::new("/tmp/x")));
+        let args = pg_restore_args(&c, "it's", false, Some(Path::new("/tmp/x")));
         assert_eq!(
             args,
             [
@@ -273,7 +294,7 @@ mod tests {
                 "/tmp/x"
             ]
         );
-        let streamed = pg_restore_args(&c, "db", None);
+        let streamed = pg_restore_args(&c, "db", false, None);
         assert!(!streamed
             .iter()
             .any(|a| a.to_string_lossy().starts_with("--jobs")));
@@ -288,8 +309,8 @@ mod tests {
     }
 
     #[test]
-    fn role_filter_drops_only_the_own_role_before_connect() {
-        let mut f = RoleFilter::new("postgres");
+    fn role_filter_drops_only_existing_roles_before_connect() {
+        let mut f = RoleFilter::new(["postgres"]);
         let script = "SET x;\nCREATE ROLE alice;\nCREATE ROLE postgres;\nALTER ROLE postgres WITH SUPERUSER;\n\\connect app\nCREATE ROLE postgres;\n";
         let mut out = Vec::new();
         // Odd chunk sizes cut lines anywhere.
@@ -301,7 +322,10 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "SET x;\nCREATE ROLE alice;\nALTER ROLE postgres WITH SUPERUSER;\n\\connect app\nCREATE ROLE postgres;\n"
         );
-        let mut quoted = RoleFilter::new("Admin");
-        assert_eq!(quoted.feed(b"CREATE ROLE \"Admin\";\nX\n"), b"X\n");
+        let mut quoted = RoleFilter::new(["Admin", "app_owner"]);
+        assert_eq!(
+            quoted.feed(b"CREATE ROLE \"Admin\";\nCREATE ROLE app_owner;\nCREATE ROLE other;\nX\n"),
+            b"CREATE ROLE other;\nX\n"
+        );
     }
 }

@@ -288,19 +288,18 @@ impl Session {
             Action::ReadManifest => Sink::Memory(Vec::new()),
             Action::Script { database, .. } => {
                 let args = apply::psql_args(&r.config, database);
-                match Feed::start(
-                    &r.toolbox,
-                    Tool::Psql,
-                    conn,
-                    &args,
-                    Some(RoleFilter::new(&conn.user)),
-                ) {
+                let existing = self.existing_roles().await;
+                let filter = RoleFilter::new(existing.iter().map(String::as_str));
+                match Feed::start(&r.toolbox, Tool::Psql, conn, &args, Some(filter)) {
                     Ok(feed) => Sink::Tool(feed),
                     Err(e) => Sink::Discard(Err(e.to_string())),
                 }
             }
             Action::Dump {
-                connect_to, spool, ..
+                connect_to,
+                create,
+                spool,
+                ..
             } => {
                 if let Err(why) = self.check_target(connect_to).await {
                     return Sink::Discard(Err(why));
@@ -311,13 +310,35 @@ impl Session {
                         Err(e) => Sink::Discard(Err(e)),
                     };
                 }
-                let args = apply::pg_restore_args(&r.config, connect_to, None);
+                let args = apply::pg_restore_args(&r.config, connect_to, *create, None);
                 match Feed::start(&r.toolbox, Tool::PgRestore, conn, &args, None) {
                     Ok(feed) => Sink::Tool(feed),
                     Err(e) => Sink::Discard(Err(e.to_string())),
                 }
             }
         }
+    }
+
+    /// The roles on the target, the connecting user included even when they
+    /// cannot be listed.
+    async fn existing_roles(&self) -> Vec<String> {
+        let r = &self.restore;
+        let mut roles = match r
+            .admin
+            .query("SELECT rolname::text FROM pg_roles", &[])
+            .await
+        {
+            Ok(rows) => rows.iter().map(|row| row.get(0)).collect(),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot list the roles on the target: {}",
+                    describe_pg_error(&e)
+                );
+                Vec::new()
+            }
+        };
+        roles.push(r.config.conn.user.clone());
+        roles
     }
 
     /// Fails early, with the remedy, when the database to connect to is missing.
@@ -419,11 +440,14 @@ impl Session {
     }
 
     async fn restore_spooled(&self, action: &Action, path: &std::path::Path) -> Result<(), String> {
-        let Action::Dump { connect_to, .. } = action else {
+        let Action::Dump {
+            connect_to, create, ..
+        } = action
+        else {
             unreachable!("only dumps are spooled")
         };
         let r = &self.restore;
-        let args = apply::pg_restore_args(&r.config, connect_to, Some(path));
+        let args = apply::pg_restore_args(&r.config, connect_to, *create, Some(path));
         let running = r
             .toolbox
             .spawn(

@@ -11,7 +11,7 @@ static RESTORE_OPTIONS: &[Spec] = &[
         name: "create_db",
         kind: Kind::Bool,
         default: Some("false"),
-        description: "Create each database from the dump's own metadata (`pg_restore --create`); `database` then only names the database to connect to first (`postgres` when unset).",
+        description: "Create each database from the dump's own metadata (`pg_restore --create`); `database` then only names the database to connect to first (`postgres` when unset). `postgres` and `template1`, which every cluster has, are restored into as they are.",
     },
     Spec {
         name: "restore_globals",

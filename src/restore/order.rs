@@ -4,6 +4,9 @@
 use super::options::DestinationConfig;
 use crate::names::Entry;
 
+/// The databases every cluster has, which a restore never creates.
+const PREEXISTING: &[&str] = &["postgres", "template1"];
+
 /// What to do with one file of the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -13,11 +16,13 @@ pub enum Action {
     ReadManifest,
     /// Feed it to psql connected to `database`; `globals` marks the roles file.
     Script { database: String, globals: bool },
-    /// Feed it to pg_restore; `spool` keeps a temporary copy first (held, or for `jobs`).
+    /// Feed it to pg_restore; `create` makes it create the database
+    /// (`--create`); `spool` keeps a temporary copy first (held, or for `jobs`).
     Dump {
         source: String,
         connect_to: String,
         restored: String,
+        create: bool,
         hold: bool,
         spool: bool,
     },
@@ -59,7 +64,10 @@ pub fn action(config: &DestinationConfig, entry: &Entry, globals_applied: bool) 
                     "database {name:?} is not in the `databases` option"
                 ));
             }
-            let (connect_to, restored) = if config.create_db {
+            // `postgres` and `template1` exist on every cluster: like pg_dumpall,
+            // restore into them rather than fail on their CREATE DATABASE.
+            let create = config.create_db && !PREEXISTING.contains(&name.as_str());
+            let (connect_to, restored) = if create {
                 (
                     config
                         .conn
@@ -68,6 +76,8 @@ pub fn action(config: &DestinationConfig, entry: &Entry, globals_applied: bool) 
                         .unwrap_or_else(|| "postgres".into()),
                     name.clone(),
                 )
+            } else if config.create_db {
+                (name.clone(), name.clone())
             } else {
                 let target = config.conn.database.clone().unwrap_or_else(|| name.clone());
                 (target.clone(), target)
@@ -77,6 +87,7 @@ pub fn action(config: &DestinationConfig, entry: &Entry, globals_applied: bool) 
                 source: name.clone(),
                 connect_to,
                 restored,
+                create,
                 hold,
                 spool: hold || config.jobs.is_some(),
             }
@@ -146,8 +157,14 @@ mod tests {
         );
         let create = config(&[("location", "postgres://h/"), ("create_db", "true")]);
         assert!(
-            matches!(action(&create, &db, true), Action::Dump { ref connect_to, ref restored, .. } if connect_to == "postgres" && restored == "app")
+            matches!(action(&create, &db, true), Action::Dump { ref connect_to, ref restored, create: true, .. } if connect_to == "postgres" && restored == "app")
         );
+        for name in ["postgres", "template1"] {
+            let db = Entry::Database(name.into());
+            assert!(
+                matches!(action(&create, &db, true), Action::Dump { ref connect_to, ref restored, create: false, .. } if connect_to == name && restored == name)
+            );
+        }
     }
 
     #[test]

@@ -188,7 +188,17 @@ impl Plugin {
     }
 
     /// Closes the pipes as Plakar does and checks that the plugin exits 0 on its own.
-    pub async fn shut_down(mut self) -> String {
+    pub async fn shut_down(self) -> String {
+        let (status, stderr) = self.wait().await;
+        assert!(
+            status.success(),
+            "the plugin exited with {status}\n{stderr}"
+        );
+        stderr
+    }
+
+    /// Closes the pipes and returns how the plugin ended, whatever it was.
+    pub async fn wait(mut self) -> (std::process::ExitStatus, String) {
         drop(self.channel);
         let status = tokio::time::timeout(Duration::from_secs(15), self.child.wait())
             .await
@@ -196,11 +206,7 @@ impl Plugin {
             .unwrap();
         let _ = self.stderr_task.await;
         let stderr = self.stderr.lock().unwrap().clone();
-        assert!(
-            status.success(),
-            "the plugin exited with {status}\n{stderr}"
-        );
-        stderr
+        (status, stderr)
     }
 }
 
@@ -211,18 +217,41 @@ pub async fn backup(config: &[(&str, &str)]) -> BackupRun {
 
 /// `plakar backup` with extra environment variables for the plugin.
 pub async fn backup_with_env(config: &[(&str, &str)], env: &[(&str, &str)]) -> BackupRun {
+    let (run, status) = backup_inner(config, env).await;
+    assert!(
+        status.success(),
+        "the plugin exited with {status}\n{}",
+        run.stderr
+    );
+    run
+}
+
+/// `plakar backup` for a test that kills the plugin: how it ended is returned, not checked.
+pub async fn backup_allowing_crash(
+    config: &[(&str, &str)],
+) -> (BackupRun, std::process::ExitStatus) {
+    backup_inner(config, &[]).await
+}
+
+async fn backup_inner(
+    config: &[(&str, &str)],
+    env: &[(&str, &str)],
+) -> (BackupRun, std::process::ExitStatus) {
     let plugin = Plugin::start("importer", env).await;
     let mut client = ImporterClient::new(plugin.channel.clone()).max_decoding_message_size(4 << 20);
     let mut order = Vec::new();
     let snapshot = run_backup(&mut client, config, &mut order).await;
     let _ = client.close(importer::CloseRequest {}).await;
     drop(client);
-    let stderr = plugin.shut_down().await;
-    BackupRun {
-        snapshot,
-        order,
-        stderr,
-    }
+    let (status, stderr) = plugin.wait().await;
+    (
+        BackupRun {
+            snapshot,
+            order,
+            stderr,
+        },
+        status,
+    )
 }
 
 fn to_map(config: &[(&str, &str)]) -> HashMap<String, String> {
