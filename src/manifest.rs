@@ -26,6 +26,9 @@ const SETTINGS: &[&str] = &[
     "archive_mode",
 ];
 
+/// How long a manifest query may wait for a lock before its field is left out.
+const LOCK_TIMEOUT_SECS: u32 = 3;
+
 /// What the backup is, for the manifest's `backup` field.
 #[derive(Debug, Clone)]
 pub struct BackupFacts {
@@ -161,7 +164,8 @@ async fn cluster_config(admin: &Client) -> Result<Value, tokio_postgres::Error> 
     let names: Vec<String> = SETTINGS.iter().map(|s| s.to_string()).collect();
     let rows = admin
         .query(
-            "SELECT name::text, setting::text FROM pg_settings WHERE name = ANY($1::text[])",
+            // pg_settings spells some names in mixed case (TimeZone), SHOW and the list do not.
+            "SELECT lower(name)::text, setting::text FROM pg_settings WHERE lower(name) = ANY($1::text[])",
             &[&names],
         )
         .await?;
@@ -287,6 +291,14 @@ async fn database(conn: &Connection, admin: &Client, name: &str) -> Value {
             return Value::Object(d);
         }
     };
+    // Sizing a relation takes a lock: a table locked by someone else must cost
+    // the manifest its details, not hold the backup up.
+    if let Err(e) = client
+        .simple_query(&format!("SET lock_timeout = '{}s'", LOCK_TIMEOUT_SECS))
+        .await
+    {
+        tracing::debug!("manifest: lock_timeout not set: {}", describe_pg_error(&e));
+    }
     if let Some(v) = best_effort("extensions", extensions(&client)).await {
         d.insert("extensions".into(), v);
     }
