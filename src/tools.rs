@@ -341,7 +341,17 @@ impl Outcome {
             },
             Err(e) => format!("could not be waited for: {e}"),
         };
-        let said = self.stderr.summary();
+        let mut said = self.stderr.summary();
+        // pg_dump gives the server's reason on a `detail:` line, which reads as an
+        // error only when the server sent one (`FATAL: ...`); a connection that
+        // just dropped would otherwise leave the user with "PQgetCopyData() failed".
+        for line in &self.stderr.tail {
+            if line.contains("detail: Error message from server:") && !said.contains(line.as_str())
+            {
+                said.push_str("; ");
+                said.push_str(line);
+            }
+        }
         Some(if said.is_empty() {
             format!("{} {how}", self.tool.name())
         } else {
@@ -421,6 +431,28 @@ mod tests {
         assert_eq!(parse_major("pg_dump (PostgreSQL) 18.1"), Some(18));
         assert_eq!(parse_major("pg_dump (PostgreSQL) 9.6.24"), Some(9));
         assert_eq!(parse_major("nonsense"), None);
+    }
+
+    #[test]
+    fn failures_keep_the_servers_reason_once() {
+        use std::os::unix::process::ExitStatusExt;
+        let mut stderr = Stderr::default();
+        for line in [
+            "pg_dump: error: Dumping the contents of table \"t\" failed: PQgetCopyData() failed.",
+            "pg_dump: detail: Error message from server: server closed the connection unexpectedly",
+            "pg_dump: detail: Command was: COPY public.t (id) TO stdout;",
+        ] {
+            stderr.push(line.into());
+        }
+        let outcome = Outcome {
+            tool: Tool::PgDump,
+            status: Ok(ExitStatus::from_raw(1 << 8)),
+            stderr,
+        };
+        assert_eq!(
+            outcome.failure().unwrap(),
+            "pg_dump exited with status 1: pg_dump: error: Dumping the contents of table \"t\" failed: PQgetCopyData() failed.; pg_dump: detail: Error message from server: server closed the connection unexpectedly"
+        );
     }
 
     #[test]

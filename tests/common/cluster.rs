@@ -208,8 +208,16 @@ impl Cluster {
 
     /// Runs SQL and returns psql's whole output, whatever happened.
     pub fn psql(&self, user: &str, password: &str, db: &str, sql: &str) -> Output {
-        Command::new(self.bin.join("psql"))
-            .env_clear()
+        self.psql_command(user, password, db, sql)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// A psql command running SQL, for tests that start it in the background.
+    pub fn psql_command(&self, user: &str, password: &str, db: &str, sql: &str) -> Command {
+        let mut cmd = Command::new(self.bin.join("psql"));
+        cmd.env_clear()
             .env("PGPASSWORD", password)
             .args(["-X", "-q", "-At", "-v", "ON_ERROR_STOP=1"])
             // The Unix socket works whatever TCP demands (TLS only, certificates).
@@ -225,10 +233,8 @@ impl Cluster {
                 db.replace('\\', "\\\\").replace('\'', "\\'")
             ))
             .arg("-c")
-            .arg(sql)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .arg(sql);
+        cmd
     }
 
     /// Every row of a query, one string per row, in the order the query gives.

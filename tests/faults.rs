@@ -1,0 +1,291 @@
+//! Faults: servers that go away, tools and the plugin killed, a full disk.
+//! A dump is caught in the act by making it wait on a table lock another
+//! session holds, so every fault lands while the dump is surely running.
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::host::{self, PLUGIN};
+use common::{seed, Cluster, PASSWORD, SUPERUSER};
+
+/// A session holding an exclusive lock on `items` until dropped.
+struct Lock {
+    session: Child,
+    /// Ends the server side of the session: killing psql alone would leave
+    /// its backend holding the lock until pg_sleep ends.
+    release: std::process::Command,
+}
+
+impl Lock {
+    fn take(cluster: &Cluster, db: &str) -> Lock {
+        let child = cluster
+            .psql_command(
+                SUPERUSER,
+                PASSWORD,
+                db,
+                "BEGIN; LOCK TABLE items IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(120);",
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let held =
+            "FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation = 'items'::regclass";
+        let mut release = cluster.psql_command(
+            SUPERUSER,
+            PASSWORD,
+            db,
+            &format!("SELECT pg_terminate_backend(pid) {held}"),
+        );
+        release.stdout(Stdio::null()).stderr(Stdio::null());
+        let lock = Lock {
+            session: child,
+            release,
+        };
+        wait_for(cluster, db, &format!("SELECT count(*) {held}"));
+        lock
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = self.release.status();
+        let _ = self.session.kill();
+        let _ = self.session.wait();
+    }
+}
+
+/// Polls a count query until it is positive.
+fn wait_for(cluster: &Cluster, db: &str, sql: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster.sql(db, sql) == "0" {
+        assert!(Instant::now() < deadline, "timed out waiting for: {sql}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until one of the plugin's tools waits on the lock in a statement
+/// starting with `statement` (the manifest's own queries give up after their
+/// lock_timeout).
+fn wait_for_blocked_tool(cluster: &Cluster, statement: &str) {
+    wait_for(
+        cluster,
+        "postgres",
+        &format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'plakar-postgresql' AND wait_event_type = 'Lock' AND query ILIKE '{statement}%'"
+        ),
+    );
+}
+
+/// The parent of a process.
+fn parent(pid: i32) -> i32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The command name may hold spaces: fields start after its closing parenthesis.
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// Processes whose command line starts with `program` and holds `needle`.
+fn processes(program: &str, needle: &str) -> Vec<i32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.first().is_some_and(|a| a.ends_with(program))
+            && args.iter().any(|a| a.contains(needle))
+        {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// pg_dump processes of the plugin dumping `db`.
+fn pg_dumps(db: &str) -> Vec<i32> {
+    processes("pg_dump", &format!("--dbname=dbname='{db}'"))
+}
+
+fn kill(pid: i32) {
+    // SAFETY: sending a signal to a pid we just found.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+}
+
+fn spawn_backup(location: String) -> tokio::task::JoinHandle<host::BackupRun> {
+    tokio::spawn(async move { host::backup(&[("location", &location)]).await })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_going_away_mid_dump_fails_the_backup() {
+    let src = Cluster::start();
+    seed(&src, "app", 1000);
+    let lock = Lock::take(&src, "app");
+    let backup = spawn_backup(src.uri("app"));
+    wait_for_blocked_tool(&src, "LOCK TABLE");
+    src.stop();
+    drop(lock);
+    let run = backup.await.unwrap();
+    let err = run
+        .snapshot
+        .expect_err("a backup whose server went away must not be committed");
+    assert!(
+        err.contains("backup of database \"app\" (/app.dump) failed: pg_dump exited with status 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the backup is incomplete and was not committed"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_pg_dump_fails_the_backup() {
+    let src = Cluster::start();
+    seed(&src, "victim", 1000);
+    let _lock = Lock::take(&src, "victim");
+    let backup = spawn_backup(src.uri("victim"));
+    wait_for_blocked_tool(&src, "LOCK TABLE");
+    let pids = pg_dumps("victim");
+    assert_eq!(pids.len(), 1, "one pg_dump runs: {pids:?}");
+    kill(pids[0]);
+    let run = backup.await.unwrap();
+    let err = run
+        .snapshot
+        .expect_err("a killed dump must not be committed");
+    assert!(err.contains("database \"victim\""), "{err}");
+    assert!(err.contains("pg_dump was killed by signal 9"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_plugin_leaves_no_dump_behind() {
+    let src = Cluster::start();
+    seed(&src, "orphan", 1000);
+    let _lock = Lock::take(&src, "orphan");
+    let location = src.uri("orphan");
+    let backup =
+        tokio::spawn(async move { host::backup_allowing_crash(&[("location", &location)]).await });
+    wait_for_blocked_tool(&src, "LOCK TABLE");
+    let dumps = pg_dumps("orphan");
+    assert_eq!(dumps.len(), 1);
+    // This test's plugin only: other tests run theirs at the same time.
+    let plugin = parent(dumps[0]);
+    assert!(
+        processes(PLUGIN, "importer").contains(&plugin),
+        "pg_dump's parent is not the plugin"
+    );
+    kill(plugin);
+    let (run, status) = backup.await.unwrap();
+    assert!(!status.success());
+    assert!(
+        run.snapshot.is_err(),
+        "a backup whose plugin died must fail"
+    );
+    // The kernel kills the plugin's tools with it (PR_SET_PDEATHSIG).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !pg_dumps("orphan").is_empty() {
+        assert!(Instant::now() < deadline, "pg_dump outlived the plugin");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // And the server is fine for the next backup.
+    drop(_lock);
+    let again = host::backup(&[("location", &src.uri("orphan"))]).await;
+    assert!(again.snapshot.is_ok(), "{:?}", again.snapshot.err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_going_away_mid_restore_fails_the_file() {
+    let src = Cluster::start();
+    seed(&src, "app", 1000);
+    let snapshot = host::backup(&[("location", &src.uri("app"))])
+        .await
+        .snapshot
+        .unwrap();
+
+    let dst = Cluster::start();
+    seed(&dst, "app", 10);
+    let lock = Lock::take(&dst, "app");
+    let location = dst.uri("app");
+    let snap = snapshot.clone();
+    // clean=true makes pg_restore drop `items` first, where it waits on the lock.
+    let restore = tokio::spawn(async move {
+        host::restore(&[("location", &location), ("clean", "true")], &snap).await
+    });
+    wait_for_blocked_tool(&dst, "");
+    dst.stop();
+    drop(lock);
+    let run = restore.await.unwrap();
+    let err = run.error_of("/app.dump");
+    assert!(err.contains("restore of database \"app\" failed"), "{err}");
+    assert!(
+        run.stderr.contains("restore /app.dump: failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("restore /app.dump: done"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_fails_a_spooled_restore_and_removes_the_copy() {
+    let src = Cluster::start();
+    seed(&src, "app", 20000);
+    let snapshot = host::backup(&[("location", &src.uri("app"))])
+        .await
+        .snapshot
+        .unwrap();
+    assert!(
+        snapshot.files["/app.dump"].len() > 2 << 20,
+        "the dump must not fit the small disk"
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let small = tmp.path().to_str().unwrap().to_string();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs", &small])
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a small tmpfs needs root");
+    struct Unmount(String);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(small.clone());
+
+    let dst = Cluster::start();
+    dst.sql("postgres", "CREATE DATABASE app");
+    let run = host::restore_with_env(
+        &[("location", &dst.uri("app")), ("jobs", "2")],
+        &snapshot,
+        &[("TMPDIR", &small)],
+    )
+    .await;
+    let err = run.error_of("/app.dump");
+    assert!(err.contains("cannot write a temporary copy in"), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&small)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "temporary files left behind: {left:?}");
+    assert_eq!(
+        dst.sql(
+            "app",
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'items'"
+        ),
+        "0"
+    );
+}
