@@ -526,6 +526,11 @@ fn parse_uri(location: &str) -> Result<UriParts, OptionError> {
             "query parameters are not read; use the options ssl_mode, connect_timeout, ... instead",
         ));
     }
+    if has_dot_segment(location) {
+        return Err(bad(
+            "a path part `.` or `..` would be dropped, leaving another database or none; give such a name with the option `database`",
+        ));
+    }
     let decode = |s: &str| -> Result<String, OptionError> {
         percent_decode(s).ok_or_else(|| bad("a percent-encoded part is not valid UTF-8"))
     };
@@ -549,6 +554,9 @@ fn parse_uri(location: &str) -> Result<UriParts, OptionError> {
     } else {
         Some(decode(path)?)
     };
+    if url.port() == Some(0) {
+        return Err(bad("port 0 is not a port a server listens on"));
+    }
     Ok(UriParts {
         host,
         port: url.port(),
@@ -556,6 +564,35 @@ fn parse_uri(location: &str) -> Result<UriParts, OptionError> {
         password,
         database,
     })
+}
+
+/// Whether a URI's path has a `.` or `..` segment (percent-encoded or not),
+/// which URL parsing silently resolves away: `postgres://h/..` would name no database.
+fn has_dot_segment(location: &str) -> bool {
+    // What the URL parser reads: outer spaces and controls trimmed, tabs and line breaks dropped.
+    let cleaned: String = location
+        .trim_matches(|c: char| c <= ' ')
+        .chars()
+        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
+        .collect();
+    let Some((_, rest)) = cleaned.split_once(':') else {
+        return false;
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let path = match rest.strip_prefix("//") {
+        Some(authority_and_path) => authority_and_path
+            .find('/')
+            .map_or("", |i| &authority_and_path[i..]),
+        None => rest,
+    };
+    // A path that does not start with `/` is opaque and kept as written.
+    path.starts_with('/')
+        && path.split('/').any(|segment| {
+            matches!(
+                segment.to_ascii_lowercase().as_str(),
+                "." | ".." | "%2e" | ".%2e" | "%2e." | "%2e%2e"
+            )
+        })
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -734,6 +771,36 @@ mod tests {
         }
         let err = connection(&[]).unwrap_err().to_string();
         assert!(err.contains("`location` is required"), "{err}");
+    }
+
+    #[test]
+    fn dot_segments_are_refused_not_dropped() {
+        // The URL parser resolves these away, which would silently name no database.
+        for bad in [
+            "postgres://h/.",
+            "postgres://h/..",
+            "postgres://h/%2e",
+            "postgres://h/%2E%2e",
+            "postgres://u:p@h:1/app/..",
+            "postgres://h/./app",
+            "postgres://h/.\t.",
+        ] {
+            let err = connection(&[("location", bad)]).unwrap_err().to_string();
+            assert!(
+                err.contains("option `location`") && err.contains("`database`"),
+                "{bad:?}: {err}"
+            );
+        }
+        for good in [
+            "postgres://h/...",
+            "postgres://h/a%2F..",
+            "postgres://h/.x",
+            "postgres://",
+        ] {
+            assert!(connection(&[("location", good)]).is_ok(), "{good:?}");
+        }
+        let c = connection(&[("location", "postgres://h/"), ("database", "..")]).unwrap();
+        assert_eq!(c.database.as_deref(), Some(".."));
     }
 
     #[test]
