@@ -486,6 +486,16 @@ pub fn dbname_conninfo(database: &str) -> String {
     )
 }
 
+/// The major version of the server a client is connected to.
+pub async fn server_major(client: &Client) -> Result<u32, String> {
+    let num: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int4", &[])
+        .await
+        .map_err(|e| format!("cannot read the server version: {}", describe_pg_error(&e)))?
+        .get(0);
+    Ok((num / 10000) as u32)
+}
+
 /// Explains a tokio-postgres error with the server's own words when it sent any.
 pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
@@ -707,14 +717,10 @@ fn split_pem_certificates(pem: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::options::Table;
-    use std::collections::HashMap;
 
     fn connection(pairs: &[(&str, &str)]) -> Result<Connection, OptionError> {
         let table = Table::new("source", &[CONNECTION_OPTIONS]);
-        let config: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let config = crate::options::config_map(pairs);
         Connection::from_values(&table.parse(&config)?)
     }
 

@@ -14,4 +14,5 @@ pub mod progress;
 pub mod protocol;
 pub mod restore;
 pub mod server;
+pub mod session;
 pub mod tools;

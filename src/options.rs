@@ -313,6 +313,15 @@ pub fn exclusive(values: &Values, a: &str, b: &str) -> Result<(), OptionError> {
     Ok(())
 }
 
+/// A configuration map from pairs, as Plakar hands it over (for tests).
+#[cfg(test)]
+pub fn config_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,12 +366,7 @@ mod tests {
     ];
 
     fn parse(pairs: &[(&str, &str)]) -> Result<Values, OptionError> {
-        let table = Table::new("source", &[SPECS]);
-        let config = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        table.parse(&config)
+        Table::new("source", &[SPECS]).parse(&config_map(pairs))
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod options;
 pub mod plan;
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use futures::Stream;
@@ -19,13 +19,14 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::connection::describe_pg_error;
+use crate::connection::{describe_pg_error, server_major};
 use crate::manifest::{self, BackupFacts};
 use crate::protocol::importer::{
     importer_server, CloseRequest, CloseResponse, ImportRequest, ImportResponse, InitRequest,
     InitResponse, OpenRequest, OpenResponse, PingRequest, PingResponse,
 };
 use crate::protocol::{flags, record, CHUNK_SIZE};
+use crate::session::Slot;
 use crate::tools::Toolbox;
 use options::SourceConfig;
 use plan::{Item, Layout, Planned};
@@ -57,17 +58,7 @@ impl Backup {
 /// The importer service.
 #[derive(Debug, Default)]
 pub struct Importer {
-    current: Mutex<Option<Arc<Backup>>>,
-}
-
-impl Importer {
-    fn current(&self) -> Result<Arc<Backup>, Status> {
-        self.current
-            .lock()
-            .expect("not poisoned")
-            .clone()
-            .ok_or_else(|| Status::failed_precondition("the importer was not initialised"))
-    }
+    current: Slot<Backup>,
 }
 
 /// Connects, checks the tools and plans the records.
@@ -75,12 +66,7 @@ async fn prepare(config: SourceConfig) -> Result<Backup, String> {
     let conn = &config.conn;
     let admin_db = conn.database.clone().unwrap_or_else(|| "postgres".into());
     let admin = conn.connect(&admin_db).await.map_err(|e| e.to_string())?;
-    let version_num: i32 = admin
-        .query_one("SELECT current_setting('server_version_num')::int4", &[])
-        .await
-        .map_err(|e| format!("cannot read the server version: {}", describe_pg_error(&e)))?
-        .get(0);
-    let server_major = (version_num / 10000) as u32;
+    let server_major = server_major(&admin).await?;
     let toolbox = Toolbox::locate(conn, server_major, true)
         .await
         .map_err(|e| e.to_string())?;
@@ -174,7 +160,7 @@ impl importer_server::Importer for Importer {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        *self.current.lock().expect("not poisoned") = Some(Arc::new(backup));
+        self.current.set(backup);
         Ok(Response::new(InitResponse {
             origin,
             r#type: "postgresql".into(),
@@ -184,7 +170,7 @@ impl importer_server::Importer for Importer {
     }
 
     async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        let backup = self.current()?;
+        let backup = self.current.get()?;
         let conn = &backup.config.conn;
         let db = conn.database.clone().unwrap_or_else(|| "postgres".into());
         let client = conn
@@ -203,7 +189,7 @@ impl importer_server::Importer for Importer {
         &self,
         request: Request<Streaming<ImportRequest>>,
     ) -> Result<Response<Self::ImportStream>, Status> {
-        let backup = self.current()?;
+        let backup = self.current.get()?;
         let mut acks = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
@@ -278,7 +264,7 @@ impl importer_server::Importer for Importer {
         &self,
         request: Request<OpenRequest>,
     ) -> Result<Response<Self::OpenStream>, Status> {
-        let backup = self.current()?;
+        let backup = self.current.get()?;
         let path = request
             .into_inner()
             .record
@@ -311,7 +297,7 @@ impl importer_server::Importer for Importer {
     }
 
     async fn close(&self, _: Request<CloseRequest>) -> Result<Response<CloseResponse>, Status> {
-        self.current.lock().expect("not poisoned").take();
+        self.current.clear();
         Ok(Response::new(CloseResponse {}))
     }
 }

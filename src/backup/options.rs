@@ -114,10 +114,7 @@ mod tests {
     use super::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<SourceConfig, OptionError> {
-        let config = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let config = crate::options::config_map(pairs);
         SourceConfig::parse(&config)
     }
 

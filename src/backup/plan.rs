@@ -159,13 +159,9 @@ pub fn literal_pattern(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn config(pairs: &[(&str, &str)]) -> SourceConfig {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map = crate::options::config_map(pairs);
         SourceConfig::parse(&map).unwrap()
     }
 

@@ -11,7 +11,7 @@ pub mod options;
 pub mod order;
 
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use futures::Stream;
 use serde_json::Value;
@@ -22,7 +22,7 @@ use tokio_postgres::Client;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::connection::describe_pg_error;
+use crate::connection::{describe_pg_error, server_major};
 use crate::names;
 use crate::progress::Progress;
 use crate::protocol::connectors::{Record, Result as RecordResult};
@@ -31,6 +31,7 @@ use crate::protocol::exporter::{
     exporter_server, CloseRequest, CloseResponse, ExportRequest, ExportResponse, InitRequest,
     InitResponse, PingRequest, PingResponse,
 };
+use crate::session::Slot;
 use crate::tools::{Tool, Toolbox};
 use apply::{Feed, RoleFilter};
 use options::DestinationConfig;
@@ -48,17 +49,7 @@ pub struct Restore {
 /// The exporter service.
 #[derive(Debug, Default)]
 pub struct Exporter {
-    current: Mutex<Option<Arc<Restore>>>,
-}
-
-impl Exporter {
-    fn current(&self) -> Result<Arc<Restore>, Status> {
-        self.current
-            .lock()
-            .expect("not poisoned")
-            .clone()
-            .ok_or_else(|| Status::failed_precondition("the exporter was not initialised"))
-    }
+    current: Slot<Restore>,
 }
 
 async fn prepare(config: DestinationConfig) -> Result<Restore, String> {
@@ -69,12 +60,7 @@ async fn prepare(config: DestinationConfig) -> Result<Restore, String> {
         "postgres".into()
     };
     let admin = conn.connect(&first).await.map_err(|e| e.to_string())?;
-    let version_num: i32 = admin
-        .query_one("SELECT current_setting('server_version_num')::int4", &[])
-        .await
-        .map_err(|e| format!("cannot read the server version: {}", describe_pg_error(&e)))?
-        .get(0);
-    let server_major = (version_num / 10000) as u32;
+    let server_major = server_major(&admin).await?;
     let toolbox = Toolbox::locate(conn, server_major, false)
         .await
         .map_err(|e| e.to_string())?;
@@ -103,7 +89,7 @@ impl exporter_server::Exporter for Exporter {
             restore.server_major,
             restore.toolbox.version
         );
-        *self.current.lock().expect("not poisoned") = Some(Arc::new(restore));
+        self.current.set(restore);
         Ok(Response::new(InitResponse {
             origin,
             r#type: "postgresql".into(),
@@ -113,7 +99,7 @@ impl exporter_server::Exporter for Exporter {
     }
 
     async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        let restore = self.current()?;
+        let restore = self.current.get()?;
         restore.admin.simple_query("SELECT 1").await.map_err(|e| {
             Status::unavailable(format!("postgresql destination: {}", describe_pg_error(&e)))
         })?;
@@ -126,7 +112,7 @@ impl exporter_server::Exporter for Exporter {
         &self,
         request: Request<Streaming<ExportRequest>>,
     ) -> Result<Response<Self::ExportStream>, Status> {
-        let restore = self.current()?;
+        let restore = self.current.get()?;
         let inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
@@ -142,7 +128,7 @@ impl exporter_server::Exporter for Exporter {
     }
 
     async fn close(&self, _: Request<CloseRequest>) -> Result<Response<CloseResponse>, Status> {
-        self.current.lock().expect("not poisoned").take();
+        self.current.clear();
         Ok(Response::new(CloseResponse {}))
     }
 }

@@ -198,10 +198,7 @@ mod tests {
     use super::*;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<DestinationConfig, OptionError> {
-        let config = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let config = crate::options::config_map(pairs);
         DestinationConfig::parse(&config)
     }
 

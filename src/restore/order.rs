@@ -98,13 +98,9 @@ pub fn action(config: &DestinationConfig, entry: &Entry, globals_applied: bool) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn config(pairs: &[(&str, &str)]) -> DestinationConfig {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map = crate::options::config_map(pairs);
         DestinationConfig::parse(&map).unwrap()
     }
 
