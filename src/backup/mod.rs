@@ -9,11 +9,9 @@ mod dump;
 pub mod options;
 pub mod plan;
 
-use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
-use futures::Stream;
 use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
@@ -25,6 +23,7 @@ use crate::protocol::importer::{
     importer_server, CloseRequest, CloseResponse, ImportRequest, ImportResponse, InitRequest,
     InitResponse, OpenRequest, OpenResponse, PingRequest, PingResponse,
 };
+use crate::protocol::ResponseStream;
 use crate::protocol::{flags, record, CHUNK_SIZE};
 use crate::session::Slot;
 use crate::tools::Toolbox;
@@ -138,8 +137,6 @@ async fn prepare(config: SourceConfig) -> Result<Backup, String> {
     })
 }
 
-type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl importer_server::Importer for Importer {
     async fn init(&self, request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
@@ -183,7 +180,7 @@ impl importer_server::Importer for Importer {
         Ok(Response::new(PingResponse {}))
     }
 
-    type ImportStream = Stream_<ImportResponse>;
+    type ImportStream = ResponseStream<ImportResponse>;
 
     async fn import(
         &self,
@@ -258,7 +255,7 @@ impl importer_server::Importer for Importer {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    type OpenStream = Stream_<OpenResponse>;
+    type OpenStream = ResponseStream<OpenResponse>;
 
     async fn open(
         &self,

@@ -33,5 +33,9 @@ pub mod flags {
     pub const STREAM: u32 = 4;
 }
 
+/// The stream a server-streaming call answers with.
+pub type ResponseStream<T> =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, tonic::Status>> + Send>>;
+
 /// The largest chunk of file content sent in one message (Plakar's own size).
 pub const CHUNK_SIZE: usize = 1024 * 1024;

@@ -10,10 +10,8 @@ mod apply;
 pub mod options;
 pub mod order;
 
-use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
 use serde_json::Value;
 use tempfile::NamedTempFile;
 use tokio::io::AsyncWriteExt;
@@ -31,6 +29,7 @@ use crate::protocol::exporter::{
     exporter_server, CloseRequest, CloseResponse, ExportRequest, ExportResponse, InitRequest,
     InitResponse, PingRequest, PingResponse,
 };
+use crate::protocol::ResponseStream;
 use crate::session::Slot;
 use crate::tools::{Tool, Toolbox};
 use apply::{Feed, RoleFilter};
@@ -72,8 +71,6 @@ async fn prepare(config: DestinationConfig) -> Result<Restore, String> {
     })
 }
 
-type Stream_<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl exporter_server::Exporter for Exporter {
     async fn init(&self, request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
@@ -106,7 +103,7 @@ impl exporter_server::Exporter for Exporter {
         Ok(Response::new(PingResponse {}))
     }
 
-    type ExportStream = Stream_<ExportResponse>;
+    type ExportStream = ResponseStream<ExportResponse>;
 
     async fn export(
         &self,
