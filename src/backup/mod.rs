@@ -142,7 +142,7 @@ impl importer_server::Importer for Importer {
     async fn init(&self, request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
         let config = SourceConfig::parse(&request.into_inner().config)
             .map_err(|e| Status::invalid_argument(format!("postgresql source: {e}")))?;
-        let origin = config.conn.host.clone();
+        let origin = config.conn.target();
         let backup = prepare(config)
             .await
             .map_err(|e| Status::failed_precondition(format!("postgresql source: {e}")))?;

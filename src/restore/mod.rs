@@ -76,7 +76,7 @@ impl exporter_server::Exporter for Exporter {
     async fn init(&self, request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
         let config = DestinationConfig::parse(&request.into_inner().config)
             .map_err(|e| Status::invalid_argument(format!("postgresql destination: {e}")))?;
-        let origin = config.conn.host.clone();
+        let origin = config.conn.target();
         let restore = prepare(config)
             .await
             .map_err(|e| Status::failed_precondition(format!("postgresql destination: {e}")))?;

@@ -266,7 +266,7 @@ async fn run_backup(
     config: &[(&str, &str)],
     order: &mut Vec<String>,
 ) -> Result<Snapshot, String> {
-    client
+    let init = client
         .init(importer::InitRequest {
             options: Some(importer::Options {
                 hostname: "test".into(),
@@ -281,7 +281,15 @@ async fn run_backup(
             config: to_map(config),
         })
         .await
-        .map_err(|s| s.message().to_string())?;
+        .map_err(|s| s.message().to_string())?
+        .into_inner();
+    // A source that runs pg_dump must not be imported twice (Plakar's stream flag).
+    assert_eq!(
+        init.flags & 4,
+        4,
+        "the importer does not declare the stream flag"
+    );
+    assert_eq!(init.r#type, "postgresql");
     let (ack_tx, ack_rx) = mpsc::channel::<ImportRequest>(64);
     let mut records = client
         .import(ReceiverStream::new(ack_rx))
