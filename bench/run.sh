@@ -1,6 +1,177 @@
 #!/usr/bin/env bash
-# The benchmark of issue 6 is not written yet: it needs the `plakar` binary
-# (the hand-made pipe and the official Go plugin are measured through it), and
-# Plakar v1.1.0 cannot be installed on this project's machines today.
-echo "bench: not written yet; see README.md, section Performance" >&2
-exit 1
+# The benchmark (`make bench`): the plugin against pg_dump / pg_restore / pg_dumpall
+# on throw-away PostgreSQL clusters. Writes BENCHMARKS.md and bench/scaling.png.
+#
+# Environment:
+#   BENCH_SCALE  pgbench scale of the largest database (default 130, about 2 GiB
+#                on disk with the wide tables); s/4 and s/2 are measured too
+#   BENCH_RUNS   runs per measurement, the median is reported (default 3, at least 3)
+#   PG_BIN_DIR   PostgreSQL 15 server binaries (default /usr/lib/postgresql/15/bin)
+#
+# Plakar itself is not used: examples/drive plays its role over the plugin's pipes.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export BENCH_SCALE=${BENCH_SCALE:-130}
+export BENCH_RUNS=${BENCH_RUNS:-3}
+if ((BENCH_RUNS < 3)); then BENCH_RUNS=3; fi
+if ((BENCH_SCALE < 4)); then
+  echo "bench: BENCH_SCALE must be at least 4" >&2
+  exit 2
+fi
+pg_bin=${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
+password=bench
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+python3 -c 'import matplotlib' 2>/dev/null ||
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore matplotlib >&2
+
+log "building the plugin and examples/drive (release)"
+cargo build --release --locked --bin postgresql --example drive >&2
+
+work=$(mktemp -d /tmp/plakar-bench.XXXXXX)
+chmod 755 "$work"
+# Private copies: the tree may be rebuilt while the benchmark runs.
+cp target/release/postgresql target/release/examples/drive "$work/"
+
+clusters=()
+cleanup() {
+  local status=$?
+  trap - EXIT INT TERM
+  for data in "${clusters[@]}"; do
+    as_server "$pg_bin/pg_ctl" -D "$data" -m immediate -w stop >/dev/null 2>&1 || true
+  done
+  rm -rf "$work"
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+as_server() {
+  if [ "$(id -u)" -eq 0 ]; then
+    runuser -u postgres -- env LC_ALL=C.UTF-8 "$@"
+  else
+    env LC_ALL=C.UTF-8 "$@"
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_cluster NAME: initdb + pg_ctl start; sets $cluster_port_out.
+start_cluster() {
+  local dir="$work/$1" port
+  mkdir -p "$dir"
+  printf '%s' "$password" >"$dir/pw"
+  [ "$(id -u)" -ne 0 ] || chown -R postgres: "$dir"
+  as_server "$pg_bin/initdb" -D "$dir/data" -U postgres --auth=scram-sha-256 \
+    --encoding=UTF8 --locale=C.UTF-8 --no-sync --pwfile="$dir/pw" >"$dir/initdb.log"
+  port=$(free_port)
+  cat >>"$dir/data/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$dir'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = 50
+shared_buffers = 256MB
+maintenance_work_mem = 256MB
+max_wal_size = 8GB
+checkpoint_timeout = 30min
+EOF
+  printf 'local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\n' >"$dir/data/pg_hba.conf"
+  clusters+=("$dir/data")
+  as_server "$pg_bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 start >/dev/null
+  cluster_port_out=$port
+}
+
+export PGHOST=127.0.0.1 PGUSER=postgres PGPASSWORD=$password
+
+# make_database PORT DB SCALE: pgbench tables plus wide tables with text, jsonb,
+# bytea, secondary indexes and foreign keys (about a tenth of the size).
+make_database() {
+  local port=$1 db=$2 scale=$3
+  createdb -p "$port" "$db"
+  pgbench -p "$port" -i -q -s "$scale" -I dtGvpf "$db" >/dev/null 2>&1
+  psql -p "$port" -d "$db" -q -v ON_ERROR_STOP=1 -v n="$scale" >/dev/null <<'SQL'
+CREATE TABLE customers (
+  id integer PRIMARY KEY,
+  name text NOT NULL,
+  email text NOT NULL UNIQUE,
+  profile jsonb NOT NULL
+);
+INSERT INTO customers
+SELECT i, 'customer ' || i, 'c' || i || '@example.com',
+       jsonb_build_object('tier', i % 5, 'tags', jsonb_build_array('a' || i % 7, 'b' || i % 11),
+                          'since', (date '2015-01-01' + i % 3000)::text)
+FROM generate_series(1, :n * 500) AS i;
+CREATE TABLE documents (
+  id bigint PRIMARY KEY,
+  aid integer NOT NULL REFERENCES pgbench_accounts (aid),
+  customer_id integer NOT NULL REFERENCES customers (id),
+  title text NOT NULL,
+  body text NOT NULL,
+  attrs jsonb NOT NULL,
+  payload bytea NOT NULL,
+  created timestamptz NOT NULL
+);
+INSERT INTO documents
+SELECT i, 1 + (i::bigint * 7919) % (:n * 100000), 1 + i % (:n * 500),
+       'document ' || md5(i::text),
+       repeat(md5(i::text) || ' lorem ipsum dolor sit amet ', 6),
+       jsonb_build_object('kind', 'k' || i % 13, 'size', i % 1000, 'flags', jsonb_build_array(i % 2 = 0, i % 3 = 0)),
+       decode(md5(i::text) || md5((i + 1)::text) || md5((i * 31)::text) || md5((i * 17)::text), 'hex'),
+       timestamptz '2020-01-01' + i * interval '1 minute'
+FROM generate_series(1, :n * 2000) AS i;
+CREATE INDEX ON documents (aid);
+CREATE INDEX ON documents (customer_id, created);
+CREATE INDEX ON documents ((attrs ->> 'kind'));
+CREATE TABLE events (
+  id bigint PRIMARY KEY,
+  document_id bigint NOT NULL REFERENCES documents (id),
+  kind text NOT NULL,
+  data jsonb,
+  at timestamptz NOT NULL
+);
+INSERT INTO events
+SELECT i, 1 + i % (:n * 2000), (ARRAY['view', 'edit', 'share', 'delete'])[1 + i % 4],
+       jsonb_build_object('ip', '10.0.' || i % 256 || '.' || i % 199, 'agent', 'bench/' || i % 17),
+       timestamptz '2021-01-01' + i * interval '10 seconds'
+FROM generate_series(1, :n * 3000) AS i;
+CREATE INDEX ON events (document_id);
+CREATE INDEX ON events (kind, at);
+VACUUM ANALYZE;
+SQL
+}
+
+started=$(date +%s)
+log "starting the clusters"
+start_cluster main
+port=$cluster_port_out
+start_cluster many
+cluster_port=$cluster_port_out
+export BENCH_PORT=$port BENCH_CLUSTER_PORT=$cluster_port BENCH_WORK=$work BENCH_PG_BIN=$pg_bin
+
+sizes=$(python3 -c "import os; s=int(os.environ['BENCH_SCALE']); print(' '.join(str(x) for x in sorted({max(1,s//4), max(1,s//2), s})))")
+export BENCH_SIZES=$sizes
+for s in $sizes; do
+  log "generating database bench_s$s (pgbench scale $s + wide tables)"
+  make_database "$port" "bench_s$s" "$s"
+done
+
+log "generating 20 small databases"
+make_database "$cluster_port" template_bench 1
+for i in $(seq -w 1 20); do
+  createdb -p "$cluster_port" -T template_bench "app_$i"
+done
+dropdb -p "$cluster_port" template_bench
+psql -p "$cluster_port" -d postgres -q -c 'CHECKPOINT' >/dev/null
+psql -p "$port" -d postgres -q -c 'CHECKPOINT' >/dev/null
+log "data ready after $(($(date +%s) - started)) s"
+
+python3 bench/bench.py
+log "done after $(($(date +%s) - started)) s: BENCHMARKS.md, bench/scaling.png"
