@@ -210,6 +210,18 @@ pub struct Connection {
     password: Option<Password>,
     /// Private files that must live as long as the connection: the password file and inline PEM.
     files: Arc<PrivateFiles>,
+    /// Built once: loading the trust store for every connection costs more than the connection.
+    tls_connector: Arc<TlsCache>,
+}
+
+/// The TLS connector, built on first use.
+#[derive(Default)]
+struct TlsCache(std::sync::OnceLock<MakeTlsConnector>);
+
+impl fmt::Debug for TlsCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TlsCache")
+    }
 }
 
 #[derive(Debug)]
@@ -314,6 +326,7 @@ impl Connection {
                 passfile,
                 _pem: pem,
             }),
+            tls_connector: Arc::default(),
         })
     }
 
@@ -351,7 +364,13 @@ impl Connection {
         if let Some(p) = &self.password {
             config.password(&p.0);
         }
-        let tls = self.tls_connector()?;
+        let tls = match self.tls_connector.0.get() {
+            Some(tls) => tls.clone(),
+            None => {
+                let tls = self.tls_connector()?;
+                self.tls_connector.0.get_or_init(|| tls).clone()
+            }
+        };
         let target = format!(
             "{} as user \"{}\" (database \"{database}\")",
             self.target(),

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use futures::stream::{self, StreamExt};
 use serde_json::{json, Map, Value};
 use tokio_postgres::Client;
 
@@ -25,6 +26,9 @@ const SETTINGS: &[&str] = &[
     "lc_ctype",
     "archive_mode",
 ];
+
+/// How many databases the manifest describes at once.
+const DATABASES_AT_ONCE: usize = 4;
 
 /// How long a manifest query may wait for a lock before its field is left out.
 const LOCK_TIMEOUT_SECS: u32 = 3;
@@ -92,10 +96,16 @@ pub async fn collect(
     if let Some(v) = best_effort("tablespaces", tablespaces(admin)).await {
         m.insert("tablespaces".into(), v);
     }
-    let mut dbs = Vec::new();
+    // A connection per database: a few at once, so a cluster of many small
+    // databases does not wait for each authentication in turn.
+    let mut pending = Vec::with_capacity(databases.len());
     for name in databases {
-        dbs.push(database(conn, admin, name).await);
+        pending.push(database(conn, admin, name));
     }
+    let dbs: Vec<Value> = stream::iter(pending)
+        .buffered(DATABASES_AT_ONCE)
+        .collect()
+        .await;
     m.insert("databases".into(), Value::Array(dbs));
     Value::Object(m)
 }
