@@ -14,6 +14,7 @@ use std::time::SystemTime;
 
 use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
+use tokio_postgres::Client;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -84,29 +85,7 @@ async fn prepare(config: SourceConfig) -> Result<Backup, String> {
         );
     }
 
-    let databases: Vec<String> = match &conn.database {
-        Some(db) => vec![db.clone()],
-        None => {
-            let rows = admin
-                .query(
-                    "SELECT datname::text FROM pg_database WHERE datallowconn ORDER BY 1",
-                    &[],
-                )
-                .await
-                .map_err(|e| format!("cannot list the databases: {}", describe_pg_error(&e)))?;
-            let all: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-            for excluded in &config.exclude_databases {
-                if !all.contains(excluded) {
-                    tracing::warn!(
-                        "exclude_databases: there is no database {excluded:?} to leave out"
-                    );
-                }
-            }
-            all.into_iter()
-                .filter(|d| !config.exclude_databases.contains(d))
-                .collect()
-        }
-    };
+    let databases = databases(&config, &admin).await?;
     let records = plan::records(&config, &databases);
     let facts = BackupFacts {
         layout: layout.as_str(),
@@ -135,6 +114,31 @@ async fn prepare(config: SourceConfig) -> Result<Backup, String> {
         started: SystemTime::now(),
         failures: Mutex::new(Vec::new()),
     })
+}
+
+/// The databases the backup covers: the one named, or every database that
+/// accepts connections but those excluded.
+async fn databases(config: &SourceConfig, admin: &Client) -> Result<Vec<String>, String> {
+    if let Some(db) = &config.conn.database {
+        return Ok(vec![db.clone()]);
+    }
+    let rows = admin
+        .query(
+            "SELECT datname::text FROM pg_database WHERE datallowconn ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(|e| format!("cannot list the databases: {}", describe_pg_error(&e)))?;
+    let all: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    for excluded in &config.exclude_databases {
+        if !all.contains(excluded) {
+            tracing::warn!("exclude_databases: there is no database {excluded:?} to leave out");
+        }
+    }
+    Ok(all
+        .into_iter()
+        .filter(|d| !config.exclude_databases.contains(d))
+        .collect())
 }
 
 #[tonic::async_trait]
