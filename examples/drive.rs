@@ -14,27 +14,26 @@
 //! returned), bytes per file or errors per file, and the plugin's peak RSS
 //! (VmHWM from /proc, read just before its pipes close).
 
+#[path = "../tests/common/pipes.rs"]
+mod pipes;
+
 use std::collections::{BTreeMap, HashMap};
-use std::io;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use hyper_util::rt::TokioIo;
 use plakar_postgresql::protocol::connectors::{FileInfo, Record, Result as RecordResult};
 use plakar_postgresql::protocol::exporter::exporter_client::ExporterClient;
 use plakar_postgresql::protocol::exporter::{self, export_request::Packet, ExportRequest};
 use plakar_postgresql::protocol::importer::importer_client::ImporterClient;
 use plakar_postgresql::protocol::importer::{self, ImportRequest, OpenRequest};
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 const CHUNK: usize = 1 << 20;
 const USAGE: &str = "usage: drive backup --plugin PATH --out DIR [key=value...]\n       drive restore --plugin PATH --from DIR [key=value...]";
@@ -106,38 +105,6 @@ fn decode(name: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// The plugin's two pipes as one byte stream for the HTTP/2 client.
-struct Pipes {
-    out: ChildStdout,
-    inp: ChildStdin,
-}
-
-impl AsyncRead for Pipes {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.out).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Pipes {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inp).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inp).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inp).poll_shutdown(cx)
-    }
-}
-
 /// Starts `PLUGIN role` (its stderr goes to ours) and connects gRPC over its pipes.
 async fn start(plugin: &Path, role: &str) -> Result<(Child, Channel), Error> {
     let mut child = Command::new(plugin)
@@ -147,19 +114,7 @@ async fn start(plugin: &Path, role: &str) -> Result<(Child, Channel), Error> {
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()?;
-    let pipes = Pipes {
-        out: child.stdout.take().expect("piped"),
-        inp: child.stdin.take().expect("piped"),
-    };
-    let mut once = Some(pipes);
-    let channel = Endpoint::from_static("http://127.0.0.1:0")
-        .initial_stream_window_size(Some(8 << 20))
-        .initial_connection_window_size(Some(16 << 20))
-        .connect_with_connector(tower::service_fn(move |_| {
-            let io = once.take().map(TokioIo::new);
-            async move { io.ok_or_else(|| io::Error::other("the plugin's pipes were used already")) }
-        }))
-        .await?;
+    let channel = pipes::connect(&mut child).await?;
     Ok((child, channel))
 }
 

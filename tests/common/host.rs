@@ -7,24 +7,20 @@
 //! github.com/PlakarKorp/plakar here; see README.md ("Testing").
 
 use std::collections::{BTreeMap, HashMap};
-use std::io;
-use std::pin::Pin;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use hyper_util::rt::TokioIo;
 use plakar_postgresql::protocol::connectors::{FileInfo, Record, Result as RecordResult};
 use plakar_postgresql::protocol::exporter::exporter_client::ExporterClient;
 use plakar_postgresql::protocol::exporter::{self, export_request::Packet, ExportRequest};
 use plakar_postgresql::protocol::importer::importer_client::ImporterClient;
 use plakar_postgresql::protocol::importer::{self, ImportRequest, OpenRequest};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader, ReadBuf};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// The plugin binary under test.
 pub const PLUGIN: &str = env!("CARGO_BIN_EXE_postgresql");
@@ -104,37 +100,6 @@ pub struct Plugin {
     stderr_task: tokio::task::JoinHandle<()>,
 }
 
-struct Pipes {
-    out: ChildStdout,
-    inp: ChildStdin,
-}
-
-impl AsyncRead for Pipes {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.out).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Pipes {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inp).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inp).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inp).poll_shutdown(cx)
-    }
-}
-
 impl Plugin {
     /// Starts `postgresql <role>` with extra environment variables.
     pub async fn start(role: &str, env: &[(&str, &str)]) -> Plugin {
@@ -146,10 +111,9 @@ impl Plugin {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let mut child = cmd.spawn().expect("the plugin starts");
-        let pipes = Pipes {
-            out: child.stdout.take().unwrap(),
-            inp: child.stdin.take().unwrap(),
-        };
+        let channel = super::pipes::connect(&mut child)
+            .await
+            .expect("gRPC over the plugin's pipes");
         let stderr = Arc::new(Mutex::new(String::new()));
         let sink = stderr.clone();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
@@ -161,19 +125,6 @@ impl Plugin {
                 s.push('\n');
             }
         });
-        let mut once = Some(pipes);
-        let channel =
-            Endpoint::from_static("http://127.0.0.1:0")
-                .initial_stream_window_size(Some(8 << 20))
-                .initial_connection_window_size(Some(16 << 20))
-                .connect_with_connector(tower::service_fn(move |_| {
-                    let io = once.take().map(TokioIo::new);
-                    async move {
-                        io.ok_or_else(|| io::Error::other("the plugin's pipes were used already"))
-                    }
-                }))
-                .await
-                .expect("gRPC over the plugin's pipes");
         Plugin {
             child,
             channel,

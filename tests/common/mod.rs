@@ -1,11 +1,15 @@
 //! The harness every integration test shares: real PostgreSQL clusters and
 //! the real plugin binary, driven over its pipes.
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 pub mod cluster;
 pub mod host;
+pub mod pipes;
 
+// Not every test file uses every name.
+#[allow(unused_imports)]
 pub use cluster::{Cluster, ClusterOptions, PASSWORD, SUPERUSER};
+#[allow(unused_imports)]
 pub use host::{backup, restore, Snapshot};
 
 /// Creates a database with a table of `n` rows covering a few types.
