@@ -445,3 +445,47 @@ async fn a_mute_server_times_out_instead_of_hanging() {
     assert!(restored.error.unwrap().contains("connect_timeout"));
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn md5_password_servers_work_too() {
+    const MD5_PASSWORD: &str = "md5 p@ss:w/rd%#?&= é";
+    let cluster = Cluster::start_with(ClusterOptions {
+        config: vec!["password_encryption = md5".into()],
+        hba: vec![
+            "local all all scram-sha-256".into(),
+            "host all old_app 127.0.0.1/32 md5".into(),
+            "host all all 127.0.0.1/32 scram-sha-256".into(),
+        ],
+        ..Default::default()
+    });
+    cluster.sql(
+        "postgres",
+        &format!("CREATE ROLE old_app LOGIN SUPERUSER PASSWORD '{MD5_PASSWORD}'"),
+    );
+    assert!(cluster
+        .sql(
+            "postgres",
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'old_app'"
+        )
+        .starts_with("md5"));
+    seed(&cluster, "app", 50);
+    let location = format!(
+        "postgres://old_app:{}@127.0.0.1:{}/app",
+        common::cluster::encode(MD5_PASSWORD),
+        cluster.port
+    );
+    let run = host::backup(&[("location", &location)]).await;
+    let snapshot = run
+        .snapshot
+        .unwrap_or_else(|e| panic!("{e}\n{}", run.stderr));
+    cluster.sql("postgres", "CREATE DATABASE copy");
+    let target = format!("postgres://old_app@127.0.0.1:{}/copy", cluster.port);
+    let restored = host::restore(
+        &[("location", &target), ("password", MD5_PASSWORD)],
+        &snapshot,
+    )
+    .await;
+    restored.assert_ok();
+    assert_eq!(items(&cluster, "copy"), items(&cluster, "app"));
+    assert!(!run.stderr.contains(MD5_PASSWORD) && !restored.stderr.contains(MD5_PASSWORD));
+}
