@@ -42,7 +42,8 @@ if ! command -v plakar >/dev/null 2>&1 && [ ! -x "$gobin/plakar" ]; then
      log=$(go install github.com/PlakarKorp/plakar@v1.1.0 2>&1); then
     echo "setup: installed plakar v1.1.0 in $gobin" >&2
   else
-    echo "setup: warning: plakar v1.1.0 could not be installed (${log:-go is missing}); 'make package' and 'make install' need it, 'make test' does not" | head -c 400 >&2
-    echo >&2
+    reason=${log:-go is missing}
+    echo "setup: warning: plakar v1.1.0 could not be installed: ${reason##*: }" >&2
+    echo "setup: 'make package' and 'make install' need plakar; 'make test' does not" >&2
   fi
 fi
