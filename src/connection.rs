@@ -75,7 +75,7 @@ pub static CONNECTION_OPTIONS: &[Spec] = &[
         name: "ssl_mode",
         kind: Kind::Choice(SSL_MODES),
         default: Some("prefer"),
-        description: "TLS mode, as libpq's `sslmode`. The `verify-*` modes need `ssl_root_cert` or `ssl_root_cert_data`.",
+        description: "TLS mode, as libpq's `sslmode`. The `verify-*` modes need `ssl_root_cert` or `ssl_root_cert_data`. The plugin's own connection treats `allow` as `prefer`.",
     },
     Spec {
         name: "ssl_cert",
@@ -402,6 +402,16 @@ impl Connection {
             }
         });
         Ok(client)
+    }
+
+    /// Connects anew and runs `SELECT 1`: is the server there, and does it let us in?
+    pub async fn ping(&self, database: &str) -> Result<(), String> {
+        let client = self.connect(database).await.map_err(|e| e.to_string())?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map(|_| ())
+            .map_err(|e| describe_pg_error(&e))
     }
 
     fn tls_connector(&self) -> Result<MakeTlsConnector, ConnectError> {

@@ -109,3 +109,21 @@ async fn a_wrong_password_is_a_readable_error() {
     );
     assert!(!err.contains("wrong-secret") && !run.stderr.contains("wrong-secret"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ping_says_whether_the_server_is_there() {
+    let cluster = Cluster::start();
+    let location = cluster.uri("postgres");
+    for role in ["importer", "exporter"] {
+        host::ping_after(role, &[("location", &location)], || {})
+            .await
+            .unwrap_or_else(|e| panic!("{role}: {e}"));
+    }
+    let err = host::ping_after("importer", &[("location", &location)], || cluster.stop())
+        .await
+        .unwrap_err();
+    assert!(
+        err.starts_with("postgresql source: cannot connect to PostgreSQL at 127.0.0.1:"),
+        "{err}"
+    );
+}

@@ -174,13 +174,9 @@ impl importer_server::Importer for Importer {
         let backup = self.current.get()?;
         let conn = &backup.config.conn;
         let db = conn.database.clone().unwrap_or_else(|| "postgres".into());
-        let client = conn
-            .connect(&db)
+        conn.ping(&db)
             .await
             .map_err(|e| Status::unavailable(format!("postgresql source: {e}")))?;
-        client.simple_query("SELECT 1").await.map_err(|e| {
-            Status::unavailable(format!("postgresql source: {}", describe_pg_error(&e)))
-        })?;
         Ok(Response::new(PingResponse {}))
     }
 

@@ -42,7 +42,9 @@ pub struct Restore {
     config: DestinationConfig,
     toolbox: Toolbox,
     server_major: u32,
+    /// The plugin's own connection, to the database named by `admin_db`.
     admin: Client,
+    admin_db: String,
 }
 
 /// The exporter service.
@@ -68,6 +70,7 @@ async fn prepare(config: DestinationConfig) -> Result<Restore, String> {
         toolbox,
         server_major,
         admin,
+        admin_db: first,
     })
 }
 
@@ -97,9 +100,12 @@ impl exporter_server::Exporter for Exporter {
 
     async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
         let restore = self.current.get()?;
-        restore.admin.simple_query("SELECT 1").await.map_err(|e| {
-            Status::unavailable(format!("postgresql destination: {}", describe_pg_error(&e)))
-        })?;
+        restore
+            .config
+            .conn
+            .ping(&restore.admin_db)
+            .await
+            .map_err(|e| Status::unavailable(format!("postgresql destination: {e}")))?;
         Ok(Response::new(PingResponse {}))
     }
 

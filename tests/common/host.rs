@@ -470,3 +470,43 @@ async fn run_restore(
     let _ = sender.await;
     Ok(results)
 }
+
+/// `plakar source ping` / `destination ping`: Init, then `stop` runs, then Ping.
+pub async fn ping_after(
+    role: &str,
+    config: &[(&str, &str)],
+    stop: impl FnOnce(),
+) -> Result<(), String> {
+    let plugin = Plugin::start(role, &[]).await;
+    let result = if role == "importer" {
+        let mut client = ImporterClient::new(plugin.channel.clone());
+        let init = importer::InitRequest {
+            options: None,
+            proto: "postgres".into(),
+            config: to_map(config),
+        };
+        match client.init(init).await {
+            Ok(_) => {
+                stop();
+                client.ping(importer::PingRequest {}).await.map(|_| ())
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        let mut client = ExporterClient::new(plugin.channel.clone());
+        let init = exporter::InitRequest {
+            options: None,
+            proto: "postgres".into(),
+            config: to_map(config),
+        };
+        match client.init(init).await {
+            Ok(_) => {
+                stop();
+                client.ping(exporter::PingRequest {}).await.map(|_| ())
+            }
+            Err(e) => Err(e),
+        }
+    };
+    plugin.shut_down().await;
+    result.map_err(|s| s.message().to_string())
+}
