@@ -489,3 +489,40 @@ async fn md5_password_servers_work_too() {
     assert_eq!(items(&cluster, "copy"), items(&cluster, "app"));
     assert!(!run.stderr.contains(MD5_PASSWORD) && !restored.stderr.contains(MD5_PASSWORD));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dumps_give_up_on_a_server_that_goes_mute() {
+    let cluster = Cluster::start();
+    seed(&cluster, "app", 10);
+    let postmaster: i32 = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let started = std::time::Instant::now();
+    // After Init, the server stops answering: new connections queue unanswered.
+    // SAFETY (both blocks): signals to the cluster's own postmaster.
+    let run = host::backup_with_pause(
+        &[("location", &cluster.uri("app")), ("connect_timeout", "2")],
+        || unsafe {
+            libc::kill(postmaster, libc::SIGSTOP);
+        },
+    )
+    .await;
+    // Resumed so that the cluster can be shut down.
+    unsafe {
+        libc::kill(postmaster, libc::SIGCONT);
+    }
+    let err = run
+        .snapshot
+        .expect_err("a dump that cannot connect must fail the backup");
+    assert!(err.contains("timeout expired"), "{err}");
+    assert!(err.contains("was not committed"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+}

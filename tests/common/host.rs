@@ -168,7 +168,7 @@ pub async fn backup(config: &[(&str, &str)]) -> BackupRun {
 
 /// `plakar backup` with extra environment variables for the plugin.
 pub async fn backup_with_env(config: &[(&str, &str)], env: &[(&str, &str)]) -> BackupRun {
-    let (run, status) = backup_inner(config, env).await;
+    let (run, status) = backup_inner(config, env, || {}).await;
     assert!(
         status.success(),
         "the plugin exited with {status}\n{}",
@@ -181,17 +181,29 @@ pub async fn backup_with_env(config: &[(&str, &str)], env: &[(&str, &str)]) -> B
 pub async fn backup_allowing_crash(
     config: &[(&str, &str)],
 ) -> (BackupRun, std::process::ExitStatus) {
-    backup_inner(config, &[]).await
+    backup_inner(config, &[], || {}).await
+}
+
+/// `plakar backup` with `between` run after `Init` and before `Import`.
+pub async fn backup_with_pause(config: &[(&str, &str)], between: impl FnOnce()) -> BackupRun {
+    let (run, status) = backup_inner(config, &[], between).await;
+    assert!(
+        status.success(),
+        "the plugin exited with {status}\n{}",
+        run.stderr
+    );
+    run
 }
 
 async fn backup_inner(
     config: &[(&str, &str)],
     env: &[(&str, &str)],
+    between: impl FnOnce(),
 ) -> (BackupRun, std::process::ExitStatus) {
     let plugin = Plugin::start("importer", env).await;
     let mut client = ImporterClient::new(plugin.channel.clone()).max_decoding_message_size(4 << 20);
     let mut order = Vec::new();
-    let snapshot = run_backup(&mut client, config, &mut order).await;
+    let snapshot = run_backup(&mut client, config, &mut order, between).await;
     let _ = client.close(importer::CloseRequest {}).await;
     drop(client);
     let (status, stderr) = plugin.wait().await;
@@ -216,6 +228,7 @@ async fn run_backup(
     client: &mut ImporterClient<Channel>,
     config: &[(&str, &str)],
     order: &mut Vec<String>,
+    between: impl FnOnce(),
 ) -> Result<Snapshot, String> {
     let init = client
         .init(importer::InitRequest {
@@ -241,6 +254,7 @@ async fn run_backup(
         "the importer does not declare the stream flag"
     );
     assert_eq!(init.r#type, "postgresql");
+    between();
     let (ack_tx, ack_rx) = mpsc::channel::<ImportRequest>(64);
     let mut records = client
         .import(ReceiverStream::new(ack_rx))
