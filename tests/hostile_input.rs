@@ -3,6 +3,8 @@
 //!
 //! Everything here is pure parsing: no server, no client tools.
 
+mod common;
+
 use std::collections::HashMap;
 
 use plakar_postgresql::backup::options::{SourceConfig, SOURCE_OPTIONS};
@@ -11,6 +13,9 @@ use plakar_postgresql::options::{OptionError, Table};
 use plakar_postgresql::restore::options::{DestinationConfig, DESTINATION_OPTIONS};
 use proptest::prelude::*;
 use proptest::sample::select;
+
+/// Percent-encodes every byte but the URI's unreserved characters.
+use common::cluster::encode as encode_all;
 
 fn config() -> ProptestConfig {
     ProptestConfig {
@@ -48,19 +53,6 @@ fn hostile_text() -> BoxedStrategy<String> {
         3 => uri_like(),
     ]
     .boxed()
-}
-
-/// Percent-encodes every byte but the URI's unreserved characters.
-fn encode_all(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Percent-encodes only what would change the URI's structure, keeping non-ASCII raw.
