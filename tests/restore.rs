@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use common::host::{self, RestoreRun, Snapshot};
-use common::{items, seed, Cluster};
+use common::{databases, items, owned_source, seed, table_owner, Cluster};
 
 /// Backs up with these options and returns the snapshot, or panics with the plugin's words.
 async fn snapshot_of(config: &[(&str, &str)]) -> Snapshot {
@@ -21,26 +21,11 @@ fn rows(cluster: &Cluster, db: &str, table: &str, key: &str) -> Vec<String> {
     cluster.rows(db, &format!("SELECT t::text FROM {table} t ORDER BY {key}"))
 }
 
-/// The databases users made (not the templates nor `postgres`), sorted.
-fn databases(cluster: &Cluster) -> Vec<String> {
-    cluster.rows(
-        "postgres",
-        "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres' ORDER BY 1",
-    )
-}
-
 /// The tables of a database as `schema.table`, sorted.
 fn tables(cluster: &Cluster, db: &str) -> Vec<String> {
     cluster.rows(
         db,
         "SELECT schemaname || '.' || tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
-    )
-}
-
-fn table_owner(cluster: &Cluster, db: &str, table: &str) -> String {
-    cluster.sql(
-        db,
-        &format!("SELECT tableowner FROM pg_tables WHERE tablename = '{table}'"),
     )
 }
 
@@ -72,24 +57,6 @@ fn leftovers(dir: &Path) -> Vec<String> {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with("plakar-postgresql-"))
         .collect()
-}
-
-/// A source with the role `app_owner` owning the tables of database `app`.
-fn owned_source() -> Cluster {
-    let src = Cluster::start();
-    src.sql(
-        "postgres",
-        "CREATE ROLE app_owner LOGIN PASSWORD 'owner-secret'",
-    );
-    seed(&src, "app", 300);
-    src.sql(
-        "app",
-        "CREATE TABLE notes (id int PRIMARY KEY, body text);
-         INSERT INTO notes SELECT i, 'note ' || i FROM generate_series(1, 50) i;
-         ALTER TABLE items OWNER TO app_owner;
-         ALTER TABLE notes OWNER TO app_owner;",
-    );
-    src
 }
 
 // 1. One database: into an existing one, a new one, or a missing one.

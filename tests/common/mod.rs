@@ -2,6 +2,7 @@
 //! the real plugin binary, driven over its pipes.
 #![allow(dead_code)]
 
+pub mod caught;
 pub mod cluster;
 pub mod host;
 pub mod pipes;
@@ -30,6 +31,40 @@ pub fn seed(cluster: &Cluster, db: &str, n: u32) {
 /// Every row of `items`, in key order, as text.
 pub fn items(cluster: &Cluster, db: &str) -> Vec<String> {
     cluster.rows(db, "SELECT t::text FROM items t ORDER BY id")
+}
+
+/// The databases users made (not the templates nor `postgres`), sorted.
+pub fn databases(cluster: &Cluster) -> Vec<String> {
+    cluster.rows(
+        "postgres",
+        "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres' ORDER BY 1",
+    )
+}
+
+/// The owner of a table.
+pub fn table_owner(cluster: &Cluster, db: &str, table: &str) -> String {
+    cluster.sql(
+        db,
+        &format!("SELECT tableowner FROM pg_tables WHERE tablename = '{table}'"),
+    )
+}
+
+/// A source with the role `app_owner` owning the tables of database `app`.
+pub fn owned_source() -> Cluster {
+    let src = Cluster::start();
+    src.sql(
+        "postgres",
+        "CREATE ROLE app_owner LOGIN PASSWORD 'owner-secret'",
+    );
+    seed(&src, "app", 300);
+    src.sql(
+        "app",
+        "CREATE TABLE notes (id int PRIMARY KEY, body text);
+         INSERT INTO notes SELECT i, 'note ' || i FROM generate_series(1, 50) i;
+         ALTER TABLE items OWNER TO app_owner;
+         ALTER TABLE notes OWNER TO app_owner;",
+    );
+    src
 }
 
 /// A quoted SQL identifier.
