@@ -506,6 +506,11 @@ impl Connection {
     }
 }
 
+/// A SQL identifier, always quoted, so that any name is taken as it is.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// A connection string naming only a database, safe for any name: the value
 /// is quoted, so it is never read as an option, a URI or a `key=value` list.
 pub fn dbname_conninfo(database: &str) -> String {

@@ -2,9 +2,10 @@
 //! pg_dumpall, restores with pg_restore and psql, served to Plakar over gRPC.
 //!
 //! - [`protocol`]: the wire (gRPC over stdin/stdout), nothing PostgreSQL-specific.
-//! - [`options`], [`connection`], [`tools`], [`names`], [`manifest`]: PostgreSQL knowledge.
+//! - [`options`], [`connection`], [`tools`], [`names`], [`manifest`], [`archive`]: PostgreSQL knowledge.
 //! - [`backup`] and [`restore`]: the two connectors, each a short story.
 
+pub mod archive;
 pub mod backup;
 pub mod connection;
 pub mod manifest;

@@ -4,7 +4,9 @@
 //! files in name order and, for each, decides what to do (`order`), runs the
 //! tool that restores it (`apply`), and answers with the file's result. Dumps
 //! that need the roles of a later `/globals.sql` are held in private temporary
-//! files until it has been applied.
+//! files until it has been applied. When every result is sent, a restore in
+//! which anything failed ends `Export` with an error naming the failed files,
+//! which is what makes `plakar restore` exit non-zero.
 
 mod apply;
 pub mod options;
@@ -20,7 +22,8 @@ use tokio_postgres::Client;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::connection::{describe_pg_error, server_major};
+use crate::archive::{self, ArchiveError, DatabaseOptions};
+use crate::connection::{describe_pg_error, quote_ident, server_major};
 use crate::names;
 use crate::progress::Progress;
 use crate::protocol::connectors::{Record, Result as RecordResult};
@@ -34,7 +37,7 @@ use crate::session::Slot;
 use crate::tools::{Tool, Toolbox};
 use apply::{Feed, RoleFilter};
 use options::DestinationConfig;
-use order::Action;
+use order::{Action, Create, Seen, MAINTENANCE_DB};
 
 /// A restore in progress: what `Init` learnt.
 #[derive(Debug)]
@@ -42,9 +45,8 @@ pub struct Restore {
     config: DestinationConfig,
     toolbox: Toolbox,
     server_major: u32,
-    /// The plugin's own connection, to the database named by `admin_db`.
+    /// The plugin's own connection, to the maintenance database.
     admin: Client,
-    admin_db: String,
 }
 
 /// The exporter service.
@@ -53,25 +55,49 @@ pub struct Exporter {
     current: Slot<Restore>,
 }
 
+/// Connects to the maintenance database (never to one that may not exist
+/// yet), finds the tools, and refuses a `create_db` target that exists.
 async fn prepare(config: DestinationConfig) -> Result<Restore, String> {
     let conn = &config.conn;
-    let first = if config.create_db {
-        conn.database.clone().unwrap_or_else(|| "postgres".into())
-    } else {
-        "postgres".into()
-    };
-    let admin = conn.connect(&first).await.map_err(|e| e.to_string())?;
+    let admin = conn
+        .connect(MAINTENANCE_DB)
+        .await
+        .map_err(|e| e.to_string())?;
     let server_major = server_major(&admin).await?;
     let toolbox = Toolbox::locate(conn, server_major, false)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(Restore {
+    let restore = Restore {
         config,
         toolbox,
         server_major,
         admin,
-        admin_db: first,
-    })
+    };
+    if let Some(target) = order::create_target(&restore.config) {
+        if restore.database_exists(target).await? && !restore.config.clean {
+            return Err(restore.already_exists(target));
+        }
+    }
+    Ok(restore)
+}
+
+impl Restore {
+    /// Whether a database exists on the target.
+    async fn database_exists(&self, database: &str) -> Result<bool, String> {
+        self.admin
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
+            .await
+            .map(|row| row.is_some())
+            .map_err(|e| format!("cannot look up the databases: {}", describe_pg_error(&e)))
+    }
+
+    /// The refusal of a `create_db` restore into a database that exists.
+    fn already_exists(&self, database: &str) -> String {
+        format!(
+            "database {database:?} already exists on {}, and create_db=true restores only into a new database; set clean=true to restore into the existing one (the dump's objects are dropped and recreated), or drop it first",
+            self.config.conn.target()
+        )
+    }
 }
 
 #[tonic::async_trait]
@@ -103,7 +129,7 @@ impl exporter_server::Exporter for Exporter {
         restore
             .config
             .conn
-            .ping(&restore.admin_db)
+            .ping(MAINTENANCE_DB)
             .await
             .map_err(|e| Status::unavailable(format!("postgresql destination: {e}")))?;
         Ok(Response::new(PingResponse {}))
@@ -122,8 +148,9 @@ impl exporter_server::Exporter for Exporter {
             let mut session = Session {
                 restore,
                 tx,
-                globals_applied: false,
+                seen: Seen::default(),
                 held: Vec::new(),
+                failed: Vec::new(),
             };
             session.run(inbound).await;
         });
@@ -144,6 +171,9 @@ enum Sink {
     Memory(Vec<u8>),
     /// Into a tool's stdin.
     Tool(Feed),
+    /// Into memory until the dump's DATABASE entry has been read, to create
+    /// the renamed database before pg_restore starts (`Create::Renamed`).
+    Head(Vec<u8>),
     /// Into a private temporary file.
     Spool(tokio::fs::File, NamedTempFile),
     /// Nowhere, because writing the spool failed.
@@ -170,8 +200,10 @@ struct Held {
 struct Session {
     restore: Arc<Restore>,
     tx: mpsc::Sender<Result<ExportResponse, Status>>,
-    globals_applied: bool,
+    seen: Seen,
     held: Vec<Held>,
+    /// The files that failed, with their error, for the call's final status.
+    failed: Vec<(String, String)>,
 }
 
 impl Session {
@@ -207,7 +239,7 @@ impl Session {
                     None => tracing::warn!("an end-of-file marker came without a file"),
                 },
                 Packet::Chunk(chunk) => match &mut current {
-                    Some(file) => write(file, &chunk).await,
+                    Some(file) => self.write(file, &chunk).await,
                     None => tracing::warn!("content came without a file; ignored"),
                 },
             }
@@ -225,15 +257,20 @@ impl Session {
             );
             self.release_held().await;
         }
+        if !self.failed.is_empty() {
+            let status = Status::aborted(failure_summary(&self.failed));
+            let _ = self.tx.send(Err(status)).await;
+        }
     }
 
     /// Sends one file's result; Plakar needs the record, file info included, echoed back.
-    async fn reply(&self, record: &Record, result: Result<(), String>) {
+    async fn reply(&mut self, record: &Record, result: Result<(), String>) {
         let error = match result {
             Ok(()) => String::new(),
             Err(e) => {
                 let message = format!("postgresql destination: {}: {e}", record.pathname);
                 tracing::error!("{message}");
+                self.failed.push((record.pathname.clone(), e));
                 message
             }
         };
@@ -252,9 +289,15 @@ impl Session {
         let is_dir = crate::protocol::record::is_dir(&record);
         let action = match names::classify(&record.pathname) {
             _ if is_dir => Action::Nothing,
-            Ok(entry) => order::action(&self.restore.config, &entry, self.globals_applied),
+            Ok(entry) => order::action(&self.restore.config, &entry, self.seen),
             Err(unknown) => Action::Refuse(unknown.to_string()),
         };
+        if let Action::Dump { restored, .. } = &action {
+            if order::create_target(&self.restore.config) == Some(restored.as_str()) {
+                self.seen.target_produced = true;
+            }
+        }
+        let action = self.resolve(action).await.unwrap_or_else(Action::Refuse);
         let sink = self.open_sink(&action).await;
         Current {
             record,
@@ -284,22 +327,23 @@ impl Session {
                     Err(e) => Sink::Discard(Err(e.to_string())),
                 }
             }
+            Action::Dump { spool: true, .. } => match spool_file() {
+                Ok(pair) => Sink::Spool(pair.0, pair.1),
+                Err(e) => Sink::Discard(Err(e)),
+            },
             Action::Dump {
-                connect_to,
-                create,
-                spool,
+                create: Create::Renamed,
                 ..
+            } => Sink::Head(Vec::new()),
+            Action::Dump {
+                connect_to, create, ..
             } => {
-                if let Err(why) = self.check_target(connect_to).await {
-                    return Sink::Discard(Err(why));
-                }
-                if *spool {
-                    return match spool_file() {
-                        Ok(pair) => Sink::Spool(pair.0, pair.1),
-                        Err(e) => Sink::Discard(Err(e)),
-                    };
-                }
-                let args = apply::pg_restore_args(&r.config, connect_to, *create, None);
+                let args = apply::pg_restore_args(
+                    &r.config,
+                    connect_to,
+                    *create == Create::FromDump,
+                    None,
+                );
                 match Feed::start(&r.toolbox, Tool::PgRestore, conn, &args, None) {
                     Ok(feed) => Sink::Tool(feed),
                     Err(e) => Sink::Discard(Err(e.to_string())),
@@ -330,34 +374,97 @@ impl Session {
         roles
     }
 
-    /// Fails early, with the remedy, when the database to connect to is missing.
-    async fn check_target(&self, database: &str) -> Result<(), String> {
-        let exists = self
-            .restore
-            .admin
-            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot check the target database: {}",
-                    describe_pg_error(&e)
-                )
-            })?
-            .is_some();
-        if exists {
-            return Ok(());
-        }
-        Err(if self.restore.config.create_db {
-            format!(
-                "database {database:?}, where pg_restore --create connects first, does not exist on {}; set `database` to an existing database (postgres by default)",
-                self.restore.config.conn.target()
-            )
-        } else {
-            format!(
-                "database {database:?} does not exist on {}; create it first, or set create_db=true to create it from the dump",
-                self.restore.config.conn.target()
-            )
+    /// Checks a dump's target database before anything runs: the database to
+    /// restore into must exist, and one to create must not (with `clean`, an
+    /// existing one is restored into instead).
+    async fn resolve(&self, action: Action) -> Result<Action, String> {
+        let Action::Dump {
+            source,
+            connect_to,
+            restored,
+            create,
+            hold,
+            spool,
+        } = action
+        else {
+            return Ok(action);
+        };
+        let r = &self.restore;
+        let (connect_to, create) = match create {
+            Create::No if r.database_exists(&connect_to).await? => (connect_to, create),
+            Create::No => {
+                return Err(format!(
+                    "database {connect_to:?} does not exist on {}; create it first, or set create_db=true to create it from the dump",
+                    r.config.conn.target()
+                ))
+            }
+            Create::FromDump | Create::Renamed if !r.database_exists(&restored).await? => {
+                (connect_to, create)
+            }
+            Create::FromDump | Create::Renamed if r.config.clean => {
+                tracing::info!(
+                    "database {restored:?} exists: restoring into it with clean=true"
+                );
+                (restored.clone(), Create::No)
+            }
+            Create::FromDump | Create::Renamed => return Err(r.already_exists(&restored)),
+        };
+        Ok(Action::Dump {
+            source,
+            connect_to,
+            restored,
+            create,
+            hold,
+            spool,
         })
+    }
+
+    /// With `Create::Renamed`, once the head of the dump names its database's
+    /// encoding and locale: creates the database like it and starts pg_restore
+    /// on everything received so far. None while more of the head is needed.
+    async fn start_renamed(&self, action: &Action, head: &[u8], at_end: bool) -> Option<Sink> {
+        let options = match database_options(head, at_end) {
+            Ok(None) => return None,
+            Ok(Some(options)) => options,
+            Err(why) => return Some(Sink::Discard(Err(why))),
+        };
+        if let Err(why) = self.create_renamed(action, &options).await {
+            return Some(Sink::Discard(Err(why)));
+        }
+        let r = &self.restore;
+        let Action::Dump { connect_to, .. } = action else {
+            unreachable!("only dumps are renamed")
+        };
+        let args = apply::pg_restore_args(&r.config, connect_to, false, None);
+        let mut feed = match Feed::start(&r.toolbox, Tool::PgRestore, &r.config.conn, &args, None) {
+            Ok(feed) => feed,
+            Err(e) => return Some(Sink::Discard(Err(e.to_string()))),
+        };
+        feed.write(head).await;
+        Some(Sink::Tool(feed))
+    }
+
+    /// `CREATE DATABASE` under the destination's name, like the dump's own database.
+    async fn create_renamed(
+        &self,
+        action: &Action,
+        options: &DatabaseOptions,
+    ) -> Result<(), String> {
+        let Action::Dump {
+            source, restored, ..
+        } = action
+        else {
+            unreachable!("only dumps are renamed")
+        };
+        let sql = options.create_statement(&quote_ident(restored));
+        self.restore.admin.simple_query(&sql).await.map_err(|e| {
+            format!(
+                "cannot create database {restored:?}: {}",
+                describe_pg_error(&e)
+            )
+        })?;
+        tracing::info!("created database {restored:?} like the dump's {source:?}: {sql}");
+        Ok(())
     }
 
     /// Finishes a file whose content has fully arrived.
@@ -371,6 +478,18 @@ impl Session {
         let result = match sink {
             Sink::Discard(result) => result,
             Sink::SpoolFailed(why) => Err(why),
+            Sink::Head(head) => match self.start_renamed(&action, &head, true).await {
+                Some(Sink::Tool(feed)) => {
+                    let outcome = feed.finish().await;
+                    let result = apply::judge(&outcome, &describe(&action));
+                    if result.is_ok() {
+                        self.after_success(&action).await;
+                    }
+                    result
+                }
+                Some(Sink::Discard(result)) => result,
+                _ => unreachable!("at the end the head is complete or refused"),
+            },
             Sink::Memory(bytes) => {
                 read_manifest(&bytes, self.restore.server_major);
                 Ok(())
@@ -386,7 +505,8 @@ impl Session {
             Sink::Spool(mut file, path) => {
                 if let Err(e) = file.flush().await {
                     Err(format!("cannot write the temporary copy: {e}"))
-                } else if matches!(action, Action::Dump { hold: true, .. }) && !self.globals_applied
+                } else if matches!(action, Action::Dump { hold: true, .. })
+                    && !self.seen.globals_applied
                 {
                     tracing::info!(
                         "{} held until /globals.sql has been applied",
@@ -410,7 +530,7 @@ impl Session {
         }
         self.reply(&record, result).await;
         if let Action::Script { globals: true, .. } = action {
-            self.globals_applied = true;
+            self.seen.globals_applied = true;
             self.release_held().await;
         }
     }
@@ -436,7 +556,16 @@ impl Session {
             unreachable!("only dumps are spooled")
         };
         let r = &self.restore;
-        let args = apply::pg_restore_args(&r.config, connect_to, *create, Some(path));
+        if *create == Create::Renamed {
+            let options = read_database_options(path).await?;
+            self.create_renamed(action, &options).await?;
+        }
+        let args = apply::pg_restore_args(
+            &r.config,
+            connect_to,
+            *create == Create::FromDump,
+            Some(path),
+        );
         let running = r
             .toolbox
             .spawn(
@@ -494,32 +623,113 @@ impl Session {
     }
 }
 
-/// Passes one chunk to the file's sink.
-async fn write(file: &mut Current, chunk: &[u8]) {
-    file.progress.bytes += chunk.len() as u64;
-    match &mut file.sink {
-        Sink::Discard(_) | Sink::SpoolFailed(_) => {}
-        Sink::Memory(bytes) => {
-            // A manifest is small; anything huge is not one of ours.
-            if bytes.len() < 64 * 1024 * 1024 {
-                bytes.extend_from_slice(chunk);
+impl Session {
+    /// Passes one chunk to the file's sink.
+    async fn write(&self, file: &mut Current, chunk: &[u8]) {
+        file.progress.bytes += chunk.len() as u64;
+        match &mut file.sink {
+            Sink::Discard(_) | Sink::SpoolFailed(_) => {}
+            Sink::Head(head) => {
+                head.extend_from_slice(chunk);
+                if let Some(next) = self.start_renamed(&file.action, head, false).await {
+                    file.sink = next;
+                }
             }
-        }
-        Sink::Tool(feed) => feed.write(chunk).await,
-        Sink::Spool(out, path) => {
-            if let Err(e) = out.write_all(chunk).await {
-                let why = format!(
-                    "cannot write a temporary copy in {}: {e}",
-                    path.path()
-                        .parent()
-                        .unwrap_or(std::path::Path::new("/"))
-                        .display()
-                );
-                // Dropping the sink removes the partial copy at once.
-                file.sink = Sink::SpoolFailed(why);
+            Sink::Memory(bytes) => {
+                // A manifest is small; anything huge is not one of ours.
+                if bytes.len() < 64 * 1024 * 1024 {
+                    bytes.extend_from_slice(chunk);
+                }
+            }
+            Sink::Tool(feed) => feed.write(chunk).await,
+            Sink::Spool(out, path) => {
+                if let Err(e) = out.write_all(chunk).await {
+                    let why = format!(
+                        "cannot write a temporary copy in {}: {e}",
+                        path.path()
+                            .parent()
+                            .unwrap_or(std::path::Path::new("/"))
+                            .display()
+                    );
+                    // Dropping the sink removes the partial copy at once.
+                    file.sink = Sink::SpoolFailed(why);
+                }
             }
         }
     }
+}
+
+/// How much of a dump is read, at most, to find its DATABASE entry (one of the first).
+const HEAD_LIMIT: usize = 64 * 1024 * 1024;
+
+/// The `CREATE DATABASE` options of the dump's own database, from the head of
+/// its archive; None while more bytes are needed.
+fn database_options(head: &[u8], at_end: bool) -> Result<Option<DatabaseOptions>, String> {
+    match archive::find_entry(head, |e| e.desc == "DATABASE") {
+        Ok(Some(Some(entry))) => {
+            DatabaseOptions::from_definition(entry.defn.as_deref().unwrap_or_default())
+                .map(Some)
+                .map_err(|e| e.to_string())
+        }
+        Ok(Some(None)) => {
+            tracing::warn!(
+                "the dump does not describe its database (a data-only or partial dump): the new database gets the server's default encoding and locale"
+            );
+            Ok(Some(DatabaseOptions {
+                options: vec![("TEMPLATE".into(), "template0".into())],
+            }))
+        }
+        Ok(None) if at_end && head.len() < 5 => Err(ArchiveError::NotCustom.to_string()),
+        Ok(None) if at_end => Err(ArchiveError::Truncated.to_string()),
+        Ok(None) if head.len() > HEAD_LIMIT => Err(format!(
+            "the dump's table of contents does not describe its database within its first {} MiB",
+            HEAD_LIMIT >> 20
+        )),
+        Ok(None) => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// [`database_options`] of a spooled copy.
+async fn read_database_options(path: &std::path::Path) -> Result<DatabaseOptions, String> {
+    use tokio::io::AsyncReadExt;
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("cannot read the temporary copy: {e}"))?;
+    let mut head = Vec::new();
+    loop {
+        let read = (&mut file)
+            .take(1 << 20)
+            .read_to_end(&mut head)
+            .await
+            .map_err(|e| format!("cannot read the temporary copy: {e}"))?;
+        if let Some(options) = database_options(&head, read == 0)? {
+            return Ok(options);
+        }
+    }
+}
+
+/// The message that ends a restore in which files failed: each file with the
+/// first of its errors; the whole detail is in the file's own result and the log.
+fn failure_summary(failed: &[(String, String)]) -> String {
+    const SHORT: usize = 300;
+    let files: Vec<String> = failed
+        .iter()
+        .map(|(path, error)| {
+            let first = error.split("; ").next().unwrap_or(error);
+            let mut short: String = first.chars().take(SHORT).collect();
+            if short.len() < first.len() {
+                short.push('…');
+            }
+            format!("{path}: {short}")
+        })
+        .collect();
+    format!(
+        "postgresql destination: the restore failed for {} file{}: {}",
+        failed.len(),
+        if failed.len() == 1 { "" } else { "s" },
+        files.join(" | ")
+    )
 }
 
 /// A new private temporary file, open for async writes.

@@ -11,7 +11,7 @@ static RESTORE_OPTIONS: &[Spec] = &[
         name: "create_db",
         kind: Kind::Bool,
         default: Some("false"),
-        description: "Create each database from the dump's own metadata (`pg_restore --create`); `database` then only names the database to connect to first (`postgres` when unset). `postgres` and `template1`, which every cluster has, are restored into as they are.",
+        description: "Create the database before restoring into it; the plugin then connects only to `postgres` until it exists. With no database in the URI, or the dump's own name, the dump's metadata creates it (`pg_restore --create`). Another name (`database`) creates that database, with the dump database's encoding and locale, and restores the one dump of the snapshot into it. A database that exists already is refused before anything changes, unless `clean=true`, which restores into it. `postgres` and `template1` are restored into as they are.",
     },
     Spec {
         name: "restore_globals",

@@ -7,6 +7,22 @@ use crate::names::Entry;
 /// The databases every cluster has, which a restore never creates.
 const PREEXISTING: &[&str] = &["postgres", "template1"];
 
+/// The maintenance database: where the plugin and `pg_restore --create` connect
+/// when the database to restore does not exist yet.
+pub const MAINTENANCE_DB: &str = "postgres";
+
+/// How the database a dump is restored into comes to exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Create {
+    /// It exists already.
+    No,
+    /// `pg_restore --create` makes it from the dump's own metadata.
+    FromDump,
+    /// The plugin creates it under the destination's name, with the encoding
+    /// and locale of the dump's database, then restores into it.
+    Renamed,
+}
+
 /// What to do with one file of the snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -16,13 +32,14 @@ pub enum Action {
     ReadManifest,
     /// Feed it to psql connected to `database`; `globals` marks the roles file.
     Script { database: String, globals: bool },
-    /// Feed it to pg_restore; `create` makes it create the database
-    /// (`--create`); `spool` keeps a temporary copy first (held, or for `jobs`).
+    /// Feed database `source`'s dump to pg_restore connected to `connect_to`,
+    /// producing database `restored`; `spool` keeps a temporary copy first
+    /// (`hold` until the globals are applied, or for `jobs`).
     Dump {
         source: String,
         connect_to: String,
         restored: String,
-        create: bool,
+        create: Create,
         hold: bool,
         spool: bool,
     },
@@ -32,13 +49,35 @@ pub enum Action {
     Refuse(String),
 }
 
-/// Decides a file's action; `globals_applied` tells whether `/globals.sql` was restored already.
-pub fn action(config: &DestinationConfig, entry: &Entry, globals_applied: bool) -> Action {
+/// What the restore has done so far, as far as the next file's action depends on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// `/globals.sql` was applied.
+    pub globals_applied: bool,
+    /// A dump was already restored as the database the destination names (`create_db`).
+    pub target_produced: bool,
+}
+
+/// The database a `create_db` restore must produce: the one the destination
+/// names, unless it is one that every cluster has.
+pub fn create_target(config: &DestinationConfig) -> Option<&str> {
+    if !config.create_db {
+        return None;
+    }
+    config
+        .conn
+        .database
+        .as_deref()
+        .filter(|db| !PREEXISTING.contains(db))
+}
+
+/// Decides a file's action, given what the restore has done so far.
+pub fn action(config: &DestinationConfig, entry: &Entry, seen: Seen) -> Action {
     match entry {
         Entry::Root => Action::Nothing,
         Entry::Manifest => Action::ReadManifest,
         Entry::Globals if config.restore_globals => Action::Script {
-            database: "postgres".into(),
+            database: MAINTENANCE_DB.into(),
             globals: true,
         },
         Entry::Globals => Action::Skip(
@@ -48,7 +87,7 @@ pub fn action(config: &DestinationConfig, entry: &Entry, globals_applied: bool) 
             let unfit = config.unfit_for_cluster_script();
             if unfit.is_empty() {
                 Action::Script {
-                    database: "postgres".into(),
+                    database: MAINTENANCE_DB.into(),
                     globals: false,
                 }
             } else {
@@ -64,25 +103,28 @@ pub fn action(config: &DestinationConfig, entry: &Entry, globals_applied: bool) 
                     "database {name:?} is not in the `databases` option"
                 ));
             }
-            // `postgres` and `template1` exist on every cluster: like pg_dumpall,
-            // restore into them rather than fail on their CREATE DATABASE.
-            let create = config.create_db && !PREEXISTING.contains(&name.as_str());
-            let (connect_to, restored) = if create {
-                (
-                    config
-                        .conn
-                        .database
-                        .clone()
-                        .unwrap_or_else(|| "postgres".into()),
-                    name.clone(),
-                )
-            } else if config.create_db {
-                (name.clone(), name.clone())
-            } else {
+            let (connect_to, restored, create) = if !config.create_db {
                 let target = config.conn.database.clone().unwrap_or_else(|| name.clone());
-                (target.clone(), target)
+                (target.clone(), target, Create::No)
+            } else if PREEXISTING.contains(&name.as_str()) {
+                // Every cluster has them: like pg_dumpall, restore into them
+                // rather than fail on their CREATE DATABASE.
+                (name.clone(), name.clone(), Create::No)
+            } else {
+                match create_target(config) {
+                    None => (MAINTENANCE_DB.into(), name.clone(), Create::FromDump),
+                    Some(target) if seen.target_produced => {
+                        return Action::Refuse(format!(
+                            "the destination names database {target:?}, and this restore has already produced it from another dump; to restore a snapshot of several databases, leave the database out of the URI so that each dump creates its own, or pick one dump with `databases=` or by its path (SNAPSHOT:/<database>.dump)"
+                        ))
+                    }
+                    Some(target) if target == name => {
+                        (MAINTENANCE_DB.into(), name.clone(), Create::FromDump)
+                    }
+                    Some(target) => (target.to_string(), target.to_string(), Create::Renamed),
+                }
             };
-            let hold = config.restore_globals && !globals_applied;
+            let hold = config.restore_globals && !seen.globals_applied;
             Action::Dump {
                 source: name.clone(),
                 connect_to,
@@ -104,12 +146,19 @@ mod tests {
         DestinationConfig::parse(&map).unwrap()
     }
 
+    fn applied() -> Seen {
+        Seen {
+            globals_applied: true,
+            target_produced: false,
+        }
+    }
+
     #[test]
     fn dumps_wait_for_globals_only_when_asked() {
         let db = Entry::Database("app".into());
         let plain = config(&[("location", "postgres://h/")]);
         assert!(matches!(
-            action(&plain, &db, false),
+            action(&plain, &db, Seen::default()),
             Action::Dump {
                 hold: false,
                 spool: false,
@@ -118,7 +167,7 @@ mod tests {
         ));
         let globals = config(&[("location", "postgres://h/"), ("restore_globals", "true")]);
         assert!(matches!(
-            action(&globals, &db, false),
+            action(&globals, &db, Seen::default()),
             Action::Dump {
                 hold: true,
                 spool: true,
@@ -126,7 +175,7 @@ mod tests {
             }
         ));
         assert!(matches!(
-            action(&globals, &db, true),
+            action(&globals, &db, applied()),
             Action::Dump {
                 hold: false,
                 spool: false,
@@ -135,7 +184,7 @@ mod tests {
         ));
         let jobs = config(&[("location", "postgres://h/"), ("jobs", "2")]);
         assert!(matches!(
-            action(&jobs, &db, false),
+            action(&jobs, &db, Seen::default()),
             Action::Dump {
                 hold: false,
                 spool: true,
@@ -147,18 +196,54 @@ mod tests {
     #[test]
     fn targets_follow_create_db() {
         let db = Entry::Database("app".into());
+        let target = |c: &DestinationConfig, seen| match action(c, &db, seen) {
+            Action::Dump {
+                connect_to,
+                restored,
+                create,
+                ..
+            } => (connect_to, restored, create),
+            other => panic!("{other:?}"),
+        };
         let named = config(&[("location", "postgres://h/other")]);
-        assert!(
-            matches!(action(&named, &db, true), Action::Dump { ref connect_to, ref restored, .. } if connect_to == "other" && restored == "other")
+        assert_eq!(
+            target(&named, applied()),
+            ("other".into(), "other".into(), Create::No)
         );
+        // No database named, or the dump's own: the dump creates it, from the maintenance database.
+        for uri in ["postgres://h/", "postgres://h/app", "postgres://h/postgres"] {
+            let create = config(&[("location", uri), ("create_db", "true")]);
+            assert_eq!(
+                target(&create, applied()),
+                ("postgres".into(), "app".into(), Create::FromDump),
+                "{uri}"
+            );
+        }
+        // Another name: the plugin creates it like the dump's, once.
+        let renamed = config(&[
+            ("location", "postgres://h/app_check"),
+            ("create_db", "true"),
+        ]);
+        assert_eq!(
+            target(&renamed, applied()),
+            ("app_check".into(), "app_check".into(), Create::Renamed)
+        );
+        let produced = Seen {
+            target_produced: true,
+            ..applied()
+        };
+        match action(&renamed, &db, produced) {
+            Action::Refuse(why) => assert!(
+                why.contains("\"app_check\"") && why.contains("databases="),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
         let create = config(&[("location", "postgres://h/"), ("create_db", "true")]);
-        assert!(
-            matches!(action(&create, &db, true), Action::Dump { ref connect_to, ref restored, create: true, .. } if connect_to == "postgres" && restored == "app")
-        );
         for name in ["postgres", "template1"] {
             let db = Entry::Database(name.into());
             assert!(
-                matches!(action(&create, &db, true), Action::Dump { ref connect_to, ref restored, create: false, .. } if connect_to == name && restored == name)
+                matches!(action(&create, &db, applied()), Action::Dump { ref connect_to, ref restored, create: Create::No, .. } if connect_to == name && restored == name)
             );
         }
     }
@@ -171,15 +256,15 @@ mod tests {
             ("no_owner", "1"),
         ]);
         assert!(matches!(
-            action(&c, &Entry::Database("b".into()), true),
+            action(&c, &Entry::Database("b".into()), applied()),
             Action::Skip(_)
         ));
-        match action(&c, &Entry::Cluster, true) {
+        match action(&c, &Entry::Cluster, applied()) {
             Action::Refuse(why) => assert!(why.contains("no_owner, databases"), "{why}"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            action(&c, &Entry::Globals, false),
+            action(&c, &Entry::Globals, Seen::default()),
             Action::Skip(_)
         ));
     }
