@@ -31,7 +31,9 @@ uninstall:
 test: setup
 	cargo fmt --check
 	cargo clippy --all-targets --locked -- -D warnings
+	rm -f target/plakar-not-run
 	cargo test --locked
+	@if [ -f target/plakar-not-run ]; then echo; cat target/plakar-not-run; fi
 
 bench: setup build
 	bash bench/run.sh

@@ -6,6 +6,7 @@ pub mod caught;
 pub mod cluster;
 pub mod host;
 pub mod pipes;
+pub mod plakar;
 
 // Not every test file uses every name.
 #[allow(unused_imports)]

@@ -1,0 +1,340 @@
+//! The real `plakar` program, run as a user runs it: found the way README.md
+//! ("Testing") says, in a throw-away environment of its own (XDG_* directories,
+//! and HOME when run as another system user) with this package installed from
+//! the `.ptar` that `make package` builds.
+//!
+//! Plakar v1.1.0 does not hand `-cachedir` to the background cache process it
+//! starts, so the XDG_* variables are what keeps each environment apart.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+
+use tempfile::TempDir;
+
+use super::cluster::server_identity;
+
+/// Where the suite looks for plakar, in order, for messages.
+pub const LOOKED_IN: &str = "$PLAKAR, `plakar` on $PATH, $(go env GOPATH)/bin/plakar";
+
+/// The plakar binary: `$PLAKAR`, else `plakar` on `$PATH`, else `$(go env GOPATH)/bin/plakar`.
+pub fn find() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("PLAKAR").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(p));
+    }
+    let on_path = std::env::var_os("PATH").and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("plakar"))
+            .find(|p| p.is_file())
+    });
+    if on_path.is_some() {
+        return on_path;
+    }
+    let gopath = Command::new("go").args(["env", "GOPATH"]).output().ok()?;
+    let bin = PathBuf::from(String::from_utf8_lossy(&gopath.stdout).trim()).join("bin/plakar");
+    bin.is_file().then_some(bin)
+}
+
+/// The plakar binary the suite runs; panics when there is none (the suite checks first).
+pub fn binary() -> &'static Path {
+    static FOUND: OnceLock<Option<PathBuf>> = OnceLock::new();
+    FOUND
+        .get_or_init(find)
+        .as_deref()
+        .unwrap_or_else(|| panic!("no plakar found in {LOOKED_IN}"))
+}
+
+/// The package file that `make package` builds, built once per run.
+pub fn package() -> &'static Path {
+    static PTAR: OnceLock<PathBuf> = OnceLock::new();
+    PTAR.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let version = format!("v{}", env!("CARGO_PKG_VERSION"));
+        let name = format!(
+            "postgresql_{version}_linux_{}.ptar",
+            match std::env::consts::ARCH {
+                "x86_64" => "amd64",
+                "aarch64" => "arm64",
+                other => other,
+            }
+        );
+        let _ = std::fs::remove_file(root.join(&name));
+        // plakar pkg create reads its own configuration: keep it out of the user's.
+        let env = TempDir::new().unwrap();
+        let mut make = Command::new("make");
+        make.current_dir(root)
+            .arg("package")
+            .arg(format!("PLAKAR={}", binary().display()))
+            .stdin(Stdio::null());
+        isolate(&mut make, env.path());
+        let ran = Ran::of(&mut make);
+        assert!(
+            ran.status.success(),
+            "make package failed:\n{}",
+            ran.output()
+        );
+        let ptar = root.join(&name);
+        assert!(
+            ptar.is_file(),
+            "make package did not write {name}:\n{}",
+            ran.output()
+        );
+        ptar
+    })
+}
+
+/// Points plakar's configuration, cache and data at `dir`.
+fn isolate(cmd: &mut Command, dir: &Path) {
+    cmd.env("HOME", dir)
+        .env("XDG_CONFIG_HOME", dir.join("config"))
+        .env("XDG_CACHE_HOME", dir.join("cache"))
+        .env("XDG_DATA_HOME", dir.join("data"));
+}
+
+/// What one plakar command did.
+#[derive(Debug)]
+pub struct Ran {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// What it printed on stdout.
+    pub stdout: String,
+    /// What it printed on stderr (the plugin's log included).
+    pub stderr: String,
+}
+
+impl Ran {
+    fn of(cmd: &mut Command) -> Ran {
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        Ran {
+            status: out.status,
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Both outputs, as a user sees them in a terminal.
+    pub fn output(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// Panics unless the command exited 0.
+    pub fn ok(self) -> Ran {
+        assert!(
+            self.status.success(),
+            "plakar failed ({}):\n{}",
+            self.status,
+            self.output()
+        );
+        self
+    }
+
+    /// Panics unless the command failed with a non-zero exit status and said every word.
+    pub fn fails_saying(self, words: &[&str]) -> Ran {
+        assert!(
+            !self.status.success() && self.status.code().is_some(),
+            "plakar should have failed, but exited with {}:\n{}",
+            self.status,
+            self.output()
+        );
+        let said = self.output();
+        for w in words {
+            assert!(
+                said.contains(w),
+                "{w:?} missing from plakar's output:\n{said}"
+            );
+        }
+        self
+    }
+}
+
+/// One user's Plakar: its own configuration, cache and data, with this package installed.
+pub struct Plakar {
+    dir: TempDir,
+    user: Option<(u32, u32)>,
+    binary: PathBuf,
+}
+
+impl Plakar {
+    /// A fresh environment for the user running the tests.
+    pub fn new() -> Plakar {
+        Plakar::setup(None)
+    }
+
+    /// A fresh environment for the `postgres` system user, as most
+    /// administrators run backups on the database host itself.
+    pub fn as_postgres() -> Plakar {
+        let user = server_identity().expect("the tests run as root, to switch to `postgres`");
+        Plakar::setup(Some(user))
+    }
+
+    fn setup(user: Option<(u32, u32)>) -> Plakar {
+        let dir = tempfile::Builder::new()
+            .prefix("plakar-env-")
+            .tempdir()
+            .unwrap();
+        let ptar = dir.path().join(package().file_name().expect("a file name"));
+        std::fs::copy(package(), &ptar).unwrap();
+        let mut binary = self::binary().to_path_buf();
+        if let Some((uid, gid)) = user {
+            // Where the tests found plakar (root's home) may be closed to another user.
+            let copy = dir.path().join("plakar");
+            std::fs::copy(&binary, &copy).unwrap();
+            binary = copy;
+            for path in [dir.path(), &ptar, &binary] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid)).unwrap();
+            }
+        }
+        let plakar = Plakar { dir, user, binary };
+        // A first run asks about security checks; answer once, as the docs say.
+        plakar.run(&["-disable-security-check"]).ok();
+        plakar.run(&["pkg", "add", ptar.to_str().unwrap()]).ok();
+        plakar
+    }
+
+    /// The environment's own directory, for stores and files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A plakar command in this environment, not yet started.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("LANG", "C.UTF-8")
+            .current_dir(self.dir())
+            .stdin(Stdio::null());
+        isolate(&mut cmd, self.dir());
+        if let Some((uid, gid)) = self.user {
+            cmd.uid(uid).gid(gid).env("USER", "postgres");
+        }
+        cmd
+    }
+
+    /// Runs plakar with these arguments and waits for it.
+    pub fn run(&self, args: &[&str]) -> Ran {
+        Ran::of(&mut self.command(args))
+    }
+
+    /// `plakar source add NAME LOCATION key=value...`.
+    pub fn source(&self, name: &str, location: &str, options: &[&str]) {
+        let mut args = vec!["source", "add", name, location];
+        args.extend(options);
+        self.run(&args).ok();
+    }
+
+    /// `plakar destination add NAME LOCATION key=value...`.
+    pub fn destination(&self, name: &str, location: &str, options: &[&str]) {
+        let mut args = vec!["destination", "add", name, location];
+        args.extend(options);
+        self.run(&args).ok();
+    }
+
+    /// A new store without encryption (`create -plaintext`).
+    pub fn store(&self, name: &str) -> Store<'_> {
+        let store = Store {
+            plakar: self,
+            path: self.dir().join(name),
+            passphrase: None,
+        };
+        store.at(&["create", "-plaintext"]).ok();
+        store
+    }
+
+    /// A new encrypted store, its passphrase given as `PLAKAR_PASSPHRASE`.
+    pub fn encrypted_store(&self, name: &str, passphrase: &str) -> Store<'_> {
+        let store = Store {
+            plakar: self,
+            path: self.dir().join(name),
+            passphrase: Some(passphrase.to_string()),
+        };
+        store.at(&["create"]).ok();
+        store
+    }
+}
+
+/// A Kloset store of one environment.
+pub struct Store<'a> {
+    plakar: &'a Plakar,
+    path: PathBuf,
+    passphrase: Option<String>,
+}
+
+impl Store<'_> {
+    /// `plakar at STORE <args>`, not yet started.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut all = vec!["at", self.path.to_str().expect("a UTF-8 path")];
+        all.extend(args);
+        let mut cmd = self.plakar.command(&all);
+        if let Some(p) = &self.passphrase {
+            cmd.env("PLAKAR_PASSPHRASE", p);
+        }
+        cmd
+    }
+
+    /// `plakar at STORE <args>`.
+    pub fn at(&self, args: &[&str]) -> Ran {
+        Ran::of(&mut self.command(args))
+    }
+
+    /// `plakar at STORE backup @SOURCE`.
+    pub fn backup(&self, source: &str) -> Ran {
+        self.at(&["backup", &format!("@{source}")])
+    }
+
+    /// `plakar at STORE backup @SOURCE`, which must succeed; the new snapshot's id.
+    pub fn backed_up(&self, source: &str) -> String {
+        let before = self.snapshots();
+        self.backup(source).ok();
+        let after = self.snapshots();
+        let new: Vec<_> = after.iter().filter(|s| !before.contains(s)).collect();
+        assert_eq!(new.len(), 1, "one new snapshot: {before:?} then {after:?}");
+        new[0].clone()
+    }
+
+    /// `plakar at STORE restore -to @DESTINATION WHAT` (a snapshot, or `SNAP:/path`).
+    pub fn restore(&self, destination: &str, what: &str) -> Ran {
+        self.at(&["restore", "-to", &format!("@{destination}"), what])
+    }
+
+    /// The snapshot ids `plakar at STORE ls` lists.
+    pub fn snapshots(&self) -> Vec<String> {
+        self.at(&["ls"])
+            .ok()
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+            .collect()
+    }
+
+    /// The file names at the root of a snapshot (`plakar at STORE ls SNAP:/`), sorted.
+    pub fn files(&self, snapshot: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .at(&["ls", &format!("{snapshot}:/")])
+            .ok()
+            .stdout
+            .lines()
+            .filter_map(|l| l.split_whitespace().last().map(str::to_string))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A file of a snapshot (`plakar at STORE cat SNAP:/path`).
+    pub fn cat(&self, snapshot: &str, path: &str) -> Vec<u8> {
+        let out = self
+            .command(&["cat", &format!("{snapshot}:{path}")])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cat {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+}
