@@ -5,109 +5,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::host::{self, Snapshot};
-use common::{Cluster, PASSWORD, SUPERUSER};
-
-/// The PostgreSQL 15 client programs (pgbench, pg_dump).
-fn tool(name: &str) -> PathBuf {
-    common::cluster::default_bin_dir().join(name)
-}
-
-/// The cluster's Unix socket directory (the parent of its data directory).
-fn socket_dir(cluster: &Cluster) -> &Path {
-    cluster
-        .data_dir()
-        .parent()
-        .expect("the data directory has a parent")
-}
-
-/// A client program connected to `cluster` as the superuser, over the Unix socket.
-fn client(cluster: &Cluster, program: &str) -> Command {
-    let mut cmd = Command::new(tool(program));
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("PGPASSWORD", PASSWORD)
-        .env("LC_ALL", "C.UTF-8")
-        .arg("-h")
-        .arg(socket_dir(cluster))
-        .arg("-p")
-        .arg(cluster.port.to_string())
-        .arg("-U")
-        .arg(SUPERUSER)
-        .stdin(Stdio::null());
-    cmd
-}
-
-/// Runs a command to completion and panics with its output unless it succeeded.
-fn succeed(cmd: &mut Command, what: &str) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use common::load::{client, pgbench_sums, succeed, Background};
+use common::Cluster;
 
 /// Backs up with these options and returns the snapshot, or panics with the plugin's words.
 async fn snapshot_of(config: &[(&str, &str)]) -> Snapshot {
     let run = host::backup(config).await;
     run.snapshot
         .unwrap_or_else(|e| panic!("backup failed: {e}\n{}", run.stderr))
-}
-
-/// A background process killed (and reaped) when dropped, even on a panic.
-struct Background(Child);
-
-impl Background {
-    /// Whether the process is still running.
-    fn running(&mut self) -> bool {
-        matches!(self.0.try_wait(), Ok(None))
-    }
-
-    /// Kills it and returns what it wrote on stderr.
-    fn stop(mut self) -> String {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let mut err = String::new();
-        if let Some(mut pipe) = self.0.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut pipe, &mut err);
-        }
-        err
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// pgbench's four sums and the history's size, as one line of text.
-fn pgbench_sums(cluster: &Cluster, db: &str) -> (i64, i64, i64, i64, i64) {
-    let line = cluster.sql(
-        db,
-        "SELECT (SELECT coalesce(sum(abalance), 0) FROM pgbench_accounts),
-                (SELECT coalesce(sum(delta), 0) FROM pgbench_history),
-                (SELECT coalesce(sum(bbalance), 0) FROM pgbench_branches),
-                (SELECT coalesce(sum(tbalance), 0) FROM pgbench_tellers),
-                (SELECT count(*) FROM pgbench_history)",
-    );
-    let v: Vec<i64> = line
-        .split('|')
-        .map(|s| {
-            s.parse()
-                .unwrap_or_else(|e| panic!("{s:?} in {line:?}: {e}"))
-        })
-        .collect();
-    (v[0], v[1], v[2], v[3], v[4])
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -72,6 +72,8 @@ pub struct ClusterOptions {
     pub hba: Vec<String>,
     /// Files to copy into the data directory (for TLS keys).
     pub files: Vec<(String, Vec<u8>)>,
+    /// Extra initdb arguments (`--data-checksums`).
+    pub initdb: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -84,6 +86,7 @@ impl Default for ClusterOptions {
                 "host all all 127.0.0.1/32 scram-sha-256".into(),
             ],
             files: Vec::new(),
+            initdb: Vec::new(),
         }
     }
 }
@@ -151,6 +154,7 @@ impl Cluster {
                 .arg(&data)
                 .args(["-U", SUPERUSER, "--auth=scram-sha-256", "--encoding=UTF8"])
                 .args(["--locale=C.UTF-8", "--no-sync"])
+                .args(&options.initdb)
                 .arg(format!("--pwfile={}", pwfile.display())),
             "initdb",
         );
@@ -186,6 +190,50 @@ impl Cluster {
             port,
             bin: options.bin,
             data,
+            _dir: dir,
+        }
+    }
+
+    /// Starts a server on a data directory restored from a physical backup,
+    /// on a port and socket of its own; it runs as `postgres`, who gets the files.
+    pub fn adopt(data: &Path) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("pgtest-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        if let Some((uid, gid)) = server_identity() {
+            run(
+                Command::new("chown")
+                    .arg("-R")
+                    .arg(format!("{uid}:{gid}"))
+                    .arg(data)
+                    .arg(dir.path()),
+                "chown",
+            );
+        }
+        let port = free_port();
+        append(
+            &data.join("postgresql.auto.conf"),
+            &format!(
+                "port = {port}\nunix_socket_directories = '{}'\n",
+                dir.path().display()
+            ),
+        );
+        let bin = default_bin_dir();
+        run(
+            as_server(&mut Command::new(bin.join("pg_ctl")))
+                .arg("-D")
+                .arg(data)
+                .arg("-l")
+                .arg(dir.path().join("log"))
+                .args(["-w", "-t", "120", "start"]),
+            "pg_ctl start on the restored data directory",
+        );
+        Cluster {
+            port,
+            bin,
+            data: data.to_path_buf(),
             _dir: dir,
         }
     }

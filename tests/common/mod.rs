@@ -5,6 +5,7 @@
 pub mod caught;
 pub mod cluster;
 pub mod host;
+pub mod load;
 pub mod pipes;
 pub mod plakar;
 
