@@ -27,8 +27,8 @@ pub const SSL_MODES: &[&str] = &[
     "verify-full",
 ];
 
-/// The options every connector shares to reach its server.
-pub static CONNECTION_OPTIONS: &[Spec] = &[
+/// The options every connector shares to reach its server: where and who.
+pub static SERVER_OPTIONS: &[Spec] = &[
     Spec {
         name: "location",
         kind: Kind::Text,
@@ -59,12 +59,18 @@ pub static CONNECTION_OPTIONS: &[Spec] = &[
         default: None,
         description: "PostgreSQL password. Overrides the URI's password. Handed to the client tools through a private password file, never on a command line or in the environment.",
     },
-    Spec {
-        name: "database",
-        kind: Kind::Text,
-        default: None,
-        description: "Database name. Overrides the URI's path.",
-    },
+];
+
+/// The database option of the logical connectors (a physical backup has none).
+pub static DATABASE_OPTIONS: &[Spec] = &[Spec {
+    name: "database",
+    kind: Kind::Text,
+    default: None,
+    description: "Database name. Overrides the URI's path.",
+}];
+
+/// The options every connector shares for its client tools and TLS.
+pub static CLIENT_OPTIONS: &[Spec] = &[
     Spec {
         name: "pg_bin_dir",
         kind: Kind::Text,
@@ -267,7 +273,12 @@ impl Connection {
                 "the password cannot contain a line break".into(),
             ));
         }
-        let database = values.text("database").or(uri.database);
+        let database = if values.knows("database") {
+            values.text("database")
+        } else {
+            None
+        }
+        .or(uri.database);
         if database.as_deref() == Some("") {
             return Err(OptionError::Conflict(
                 "option `database` is empty; give a database name or leave the option out".into(),
@@ -562,7 +573,7 @@ fn parse_uri(location: &str) -> Result<UriParts, OptionError> {
         ))
     };
     let url = Url::parse(location).map_err(|e| bad(&e.to_string()))?;
-    if url.scheme() != "postgres" && url.scheme() != "postgresql" {
+    if !["postgres", "postgresql", "postgres+bin"].contains(&url.scheme()) {
         return Err(bad(&format!("the scheme is {:?}", url.scheme())));
     }
     if url.query().is_some() || url.fragment().is_some() {
@@ -753,7 +764,10 @@ mod tests {
     use crate::options::Table;
 
     fn connection(pairs: &[(&str, &str)]) -> Result<Connection, OptionError> {
-        let table = Table::new("source", &[CONNECTION_OPTIONS]);
+        let table = Table::new(
+            "source",
+            &[SERVER_OPTIONS, DATABASE_OPTIONS, CLIENT_OPTIONS],
+        );
         let config = crate::options::config_map(pairs);
         Connection::from_values(&table.parse(&config)?)
     }

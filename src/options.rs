@@ -263,6 +263,11 @@ impl Values {
         }
     }
 
+    /// Whether this connector has the option at all.
+    pub fn knows(&self, name: &str) -> bool {
+        self.table.iter().any(|s| s.name == name)
+    }
+
     /// Whether the user set this key.
     pub fn is_set(&self, name: &str) -> bool {
         self.values.contains_key(name)

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use crate::connection::{Connection, CONNECTION_OPTIONS};
+use crate::connection::{Connection, CLIENT_OPTIONS, DATABASE_OPTIONS, SERVER_OPTIONS};
 use crate::options::{exclusive, Kind, OptionError, Spec, Table};
 
 static BACKUP_OPTIONS: &[Spec] = &[
@@ -46,8 +46,17 @@ static BACKUP_OPTIONS: &[Spec] = &[
 ];
 
 /// Every option of the source connector.
-pub static SOURCE_OPTIONS: LazyLock<Table> =
-    LazyLock::new(|| Table::new("source", &[CONNECTION_OPTIONS, BACKUP_OPTIONS]));
+pub static SOURCE_OPTIONS: LazyLock<Table> = LazyLock::new(|| {
+    Table::new(
+        "source",
+        &[
+            SERVER_OPTIONS,
+            DATABASE_OPTIONS,
+            CLIENT_OPTIONS,
+            BACKUP_OPTIONS,
+        ],
+    )
+});
 
 /// What the dump includes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

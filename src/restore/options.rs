@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use crate::connection::{Connection, CONNECTION_OPTIONS};
+use crate::connection::{Connection, CLIENT_OPTIONS, DATABASE_OPTIONS, SERVER_OPTIONS};
 use crate::options::{exclusive, Kind, OptionError, Spec, Table};
 
 static RESTORE_OPTIONS: &[Spec] = &[
@@ -88,8 +88,17 @@ static RESTORE_OPTIONS: &[Spec] = &[
 ];
 
 /// Every option of the destination connector.
-pub static DESTINATION_OPTIONS: LazyLock<Table> =
-    LazyLock::new(|| Table::new("destination", &[CONNECTION_OPTIONS, RESTORE_OPTIONS]));
+pub static DESTINATION_OPTIONS: LazyLock<Table> = LazyLock::new(|| {
+    Table::new(
+        "destination",
+        &[
+            SERVER_OPTIONS,
+            DATABASE_OPTIONS,
+            CLIENT_OPTIONS,
+            RESTORE_OPTIONS,
+        ],
+    )
+});
 
 /// The destination configuration, checked.
 #[derive(Debug)]
