@@ -16,7 +16,7 @@ build:
 
 package: build
 	rm -rf $(STAGE) && mkdir -p $(STAGE)
-	cp $(BIN) manifest.yaml validators/postgresql-importer.json validators/postgresql-exporter.json $(STAGE)/
+	cp $(BIN) manifest.yaml validators/*.json $(STAGE)/
 	cd $(STAGE) && $(PLAKAR) pkg create ./manifest.yaml $(VERSION)
 	mv $(STAGE)/postgresql_$(VERSION)_*.ptar .
 	rm -rf $(STAGE)

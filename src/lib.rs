@@ -3,7 +3,8 @@
 //!
 //! - [`protocol`]: the wire (gRPC over stdin/stdout), nothing PostgreSQL-specific.
 //! - [`options`], [`connection`], [`tools`], [`names`], [`manifest`], [`archive`]: PostgreSQL knowledge.
-//! - [`backup`] and [`restore`]: the two connectors, each a short story.
+//! - [`backup`] and [`restore`]: the logical connectors, each a short story.
+//! - [`physical`]: the physical connectors (`postgres+bin://`).
 
 pub mod archive;
 pub mod backup;
@@ -11,6 +12,7 @@ pub mod connection;
 pub mod manifest;
 pub mod names;
 pub mod options;
+pub mod physical;
 pub mod progress;
 pub mod protocol;
 pub mod restore;

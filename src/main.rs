@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use plakar_postgresql::server::{self, Role};
 
-const USAGE: &str =
-    "usage: postgresql importer | postgresql exporter | postgresql --version | postgresql --help";
+const USAGE: &str = "usage: postgresql importer | exporter | physical-importer | physical-exporter | --version | --help";
 
 const HELP: &str = "\
 postgresql: the PostgreSQL integration for Plakar.
@@ -20,10 +19,12 @@ it is not meant to be run by hand. Install it with `plakar pkg add`, then:
   plakar at /var/backups restore -to @mypgdst <snapshot_id>
 
 Commands:
-  importer     serve the backup source (postgres:// in `plakar source add`)
-  exporter     serve the restore destination (`plakar destination add`)
-  --version    print the version
-  --help       print this text
+  importer            serve the backup source (postgres:// in `plakar source add`)
+  exporter            serve the restore destination (`plakar destination add`)
+  physical-importer   serve the physical backup source (postgres+bin://)
+  physical-exporter   serve the physical restore destination (postgres+bin:///dir)
+  --version           print the version
+  --help              print this text
 
 Logs go to stderr; set PLAKAR_POSTGRESQL_LOG=debug for more detail.
 See postgresql(1) and README.md for every option.";
@@ -38,6 +39,8 @@ fn main() -> ExitCode {
     {
         ["importer"] => Role::Importer,
         ["exporter"] => Role::Exporter,
+        ["physical-importer"] => Role::PhysicalImporter,
+        ["physical-exporter"] => Role::PhysicalExporter,
         ["--version"] | ["-V"] => {
             println!("postgresql {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;

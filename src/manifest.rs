@@ -110,6 +110,54 @@ pub async fn collect(
     Value::Object(m)
 }
 
+/// The manifest of a physical backup as far as `Init` knows it: the server,
+/// its settings and tablespaces, the databases and their sizes. The WAL range
+/// is added once the copy has ended.
+pub async fn physical(conn: &Connection, admin: &Client, backup: Value) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("format_version".into(), json!(1));
+    m.insert(
+        "plugin".into(),
+        json!({"name": "postgresql", "version": env!("CARGO_PKG_VERSION")}),
+    );
+    if let Some(v) = best_effort(
+        "created_at",
+        scalar(
+            admin,
+            "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+        ),
+    )
+    .await
+    {
+        m.insert("created_at".into(), json!(v));
+    }
+    m.insert("server".into(), server(conn, admin).await);
+    m.insert("backup".into(), backup);
+    if let Some(v) = best_effort("cluster_config", cluster_config(admin)).await {
+        m.insert("cluster_config".into(), v);
+    }
+    if let Some(v) = best_effort("tablespaces", tablespaces(admin)).await {
+        m.insert("tablespaces".into(), v);
+    }
+    let sizes = admin
+        .query(
+            "SELECT datname::text, pg_database_size(oid) FROM pg_database WHERE datallowconn ORDER BY 1",
+            &[],
+        )
+        .await;
+    match sizes {
+        Ok(rows) => {
+            let dbs: Vec<Value> = rows
+                .iter()
+                .map(|r| json!({"name": r.get::<_, String>(0), "size_bytes": r.get::<_, i64>(1)}))
+                .collect();
+            m.insert("databases".into(), Value::Array(dbs));
+        }
+        Err(e) => tracing::warn!("manifest: databases left out: {}", describe_pg_error(&e)),
+    }
+    m
+}
+
 async fn best_effort<T>(
     what: &str,
     fut: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,

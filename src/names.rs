@@ -17,6 +17,40 @@ pub const ALL: &str = "/all.sql";
 pub const NUMBERED_GLOBALS: &str = "/00000-globals.sql";
 const DUMP_SUFFIX: &str = ".dump";
 
+/// The top-level names of a PostgreSQL data directory: a record under one of
+/// them comes from a physical backup, never from pg_dump.
+const DATA_DIRECTORY_NAMES: &[&str] = &[
+    "PG_VERSION",
+    "backup_label",
+    "backup_manifest",
+    "base",
+    "global",
+    "pg_wal",
+    "pg_xact",
+    "pg_multixact",
+    "pg_tblspc",
+    "pg_commit_ts",
+    "pg_logical",
+    "pg_replslot",
+    "pg_subtrans",
+    "pg_twophase",
+    "tablespace_map",
+];
+
+/// Whether a record belongs to a physical backup (a data directory).
+pub fn is_data_directory(path: &str) -> bool {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    DATA_DIRECTORY_NAMES.contains(&first)
+}
+
+/// Whether a record is one only a logical backup (pg_dump, pg_dumpall) writes.
+pub fn is_logical(path: &str) -> bool {
+    matches!(
+        classify(path),
+        Ok(Entry::Database(_) | Entry::Globals | Entry::Cluster)
+    )
+}
+
 /// What one record of a snapshot is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {

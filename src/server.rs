@@ -5,6 +5,7 @@ use std::time::Duration;
 use tonic::transport::Server;
 
 use crate::backup::Importer;
+use crate::physical::{PhysicalExporter, PhysicalImporter};
 use crate::protocol::exporter::exporter_server::ExporterServer;
 use crate::protocol::importer::importer_server::ImporterServer;
 use crate::protocol::stdio;
@@ -17,6 +18,10 @@ pub enum Role {
     Importer,
     /// `postgresql exporter`: the restore destination.
     Exporter,
+    /// `postgresql physical-importer`: the `postgres+bin://` source.
+    PhysicalImporter,
+    /// `postgresql physical-exporter`: the `postgres+bin://` destination.
+    PhysicalExporter,
 }
 
 /// Plakar's own limit is 4 MiB per message; accept up to that, send 1 MiB chunks.
@@ -39,6 +44,16 @@ pub async fn run(role: Role) -> Result<(), Box<dyn std::error::Error + Send + Sy
         ),
         Role::Exporter => builder.add_service(
             ExporterServer::new(Exporter::default())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        ),
+        Role::PhysicalImporter => builder.add_service(
+            ImporterServer::new(PhysicalImporter::default())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        ),
+        Role::PhysicalExporter => builder.add_service(
+            ExporterServer::new(PhysicalExporter::default())
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         ),

@@ -19,6 +19,8 @@ pub enum Tool {
     PgDumpall,
     PgRestore,
     Psql,
+    PgBasebackup,
+    PgVerifybackup,
 }
 
 impl Tool {
@@ -29,6 +31,8 @@ impl Tool {
             Tool::PgDumpall => "pg_dumpall",
             Tool::PgRestore => "pg_restore",
             Tool::Psql => "psql",
+            Tool::PgBasebackup => "pg_basebackup",
+            Tool::PgVerifybackup => "pg_verifybackup",
         }
     }
 }
@@ -156,6 +160,44 @@ impl Toolbox {
         Ok(self)
     }
 
+    /// Client tools of exactly `major` (a restored data directory's version):
+    /// `pg_bin_dir` when set, else the usual install locations, else `$PATH`.
+    /// The probe is `probe_tool`, which must be part of that install.
+    pub async fn of_major(
+        pg_bin_dir: Option<&Path>,
+        major: u32,
+        probe_tool: Tool,
+    ) -> Option<Toolbox> {
+        let mut dirs: Vec<Option<PathBuf>> = Vec::new();
+        match pg_bin_dir {
+            Some(dir) => dirs.push(Some(dir.to_path_buf())),
+            None => {
+                dirs.extend(
+                    INSTALL_PATTERNS
+                        .iter()
+                        .map(|p| Some(PathBuf::from(p.replace("{}", &major.to_string())))),
+                );
+                dirs.push(None);
+            }
+        }
+        for dir in dirs {
+            let path = match &dir {
+                Some(d) => d.join(probe_tool.name()),
+                None => find_on_path(probe_tool.name())?,
+            };
+            if let Some((found, version)) = probe(&path).await {
+                if found == major {
+                    return Some(Toolbox {
+                        dir: dir.or_else(|| path.parent().map(Path::to_path_buf)),
+                        major,
+                        version,
+                    });
+                }
+            }
+        }
+        None
+    }
+
     /// The path (or bare name, for `$PATH`) of a tool.
     pub fn path(&self, tool: Tool) -> PathBuf {
         match &self.dir {
@@ -173,11 +215,31 @@ impl Toolbox {
         stdin: Stdio,
         stdout: Stdio,
     ) -> Result<Running, ToolError> {
+        self.spawn_with_env(tool, conn.tool_env(), args, stdin, stdout)
+    }
+
+    /// Starts a tool that reaches no server (pg_verifybackup): a clean environment but PATH.
+    pub fn spawn_local(&self, tool: Tool, args: &[OsString]) -> Result<Running, ToolError> {
+        let mut env = vec![(OsString::from("LC_ALL"), OsString::from("C.UTF-8"))];
+        if let Some(path) = std::env::var_os("PATH") {
+            env.push(("PATH".into(), path));
+        }
+        self.spawn_with_env(tool, env, args, Stdio::null(), Stdio::null())
+    }
+
+    fn spawn_with_env(
+        &self,
+        tool: Tool,
+        env: Vec<(OsString, OsString)>,
+        args: &[OsString],
+        stdin: Stdio,
+        stdout: Stdio,
+    ) -> Result<Running, ToolError> {
         let path = self.path(tool);
         let mut cmd = Command::new(&path);
         cmd.args(args)
             .env_clear()
-            .envs(conn.tool_env())
+            .envs(env)
             .stdin(stdin)
             .stdout(stdout)
             .stderr(Stdio::piped())
@@ -283,7 +345,11 @@ impl Stderr {
 }
 
 fn is_error_line(line: &str) -> bool {
-    line.contains("ERROR:") || line.contains("FATAL:") || line.contains("error:")
+    line.contains("ERROR:")
+        || line.contains("FATAL:")
+        || line.contains("error:")
+        // pg_basebackup names the damaged file only in a warning.
+        || line.contains("checksum verification failed")
 }
 
 async fn collect_stderr(tool: Tool, stderr: ChildStderr) -> Stderr {

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use plakar_postgresql::backup::options::SOURCE_OPTIONS;
 use plakar_postgresql::options::Table;
+use plakar_postgresql::physical::options::{PHYSICAL_DESTINATION_OPTIONS, PHYSICAL_SOURCE_OPTIONS};
 use plakar_postgresql::restore::options::DESTINATION_OPTIONS;
 
 fn bless() -> bool {
@@ -63,6 +64,14 @@ fn validators_match_the_option_tables() {
         "validators/postgresql-exporter.json",
         &schema(&DESTINATION_OPTIONS),
     );
+    check_file(
+        "validators/postgresql-physical-importer.json",
+        &schema(&PHYSICAL_SOURCE_OPTIONS),
+    );
+    check_file(
+        "validators/postgresql-physical-exporter.json",
+        &schema(&PHYSICAL_DESTINATION_OPTIONS),
+    );
 }
 
 #[test]
@@ -73,6 +82,16 @@ fn readme_tables_match_the_option_tables() {
         "destination-options",
         &DESTINATION_OPTIONS.markdown(),
     );
+    check_section(
+        "README.md",
+        "physical-source-options",
+        &PHYSICAL_SOURCE_OPTIONS.markdown(),
+    );
+    check_section(
+        "README.md",
+        "physical-destination-options",
+        &PHYSICAL_DESTINATION_OPTIONS.markdown(),
+    );
 }
 
 #[test]
@@ -82,6 +101,11 @@ fn man_page_lists_every_option() {
     for (section, table) in [
         ("SOURCE OPTIONS", &*SOURCE_OPTIONS),
         ("DESTINATION OPTIONS", &*DESTINATION_OPTIONS),
+        ("PHYSICAL SOURCE OPTIONS", &*PHYSICAL_SOURCE_OPTIONS),
+        (
+            "PHYSICAL DESTINATION OPTIONS",
+            &*PHYSICAL_DESTINATION_OPTIONS,
+        ),
     ] {
         let start = man
             .find(&format!(".Sh {section}"))
@@ -117,6 +141,11 @@ fn manifest_names_the_validators_and_the_stream_flag() {
         "args: [importer]",
         "args: [exporter]",
         "protocols: [postgres]",
+        "validator: postgresql-physical-importer.json",
+        "validator: postgresql-physical-exporter.json",
+        "args: [physical-importer]",
+        "args: [physical-exporter]",
+        "protocols: [postgres+bin]",
     ] {
         assert!(manifest.contains(needle), "manifest.yaml lacks {needle:?}");
     }

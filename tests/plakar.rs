@@ -12,6 +12,7 @@ use std::process::Stdio;
 
 use common::caught::{kill, pg_dumps, wait_for_blocked_tool, Lock};
 use common::cluster::pg18_bin;
+use common::load::{client, pgbench_sums, succeed, Background};
 use common::plakar::{self, Plakar};
 use common::{
     databases, items, owned_source, seed, table_owner, Cluster, ClusterOptions, PASSWORD,
@@ -56,6 +57,30 @@ const CASES: &[(&str, fn())] = &[
     (
         "the_postgres_user_backs_up_over_the_socket_with_peer_auth",
         peer_auth,
+    ),
+    (
+        "physical_backup_under_load_restores_into_a_cluster_that_starts",
+        physical_under_load,
+    ),
+    (
+        "physical_backup_refusals_name_cause_and_remedy",
+        physical_refusals,
+    ),
+    (
+        "physical_backup_of_an_old_or_busy_server_fails_clearly",
+        physical_busy_or_old,
+    ),
+    (
+        "physical_and_logical_snapshots_refuse_the_other_destination",
+        physical_logical_mix,
+    ),
+    (
+        "physical_restore_refuses_used_directories_and_tablespaces",
+        physical_targets,
+    ),
+    (
+        "physical_backup_fails_on_a_damaged_page_and_names_the_file",
+        physical_checksums,
     ),
 ];
 
@@ -489,4 +514,332 @@ fn peer_auth() {
     pk.destination("copy", "postgres:///copy", &[&socket, &port]);
     store.restore("copy", &snap).ok();
     assert_eq!(items(&src, "copy"), items(&src, "app"));
+}
+
+/// A cluster that accepts replication connections from 127.0.0.1, as pg_basebackup needs.
+fn physical_options() -> ClusterOptions {
+    let mut options = ClusterOptions::default();
+    options.hba.extend([
+        "local replication all scram-sha-256".into(),
+        "host replication all 127.0.0.1/32 scram-sha-256".into(),
+    ]);
+    options
+}
+
+/// A directory the `postgres` system user can reach, for data directories and tablespaces.
+fn open_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix("pgdata-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// `postgres+bin:///<dir>`.
+fn bin_location(dir: &std::path::Path) -> String {
+    format!("postgres+bin://{}", dir.display())
+}
+
+fn physical_under_load() {
+    let src = Cluster::start_with(physical_options());
+    seed(&src, "app", 200);
+    succeed(
+        client(&src, "pgbench").args(["-i", "-s", "5", "-q", "postgres"]),
+        "pgbench -i",
+    );
+    let mut load = Background(
+        client(&src, "pgbench")
+            .args(["-c", "2", "-T", "300", "postgres"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("pgbench starts"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while src.sql("postgres", "SELECT count(*) FROM pgbench_history") == "0" {
+        assert!(load.running(), "pgbench ended before writing");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pgbench wrote nothing in 30 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let pk = Plakar::new();
+    let store = pk.store("store");
+    pk.source(
+        "mybin",
+        &src.uri("").replacen("postgres://", "postgres+bin://", 1),
+        &[],
+    );
+    let snap = store.backed_up("mybin");
+    assert!(load.running(), "pgbench ended during the backup");
+    load.stop();
+
+    let files = store.files(&snap);
+    for f in [
+        "PG_VERSION",
+        "backup_label",
+        "backup_manifest",
+        "base",
+        "global",
+        "manifest.json",
+        "pg_wal",
+    ] {
+        assert!(files.contains(&f.to_string()), "{f} missing from {files:?}");
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&store.cat(&snap, "/manifest.json")).unwrap();
+    assert_eq!(manifest["backup"]["layout"], "physical");
+    assert!(
+        manifest["wal"]["start_lsn"].is_string() && manifest["wal"]["stop_lsn"].is_string(),
+        "{manifest:#}"
+    );
+    assert!(
+        manifest["server"]["system_identifier"].is_string(),
+        "{manifest:#}"
+    );
+    assert!(
+        !manifest["cluster_config"]["data_checksums"].is_null(),
+        "{manifest:#}"
+    );
+    assert!(manifest["databases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|d| d["name"] == "app" && d["size_bytes"].as_i64() > Some(0)));
+
+    let target = open_dir();
+    let data = target.path().join("restored");
+    pk.destination("mydata", &bin_location(&data), &[]);
+    let restored = store.restore("mydata", &snap).ok();
+    assert!(
+        restored.output().contains("matches its backup_manifest"),
+        "{}",
+        restored.output()
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert!(!data.join("manifest.json").exists());
+
+    let copy = Cluster::adopt(&data);
+    assert_eq!(databases(&copy), databases(&src));
+    assert_eq!(items(&copy, "app"), items(&src, "app"));
+    let (a, h, b, t, n) = pgbench_sums(&copy, "postgres");
+    assert!(n > 0, "no pgbench history in the copy");
+    assert!(
+        a == h && h == b && b == t,
+        "accounts {a}, history {h}, branches {b}, tellers {t}"
+    );
+}
+
+fn physical_refusals() {
+    let pk = Plakar::new();
+    let store = pk.store("store");
+    let bin = |c: &Cluster| c.uri("").replacen("postgres://", "postgres+bin://", 1);
+
+    let minimal = Cluster::start_with(ClusterOptions {
+        config: vec!["wal_level = minimal".into(), "max_wal_senders = 0".into()],
+        ..physical_options()
+    });
+    pk.source("minimal", &bin(&minimal), &[]);
+    store
+        .backup("minimal")
+        .fails_saying(&["wal_level=minimal", "set wal_level=replica"]);
+
+    let src = Cluster::start_with(physical_options());
+    src.sql("postgres", "CREATE ROLE plain LOGIN PASSWORD 'plain'");
+    pk.source(
+        "plain",
+        &format!("postgres+bin://plain:plain@127.0.0.1:{}", src.port),
+        &[],
+    );
+    store
+        .backup("plain")
+        .fails_saying(&["user \"plain\"", "ALTER ROLE \"plain\" REPLICATION"]);
+
+    let no_hba = Cluster::start();
+    pk.source("nohba", &bin(&no_hba), &[]);
+    store
+        .backup("nohba")
+        .fails_saying(&["pg_hba.conf", "host replication postgres"]);
+    assert!(
+        store.snapshots().is_empty(),
+        "a refused backup left a snapshot"
+    );
+}
+
+fn physical_busy_or_old() {
+    let pk = Plakar::new();
+    let store = pk.store("store");
+
+    let busy = Cluster::start_with(ClusterOptions {
+        config: vec!["max_wal_senders = 1".into()],
+        ..physical_options()
+    });
+    let wal = open_dir();
+    let _receiver = Background(
+        client(&busy, "pg_receivewal")
+            .args(["--no-loop", "-D"])
+            .arg(wal.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while busy.sql("postgres", "SELECT count(*) FROM pg_stat_replication") == "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pg_receivewal never took the WAL sender"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    pk.source(
+        "busy",
+        &busy.uri("").replacen("postgres://", "postgres+bin://", 1),
+        &[],
+    );
+    store
+        .backup("busy")
+        .fails_saying(&["WAL senders", "raise max_wal_senders"]);
+
+    let new = Cluster::start_with(ClusterOptions {
+        bin: pg18_bin(),
+        ..physical_options()
+    });
+    pk.source(
+        "new",
+        &new.uri("").replacen("postgres://", "postgres+bin://", 1),
+        &["pg_bin_dir=/usr/lib/postgresql/15/bin"],
+    );
+    store
+        .backup("new")
+        .fails_saying(&["PostgreSQL 18", "version 15", "pg_bin_dir"]);
+    assert!(
+        store.snapshots().is_empty(),
+        "a failed backup left a snapshot"
+    );
+}
+
+fn physical_logical_mix() {
+    let src = Cluster::start_with(physical_options());
+    seed(&src, "app", 20);
+    let pk = Plakar::new();
+    let store = pk.store("store");
+    pk.source("mypg", &uri(&src, "app"), &[]);
+    pk.source(
+        "mybin",
+        &src.uri("").replacen("postgres://", "postgres+bin://", 1),
+        &[],
+    );
+    let logical = store.backed_up("mypg");
+    let physical = store.backed_up("mybin");
+
+    let target = open_dir();
+    let data = target.path().join("data");
+    pk.destination("mydata", &bin_location(&data), &[]);
+    store.restore("mydata", &logical).fails_saying(&[
+        "comes from a logical backup",
+        "nothing was written",
+        "postgres://",
+    ]);
+    assert!(
+        !data.exists(),
+        "the refused restore wrote {}",
+        data.display()
+    );
+
+    let dst = Cluster::start();
+    pk.destination("mypgdst", &uri(&dst, ""), &["create_db=true"]);
+    store
+        .restore("mypgdst", &physical)
+        .fails_saying(&["belongs to a physical backup", "postgres+bin://"]);
+    assert!(
+        databases(&dst).is_empty(),
+        "the refused restore created {:?}",
+        databases(&dst)
+    );
+}
+
+fn physical_targets() {
+    let src = Cluster::start_with(physical_options());
+    let pk = Plakar::new();
+    let store = pk.store("store");
+    pk.source(
+        "mybin",
+        &src.uri("").replacen("postgres://", "postgres+bin://", 1),
+        &[],
+    );
+    let snap = store.backed_up("mybin");
+
+    let used = open_dir();
+    std::fs::write(used.path().join("keep.txt"), "mine").unwrap();
+    pk.destination("used", &bin_location(used.path()), &[]);
+    store.restore("used", &snap).fails_saying(&["is not empty"]);
+    assert_eq!(std::fs::read_dir(used.path()).unwrap().count(), 1);
+
+    pk.destination("running", &bin_location(src.data_dir()), &[]);
+    store
+        .restore("running", &snap)
+        .fails_saying(&["belongs to a running PostgreSQL server"]);
+
+    // A tablespace outside the data directory: refused before anything is copied, by name.
+    let place = open_dir();
+    let location = place.path().join("ts");
+    std::fs::create_dir(&location).unwrap();
+    if let Some((uid, gid)) = common::cluster::server_identity() {
+        std::os::unix::fs::chown(&location, Some(uid), Some(gid)).unwrap();
+    }
+    src.sql(
+        "postgres",
+        &format!("CREATE TABLESPACE fast LOCATION '{}'", location.display()),
+    );
+    let before = store.snapshots();
+    store.backup("mybin").fails_saying(&[
+        "tablespaces",
+        &format!("fast at {}", location.display()),
+        "postgres://",
+    ]);
+    assert_eq!(store.snapshots(), before);
+}
+
+fn physical_checksums() {
+    let src = Cluster::start_with(ClusterOptions {
+        initdb: vec!["--data-checksums".into()],
+        ..physical_options()
+    });
+    seed(&src, "app", 500);
+    let file = src.sql("app", "SELECT pg_relation_filepath('items')");
+    src.sql("app", "CHECKPOINT");
+    // Damage the first page on disk, past its header; the server reads it from there.
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(src.data_dir().join(&file))
+            .unwrap();
+        f.seek(SeekFrom::Start(4000)).unwrap();
+        f.write_all(&[0xAB; 64]).unwrap();
+    }
+    let pk = Plakar::new();
+    let store = pk.store("store");
+    pk.source(
+        "mybin",
+        &src.uri("").replacen("postgres://", "postgres+bin://", 1),
+        &[],
+    );
+    store.backup("mybin").fails_saying(&[
+        "checksum verification failed",
+        &file,
+        "verify_checksums=false",
+    ]);
+    assert!(
+        store.snapshots().is_empty(),
+        "a damaged backup was committed"
+    );
 }

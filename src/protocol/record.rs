@@ -6,6 +6,67 @@ use super::connectors::{FileInfo, Record};
 
 /// Go's `fs.ModeDir` bit.
 pub const MODE_DIR: u32 = 0x8000_0000;
+/// Go's `fs.ModeSymlink` bit.
+pub const MODE_SYMLINK: u32 = 0x0800_0000;
+
+/// What an entry of a file tree is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file of this size, whose content Plakar fetches with `Open`.
+    File(u64),
+    /// A directory.
+    Directory,
+    /// A symbolic link to this target.
+    Symlink(String),
+}
+
+/// An entry of a file tree with its real metadata.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The record's path, from `/`.
+    pub path: String,
+    /// What it is.
+    pub kind: EntryKind,
+    /// Permission bits.
+    pub perm: u32,
+    /// Modification time.
+    pub modified: SystemTime,
+    /// Owner and group, by id and by name.
+    pub uid: u64,
+    pub gid: u64,
+    pub user: String,
+    pub group: String,
+    /// The device number Plakar's cache compares (see the physical source).
+    pub dev: u64,
+}
+
+/// The record of an entry.
+pub fn entry_record(e: &Entry) -> Record {
+    let (mode, size, target, has_reader) = match &e.kind {
+        EntryKind::File(size) => (e.perm, *size as i64, String::new(), true),
+        EntryKind::Directory => (MODE_DIR | e.perm, 0, String::new(), false),
+        EntryKind::Symlink(target) => (MODE_SYMLINK | e.perm, 0, target.clone(), false),
+    };
+    Record {
+        has_reader,
+        pathname: e.path.clone(),
+        target,
+        file_info: Some(FileInfo {
+            name: base_name(&e.path).to_string(),
+            size,
+            mode,
+            mod_time: Some(e.modified.into()),
+            dev: e.dev,
+            uid: e.uid,
+            gid: e.gid,
+            nlink: 1,
+            username: e.user.clone(),
+            groupname: e.group.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
 
 /// The metadata of a regular file of unknown or known size, readable by its owner and group.
 pub fn file_info(pathname: &str, size: i64, modified: SystemTime) -> FileInfo {

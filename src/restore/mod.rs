@@ -221,6 +221,20 @@ impl Session {
                 }
             };
             match packet {
+                Packet::Record(record) if names::is_data_directory(&record.pathname) => {
+                    // Before anything of it is written: its first file says what it is.
+                    let refusal = format!(
+                        "postgresql destination: {} belongs to a physical backup (postgres+bin://), which pg_restore cannot read; nothing was restored. Restore the snapshot into a new data directory with a physical destination: plakar destination add mydata postgres+bin:///path/to/empty/directory",
+                        record.pathname
+                    );
+                    tracing::error!("{refusal}");
+                    drain(inbound).await;
+                    let _ = self
+                        .tx
+                        .send(Err(Status::failed_precondition(refusal)))
+                        .await;
+                    return;
+                }
                 Packet::Record(record) => {
                     if let Some(unfinished) = current.take() {
                         self.reply(&unfinished.record, Err("its content ended early".into()))
@@ -657,6 +671,13 @@ impl Session {
             }
         }
     }
+}
+
+/// Reads what Plakar still sends, writing nothing, until it closes its side.
+/// Plakar reports whichever fails first, sending or receiving: ending the call
+/// while it still sends would show the user a bare EOF instead of the reason.
+pub async fn drain(mut inbound: Streaming<ExportRequest>) {
+    while let Ok(Some(_)) = inbound.message().await {}
 }
 
 /// How much of a dump is read, at most, to find its DATABASE entry (one of the first).

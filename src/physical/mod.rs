@@ -1,0 +1,13 @@
+//! Physical backups (`postgres+bin://`): a whole cluster's files through
+//! pg_basebackup, one record per file of the data directory, restored into a
+//! new data directory and verified with pg_verifybackup. A room of its own
+//! beside the logical `backup` and `restore`, sharing `connection` and `tools`.
+
+pub mod backup;
+pub mod options;
+mod preflight;
+pub mod restore;
+mod tar;
+
+pub use backup::PhysicalImporter;
+pub use restore::PhysicalExporter;

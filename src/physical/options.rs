@@ -1,0 +1,222 @@
+//! The physical connectors' options (`plakar source add NAME postgres+bin://...`,
+//! `plakar destination add NAME postgres+bin:///path/to/directory`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::LazyLock;
+
+use crate::connection::{Connection, CLIENT_OPTIONS, SERVER_OPTIONS};
+use crate::options::{Kind, OptionError, Spec, Table};
+
+static BASEBACKUP_OPTIONS: &[Spec] = &[
+    Spec {
+        name: "checkpoint",
+        kind: Kind::Choice(&["fast", "spread"]),
+        default: Some("fast"),
+        description: "How the server's backup checkpoint runs (`pg_basebackup --checkpoint`): `fast` starts at once with a burst of writes, `spread` paces them like a normal checkpoint.",
+    },
+    Spec {
+        name: "max_rate",
+        kind: Kind::Text,
+        default: None,
+        description: "The most the server sends per second (`pg_basebackup --max-rate`), so a backup does not starve production: kilobytes, or with a `k` or `M` suffix, from 32k to 1024M.",
+    },
+    Spec {
+        name: "verify_checksums",
+        kind: Kind::Bool,
+        default: Some("true"),
+        description: "Have the server verify page checksums as it reads (on clusters that have them); a failure fails the backup and names the file.",
+    },
+];
+
+static DESTINATION_OPTIONS: &[Spec] = &[
+    Spec {
+        name: "location",
+        kind: Kind::Text,
+        default: None,
+        description: "The directory to restore into: `postgres+bin:///absolute/path`. It must be absent or empty.",
+    },
+    Spec {
+        name: "pg_bin_dir",
+        kind: Kind::Text,
+        default: None,
+        description: "Directory of `pg_verifybackup` (and `pg_waldump`) of the backup's major version. Without it they are looked up in the usual install locations, then on `$PATH`.",
+    },
+];
+
+/// Every option of the physical source.
+pub static PHYSICAL_SOURCE_OPTIONS: LazyLock<Table> = LazyLock::new(|| {
+    Table::new(
+        "physical source",
+        &[SERVER_OPTIONS, CLIENT_OPTIONS, BASEBACKUP_OPTIONS],
+    )
+});
+
+/// Every option of the physical destination.
+pub static PHYSICAL_DESTINATION_OPTIONS: LazyLock<Table> =
+    LazyLock::new(|| Table::new("physical destination", &[DESTINATION_OPTIONS]));
+
+/// The physical source configuration, checked.
+#[derive(Debug)]
+pub struct PhysicalSource {
+    /// How to reach the server.
+    pub conn: Connection,
+    /// `--checkpoint=fast` (else spread).
+    pub fast_checkpoint: bool,
+    /// `--max-rate`, as pg_basebackup takes it.
+    pub max_rate: Option<String>,
+    /// Leave page checksums to the server (else `--no-verify-checksums`).
+    pub verify_checksums: bool,
+}
+
+impl PhysicalSource {
+    /// Checks the configuration Plakar hands to `Init`.
+    pub fn parse(config: &HashMap<String, String>) -> Result<PhysicalSource, OptionError> {
+        let values = PHYSICAL_SOURCE_OPTIONS.parse(config)?;
+        let conn = Connection::from_values(&values)?;
+        if let Some(db) = &conn.database {
+            return Err(OptionError::Conflict(format!(
+                "a physical backup copies the whole cluster, so the URI names no database; remove /{db} from `location`"
+            )));
+        }
+        let max_rate = values
+            .text("max_rate")
+            .map(|r| check_rate(&r))
+            .transpose()?;
+        Ok(PhysicalSource {
+            conn,
+            fast_checkpoint: values.text("checkpoint").as_deref() == Some("fast"),
+            max_rate,
+            verify_checksums: values.flag("verify_checksums"),
+        })
+    }
+}
+
+/// `max_rate` as pg_basebackup accepts it: 32 kB/s to 1 GB/s.
+fn check_rate(raw: &str) -> Result<String, OptionError> {
+    let rate = raw.trim();
+    let (digits, unit) = match rate.strip_suffix(['k', 'K']) {
+        Some(d) => (d, 1),
+        None => match rate.strip_suffix('M') {
+            Some(d) => (d, 1024),
+            None => (rate, 1),
+        },
+    };
+    let kilobytes = digits.parse::<u64>().ok().map(|n| n * unit);
+    match kilobytes {
+        Some(k) if (32..=1_048_576).contains(&k) => Ok(rate.to_string()),
+        _ => Err(OptionError::Invalid {
+            key: "max_rate",
+            value: format!("{raw:?}"),
+            accepted:
+                "kilobytes per second from 32 to 1048576, or with a k or M suffix (32k to 1024M)"
+                    .into(),
+        }),
+    }
+}
+
+/// The physical destination configuration, checked.
+#[derive(Debug)]
+pub struct PhysicalDestination {
+    /// The directory to restore into.
+    pub directory: PathBuf,
+    /// The user's `pg_bin_dir`.
+    pub pg_bin_dir: Option<PathBuf>,
+}
+
+impl PhysicalDestination {
+    /// Checks the configuration Plakar hands to `Init`.
+    pub fn parse(config: &HashMap<String, String>) -> Result<PhysicalDestination, OptionError> {
+        let values = PHYSICAL_DESTINATION_OPTIONS.parse(config)?;
+        let location = values.text("location").unwrap_or_default();
+        let bad = |why: &str| {
+            OptionError::Conflict(format!(
+                "option `location` must name a local directory as postgres+bin:///absolute/path ({why})"
+            ))
+        };
+        let url = url::Url::parse(&location).map_err(|e| bad(&e.to_string()))?;
+        if url.scheme() != "postgres+bin" {
+            return Err(bad(&format!("the scheme is {:?}", url.scheme())));
+        }
+        if !matches!(url.host_str(), None | Some("") | Some("localhost")) {
+            return Err(bad(
+                "it names a host: a physical restore writes files on this machine",
+            ));
+        }
+        let path = url
+            .to_file_path()
+            .map_err(|_| bad("the path is not an absolute local path"))?;
+        if path == std::path::Path::new("/") {
+            return Err(bad("the root directory cannot be a data directory"));
+        }
+        Ok(PhysicalDestination {
+            directory: path,
+            pg_bin_dir: values.text("pg_bin_dir").map(PathBuf::from),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::config_map;
+
+    #[test]
+    fn sources_take_the_cluster_and_basebackup_options() {
+        let s = PhysicalSource::parse(&config_map(&[
+            ("location", "postgres+bin://u:p@db:5433"),
+            ("checkpoint", "spread"),
+            ("max_rate", "100M"),
+            ("verify_checksums", "false"),
+        ]))
+        .unwrap();
+        assert_eq!((s.conn.host.as_str(), s.conn.port), ("db", 5433));
+        assert!(!s.fast_checkpoint && !s.verify_checksums);
+        assert_eq!(s.max_rate.as_deref(), Some("100M"));
+        for (pairs, words) in [
+            (vec![("location", "postgres+bin://db/app")], "remove /app"),
+            (
+                vec![("location", "postgres+bin://db"), ("database", "app")],
+                "unknown option `database`",
+            ),
+            (
+                vec![("location", "postgres+bin://db"), ("max_rate", "10")],
+                "option `max_rate`",
+            ),
+            (
+                vec![("location", "postgres+bin://db"), ("max_rate", "2048M")],
+                "32k to 1024M",
+            ),
+            (
+                vec![("location", "postgres+bin://db"), ("checkpoint", "now")],
+                "fast, spread",
+            ),
+        ] {
+            let err = PhysicalSource::parse(&config_map(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(words), "{pairs:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn destinations_are_local_absolute_directories() {
+        let d = PhysicalDestination::parse(&config_map(&[(
+            "location",
+            "postgres+bin:///var/lib/postgresql/15/my%20copy",
+        )]))
+        .unwrap();
+        assert_eq!(d.directory, PathBuf::from("/var/lib/postgresql/15/my copy"));
+        for location in [
+            "postgres+bin://db.example.com/x",
+            "postgres:///x",
+            "postgres+bin:///",
+            "relative/dir",
+        ] {
+            let err = PhysicalDestination::parse(&config_map(&[("location", location)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("option `location`"), "{location}: {err}");
+        }
+    }
+}
