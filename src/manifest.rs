@@ -58,24 +58,7 @@ pub async fn collect(
     databases: &[String],
     facts: &BackupFacts,
 ) -> Value {
-    let mut m = Map::new();
-    m.insert("format_version".into(), json!(1));
-    m.insert(
-        "plugin".into(),
-        json!({"name": "postgresql", "version": env!("CARGO_PKG_VERSION")}),
-    );
-    if let Some(v) = best_effort(
-        "created_at",
-        scalar(
-            admin,
-            "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
-        ),
-    )
-    .await
-    {
-        m.insert("created_at".into(), json!(v));
-    }
-    m.insert("server".into(), server(conn, admin).await);
+    let mut m = header(conn, admin).await;
     m.insert("pg_dump_version".into(), json!(facts.pg_dump_version));
     m.insert(
         "backup".into(),
@@ -114,24 +97,7 @@ pub async fn collect(
 /// its settings and tablespaces, the databases and their sizes. The WAL range
 /// is added once the copy has ended.
 pub async fn physical(conn: &Connection, admin: &Client, backup: Value) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("format_version".into(), json!(1));
-    m.insert(
-        "plugin".into(),
-        json!({"name": "postgresql", "version": env!("CARGO_PKG_VERSION")}),
-    );
-    if let Some(v) = best_effort(
-        "created_at",
-        scalar(
-            admin,
-            "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
-        ),
-    )
-    .await
-    {
-        m.insert("created_at".into(), json!(v));
-    }
-    m.insert("server".into(), server(conn, admin).await);
+    let mut m = header(conn, admin).await;
     m.insert("backup".into(), backup);
     if let Some(v) = best_effort("cluster_config", cluster_config(admin)).await {
         m.insert("cluster_config".into(), v);
@@ -155,6 +121,29 @@ pub async fn physical(conn: &Connection, admin: &Client, backup: Value) -> Map<S
         }
         Err(e) => tracing::warn!("manifest: databases left out: {}", describe_pg_error(&e)),
     }
+    m
+}
+
+/// What every manifest starts with: its format, the plugin, the time, the server.
+async fn header(conn: &Connection, admin: &Client) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("format_version".into(), json!(1));
+    m.insert(
+        "plugin".into(),
+        json!({"name": "postgresql", "version": env!("CARGO_PKG_VERSION")}),
+    );
+    if let Some(v) = best_effort(
+        "created_at",
+        scalar(
+            admin,
+            "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+        ),
+    )
+    .await
+    {
+        m.insert("created_at".into(), json!(v));
+    }
+    m.insert("server".into(), server(conn, admin).await);
     m
 }
 

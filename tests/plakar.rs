@@ -173,12 +173,9 @@ fn single_database() {
     dst.sql("postgres", "CREATE ROLE app_owner");
     dst.sql("postgres", "CREATE DATABASE app");
     pk.destination("mypgdst", &uri(&dst, "app"), &[]);
-    let restored = store.restore("mypgdst", &snap).ok();
-    assert!(
-        restored.output().contains("OK ✓ /app.dump"),
-        "{}",
-        restored.output()
-    );
+    store
+        .restore("mypgdst", &snap)
+        .ok_saying(&["OK ✓ /app.dump"]);
     assert_eq!(items(&dst, "app"), items(&src, "app"));
     assert_eq!(table_owner(&dst, "app", "items"), "app_owner");
 }
@@ -364,12 +361,9 @@ fn numbered_layout() {
         &uri(&dst, ""),
         &["create_db=true", "restore_globals=true"],
     );
-    let ran = store.restore("mypgdst", &numbered).ok();
-    assert!(
-        ran.output().contains("OK ✓ /00001-app.dump"),
-        "{}",
-        ran.output()
-    );
+    store
+        .restore("mypgdst", &numbered)
+        .ok_saying(&["OK ✓ /00001-app.dump"]);
     assert_eq!(items(&dst, "app"), items(&src, "app"));
     assert_eq!(table_owner(&dst, "app", "items"), "app_owner");
 }
@@ -613,12 +607,9 @@ fn physical_under_load() {
     let target = open_dir();
     let data = target.path().join("restored");
     pk.destination("mydata", &bin_location(&data), &[]);
-    let restored = store.restore("mydata", &snap).ok();
-    assert!(
-        restored.output().contains("matches its backup_manifest"),
-        "{}",
-        restored.output()
-    );
+    store
+        .restore("mydata", &snap)
+        .ok_saying(&["matches its backup_manifest"]);
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,

@@ -493,14 +493,7 @@ impl Session {
             Sink::Discard(result) => result,
             Sink::SpoolFailed(why) => Err(why),
             Sink::Head(head) => match self.start_renamed(&action, &head, true).await {
-                Some(Sink::Tool(feed)) => {
-                    let outcome = feed.finish().await;
-                    let result = apply::judge(&outcome, &describe(&action));
-                    if result.is_ok() {
-                        self.after_success(&action).await;
-                    }
-                    result
-                }
+                Some(Sink::Tool(feed)) => self.finish_feed(feed, &action).await,
                 Some(Sink::Discard(result)) => result,
                 _ => unreachable!("at the end the head is complete or refused"),
             },
@@ -508,14 +501,7 @@ impl Session {
                 read_manifest(&bytes, self.restore.server_major);
                 Ok(())
             }
-            Sink::Tool(feed) => {
-                let outcome = feed.finish().await;
-                let result = apply::judge(&outcome, &describe(&action));
-                if result.is_ok() {
-                    self.after_success(&action).await;
-                }
-                result
-            }
+            Sink::Tool(feed) => self.finish_feed(feed, &action).await,
             Sink::Spool(mut file, path) => {
                 if let Err(e) = file.flush().await {
                     Err(format!("cannot write the temporary copy: {e}"))
@@ -547,6 +533,16 @@ impl Session {
             self.seen.globals_applied = true;
             self.release_held().await;
         }
+    }
+
+    /// Closes a tool's input, judges what it said, and analyzes after a success.
+    async fn finish_feed(&self, feed: Feed, action: &Action) -> Result<(), String> {
+        let outcome = feed.finish().await;
+        let result = apply::judge(&outcome, &describe(action));
+        if result.is_ok() {
+            self.after_success(action).await;
+        }
+        result
     }
 
     /// Restores the dumps that waited for the globals, in the order they came.

@@ -131,6 +131,19 @@ impl Ran {
         self
     }
 
+    /// Panics unless the command exited 0 and said every word.
+    pub fn ok_saying(self, words: &[&str]) -> Ran {
+        let ran = self.ok();
+        let said = ran.output();
+        for w in words {
+            assert!(
+                said.contains(w),
+                "{w:?} missing from plakar's output:\n{said}"
+            );
+        }
+        ran
+    }
+
     /// Panics unless the command failed with a non-zero exit status and said every word.
     pub fn fails_saying(self, words: &[&str]) -> Ran {
         assert!(
