@@ -7,8 +7,12 @@
 #                on disk with the wide tables); s/4 and s/2 are measured too
 #   BENCH_RUNS   runs per measurement, the median is reported (default 3, at least 3)
 #   PG_BIN_DIR   PostgreSQL 15 server binaries (default /usr/lib/postgresql/15/bin)
+#   BENCH_PHYS_SCALE  pgbench scale of the physical benchmark's database (default 65,
+#                about 1.1 GiB on disk)
 #
-# Plakar itself is not used: examples/drive plays its role over the plugin's pipes.
+# The logical figures come from examples/drive, which plays Plakar's part over the
+# plugin's pipes; bench/physical.py measures physical against logical backups
+# through the real plakar (found as the tests find it) and says so when there is none.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -83,7 +87,7 @@ maintenance_work_mem = 256MB
 max_wal_size = 8GB
 checkpoint_timeout = 30min
 EOF
-  printf 'local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\n' >"$dir/data/pg_hba.conf"
+  printf 'local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n' >"$dir/data/pg_hba.conf"
   clusters+=("$dir/data")
   as_server "$pg_bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 start >/dev/null
   cluster_port_out=$port
@@ -154,7 +158,10 @@ start_cluster main
 port=$cluster_port_out
 start_cluster many
 cluster_port=$cluster_port_out
+start_cluster phys
+phys_port=$cluster_port_out
 export BENCH_PORT=$port BENCH_CLUSTER_PORT=$cluster_port BENCH_WORK=$work BENCH_PG_BIN=$pg_bin
+export BENCH_PHYS_PORT=$phys_port BENCH_PHYS_DB=bench_phys
 
 sizes=$(python3 -c "import os; s=int(os.environ['BENCH_SCALE']); print(' '.join(str(x) for x in sorted({max(1,s//4), max(1,s//2), s})))")
 export BENCH_SIZES=$sizes
@@ -162,6 +169,10 @@ for s in $sizes; do
   log "generating database bench_s$s (pgbench scale $s + wide tables)"
   make_database "$port" "bench_s$s" "$s"
 done
+
+log "generating database bench_phys for the physical benchmark (pgbench scale ${BENCH_PHYS_SCALE:-65})"
+make_database "$phys_port" bench_phys "${BENCH_PHYS_SCALE:-65}"
+psql -p "$phys_port" -d postgres -q -c 'CHECKPOINT' >/dev/null
 
 log "generating 20 small databases"
 make_database "$cluster_port" template_bench 1
@@ -174,4 +185,8 @@ psql -p "$port" -d postgres -q -c 'CHECKPOINT' >/dev/null
 log "data ready after $(($(date +%s) - started)) s"
 
 python3 bench/bench.py
+log "physical backups against logical ones, through the real plakar"
+python3 bench/physical.py
+{ echo; cat bench/physical.md; } >>BENCHMARKS.md
+rm -f bench/physical.md
 log "done after $(($(date +%s) - started)) s: BENCHMARKS.md, bench/scaling.png"
