@@ -162,6 +162,8 @@ def main():
     ptar = next(os.path.join(ROOT, f) for f in os.listdir(ROOT)
                 if f.startswith("postgresql_v") and f.endswith(".ptar"))
 
+    started = time.time()
+    load_start = os.getloadavg()[0]
     cluster_bytes = int(psql(port, "postgres", "SELECT sum(pg_database_size(oid)) FROM pg_database"))
     db_bytes = int(psql(port, "postgres", f"SELECT pg_database_size('{db}')"))
     small_bytes = int(psql(small_port, "postgres", "SELECT sum(pg_database_size(oid)) FROM pg_database"))
@@ -223,11 +225,14 @@ def main():
     pk.run("at", small_store, "create", "-plaintext")
     _, small_rss = pk.timed("at", small_store, "backup", "@small")
 
+    load = os.getloadavg()[0]
     lines = [
         "## Physical backups",
         "",
-        f"Measured by `bench/physical.py` through the real plakar ({version}), {RUNS} runs interleaved, "
-        "medians with the range; times are wall seconds of the whole `plakar` command.",
+        f"Measured by `bench/physical.py` through the real plakar ({version}) on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, {RUNS} runs interleaved, "
+        "medians with the range; times are wall seconds of the whole `plakar` command. "
+        f"Load average (1 min): {load_start:.2f} at the start, {load:.2f} at the end.",
         "",
         f"The cluster holds the benchmark database `{db}` ({mib(db_bytes)}) among "
         f"{mib(cluster_bytes)} in all: the physical backup copies the whole cluster (its indexes "
@@ -259,8 +264,9 @@ def main():
         f"segment, backup_manifest) | +{mib(added_same)} | {100 * added_same / first:.1f}% |",
         "",
         f"Plugin peak RSS of a physical backup: {rss['physical backup'] / 1024:.1f} MiB for "
-        f"{mib(cluster_bytes)}, {small_rss / 1024:.1f} MiB for {mib(small_bytes)}: it does not grow "
-        "with the cluster (one 1 MiB chunk at a time, plus PostgreSQL's backup_manifest).",
+        f"{mib(cluster_bytes)}, {small_rss / 1024:.1f} MiB for {mib(small_bytes)}. What it holds is "
+        "bounded whatever the cluster's size: a few 1 MiB chunks in flight towards Plakar, and "
+        "PostgreSQL's backup_manifest (about 100 bytes per file).",
         "",
     ]
     with open(out_path, "w") as f:
