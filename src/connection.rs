@@ -33,7 +33,7 @@ pub static SERVER_OPTIONS: &[Spec] = &[
         name: "location",
         kind: Kind::Text,
         default: None,
-        description: "Connection URI: `postgres://[user[:password]@]host[:port][/database]`, percent-encoded.",
+        description: "Connection URI: `postgres://[user[:password]@]host[:port][/database]` (for a physical source `postgres+bin://`, without a database), percent-encoded.",
     },
     Spec {
         name: "host",
@@ -75,7 +75,7 @@ pub static CLIENT_OPTIONS: &[Spec] = &[
         name: "pg_bin_dir",
         kind: Kind::Text,
         default: None,
-        description: "Directory of the PostgreSQL client tools (pg_dump, pg_dumpall, pg_restore, psql). Without it they are looked up on `$PATH`, then in the usual install locations.",
+        description: "Directory of the PostgreSQL client tools (pg_dump, pg_dumpall, pg_restore, psql; pg_basebackup for a physical source). Without it they are looked up on `$PATH`, then in the usual install locations.",
     },
     Spec {
         name: "ssl_mode",
