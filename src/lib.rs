@@ -3,6 +3,7 @@
 //!
 //! - [`protocol`]: the wire (gRPC over stdin/stdout), nothing PostgreSQL-specific.
 //! - [`options`], [`connection`], [`tools`], [`names`], [`manifest`], [`archive`]: PostgreSQL knowledge.
+//! - [`pipe`]: the client tools' pipes, and the threads that move bytes through them.
 //! - [`backup`] and [`restore`]: the two connectors, each a short story.
 
 pub mod archive;
@@ -11,6 +12,7 @@ pub mod connection;
 pub mod manifest;
 pub mod names;
 pub mod options;
+pub mod pipe;
 pub mod progress;
 pub mod protocol;
 pub mod restore;
