@@ -47,6 +47,8 @@ pub struct Restore {
     server_major: u32,
     /// The plugin's own connection, to the maintenance database.
     admin: Client,
+    /// Whether `jobs` spools dumps for `pg_restore --jobs` ([`order::parallel_restore`]).
+    parallel: bool,
 }
 
 /// The exporter service.
@@ -67,11 +69,17 @@ async fn prepare(config: DestinationConfig) -> Result<Restore, String> {
     let toolbox = Toolbox::locate(conn, server_major, false)
         .await
         .map_err(|e| e.to_string())?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parallel = order::parallel_restore(&config, cpus).unwrap_or_else(|why| {
+        tracing::info!("jobs={}: {why}", config.jobs.unwrap_or(1));
+        false
+    });
     let restore = Restore {
         config,
         toolbox,
         server_major,
         admin,
+        parallel,
     };
     if let Some(target) = order::create_target(&restore.config) {
         if restore.database_exists(target).await? && !restore.config.clean {
@@ -175,7 +183,7 @@ enum Sink {
     /// the renamed database before pg_restore starts (`Create::Renamed`).
     Head(Vec<u8>),
     /// Into a private temporary file, written by a thread of its own.
-    Spool(ChunkWriter<()>, NamedTempFile),
+    Spool(ChunkWriter<usize>, NamedTempFile),
     /// Nowhere, because writing the spool failed.
     SpoolFailed(String),
 }
@@ -289,7 +297,12 @@ impl Session {
         let is_dir = crate::protocol::record::is_dir(&record);
         let action = match names::classify(&record.pathname) {
             _ if is_dir => Action::Nothing,
-            Ok(entry) => order::action(&self.restore.config, &entry, self.seen),
+            Ok(entry) => order::action(
+                &self.restore.config,
+                &entry,
+                self.seen,
+                self.restore.parallel,
+            ),
             Err(unknown) => Action::Refuse(unknown.to_string()),
         };
         if let Action::Dump { restored, .. } = &action {
@@ -509,6 +522,12 @@ impl Session {
             }
             Sink::Spool(writer, path) => {
                 let written = writer.finish().await;
+                if let Ok(offsets) = &written {
+                    tracing::debug!(
+                        "{}: temporary copy written, with the data offsets of {offsets} entries",
+                        record.pathname
+                    );
+                }
                 if let Err(e) = written {
                     Err(spool_error(&path, &e))
                 } else if matches!(action, Action::Dump { hold: true, .. })
@@ -679,27 +698,41 @@ fn spool_error(path: &NamedTempFile, e: &std::io::Error) -> String {
     )
 }
 
-/// A temporary copy of a dump, written in 1 MiB writes.
+/// A temporary copy of a dump: written in 1 MiB writes, and given the data
+/// offsets pg_dump leaves out when it writes to a pipe (as it always does
+/// under `plakar backup`), so that each `pg_restore --jobs` worker can seek
+/// straight to its table's data instead of reading through the copy.
 struct SpoolSink {
     file: std::fs::File,
+    scanner: archive::OffsetScanner,
 }
 
 impl SpoolSink {
     fn new(file: std::fs::File) -> SpoolSink {
-        SpoolSink { file }
+        SpoolSink {
+            file,
+            scanner: archive::OffsetScanner::new(),
+        }
     }
 }
 
 impl ChunkSink for SpoolSink {
-    type Done = ();
+    /// How many entries got their data offset.
+    type Done = usize;
 
     fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
         use std::io::Write;
+        self.scanner.feed(chunk);
         self.file.write_all(chunk)
     }
 
-    fn finish(self) -> std::io::Result<()> {
-        Ok(())
+    fn finish(mut self) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let patches = self.scanner.patches();
+        for (position, bytes) in &patches {
+            self.file.write_all_at(bytes, *position)?;
+        }
+        Ok(patches.len())
     }
 }
 
