@@ -11,8 +11,10 @@
 //! and drops them with `--out /dev/null`), a restore reads each file in 1 MiB
 //! chunks. Nothing holds a whole file in memory. Each run prints one JSON line
 //! on stdout: wall seconds (and, for a backup, the seconds until `Init`
-//! returned), bytes per file or errors per file, and the plugin's peak RSS
-//! (VmHWM from /proc, read just before its pipes close).
+//! returned), bytes per file or errors per file, the plugin's peak RSS
+//! (VmHWM from /proc, read just before its pipes close) and the CPU seconds
+//! the plugin process used itself, without its pg_dump or pg_restore (read
+//! from /proc once it has exited, before it is reaped).
 
 #[path = "../tests/common/pipes.rs"]
 mod pipes;
@@ -127,14 +129,49 @@ fn peak_rss_kib(child: &Child) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
-/// Closes the pipes and waits for the plugin to exit.
-async fn finish(mut child: Child, channel: Channel) -> Result<(), Error> {
+/// The CPU seconds (user, system) the plugin process itself used, not its
+/// children: fields 14 and 15 of /proc/PID/stat, which a process that has
+/// exited keeps until it is reaped.
+fn cpu_seconds(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count from its closing parenthesis.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let user: f64 = fields.get(11)?.parse().ok()?;
+    let system: f64 = fields.get(12)?.parse().ok()?;
+    Some((user / tick, system / tick))
+}
+
+/// Whether the process has exited and waits to be reaped (state `Z`).
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// Closes the pipes, waits for the plugin to exit, and returns the CPU
+/// seconds (user, system) it used, read before it is reaped.
+async fn finish(mut child: Child, channel: Channel) -> Result<Option<(f64, f64)>, Error> {
     drop(channel);
+    let pid = child.id();
+    let mut cpu = None;
+    if let Some(pid) = pid {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !is_zombie(pid) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        cpu = cpu_seconds(pid);
+    }
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await??;
     if !status.success() {
         return Err(format!("the plugin exited with {status}").into());
     }
-    Ok(())
+    Ok(cpu)
 }
 
 async fn backup(args: &Args) -> Result<serde_json::Value, Error> {
@@ -156,16 +193,27 @@ async fn backup(args: &Args) -> Result<serde_json::Value, Error> {
         Ok(files) => (files, None),
         Err((files, e)) => (files, Some(e)),
     };
-    let error = error.or_else(|| exit.err().map(|e| e.to_string()));
+    let (cpu, exit) = split_exit(exit);
+    let error = error.or(exit);
     Ok(json!({
         "command": "backup",
         "wall_seconds": wall,
         "init_seconds": init_seconds,
+        "cpu_user_seconds": cpu.map(|c| c.0),
+        "cpu_system_seconds": cpu.map(|c| c.1),
         "bytes": files,
         "total_bytes": files.values().sum::<u64>(),
         "peak_rss_kib": peak,
         "error": error,
     }))
+}
+
+/// The plugin's CPU seconds, and the error of its exit, if any.
+fn split_exit(exit: Result<Option<(f64, f64)>, Error>) -> (Option<(f64, f64)>, Option<String>) {
+    match exit {
+        Ok(cpu) => (cpu, None),
+        Err(e) => (None, Some(e.to_string())),
+    }
 }
 
 type Sizes = BTreeMap<String, u64>;
@@ -340,6 +388,7 @@ async fn restore(args: &Args) -> Result<serde_json::Value, Error> {
         let path = decode(&name).ok_or_else(|| format!("not a percent-encoded path: {name}"))?;
         paths.insert(path, (entry.path(), entry.metadata()?.len()));
     }
+    let total_bytes: u64 = paths.values().map(|(_, size)| size).sum();
     let started = Instant::now();
     let (child, channel) = start(&args.plugin, "exporter").await?;
     let mut client = ExporterClient::new(channel.clone());
@@ -353,11 +402,15 @@ async fn restore(args: &Args) -> Result<serde_json::Value, Error> {
         Ok(r) => (r, None),
         Err((r, e)) => (r, Some(e)),
     };
-    let error = error.or_else(|| exit.err().map(|e| e.to_string()));
+    let (cpu, exit) = split_exit(exit);
+    let error = error.or(exit);
     let failed = results.values().filter(|e| !e.is_empty()).count();
     Ok(json!({
         "command": "restore",
         "wall_seconds": wall,
+        "bytes": total_bytes,
+        "cpu_user_seconds": cpu.map(|c| c.0),
+        "cpu_system_seconds": cpu.map(|c| c.1),
         "errors": results,
         "failed_files": failed,
         "peak_rss_kib": peak,

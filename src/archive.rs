@@ -119,6 +119,76 @@ pub fn find_entry(
     head: &[u8],
     wanted: impl Fn(&TocEntry) -> bool,
 ) -> Result<Option<Option<TocEntry>>, ArchiveError> {
+    let mut found = None;
+    let walked = walk_toc(head, |entry, _| {
+        if wanted(&entry) {
+            found = Some(entry);
+            false
+        } else {
+            true
+        }
+    })?;
+    Ok(match (walked, found) {
+        (_, Some(entry)) => Some(Some(entry)),
+        (Some(_), None) => Some(None),
+        (None, None) => None,
+    })
+}
+
+/// The archive's layout, as its header gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Bytes of an integer (`ReadInt`), after its sign byte.
+    pub int_size: usize,
+    /// Bytes of a data offset, after its flag byte.
+    pub off_size: usize,
+    /// Where the table of contents ends and the data blocks begin.
+    pub data_start: u64,
+}
+
+/// The flag of a data offset that pg_dump could not record: it wrote to a pipe.
+pub const K_OFFSET_POS_NOT_SET: u8 = 1;
+/// The flag of a data offset that is recorded: pg_dump wrote to a seekable file.
+pub const K_OFFSET_POS_SET: u8 = 2;
+/// The flag of an entry that has no data block.
+pub const K_OFFSET_NO_DATA: u8 = 3;
+/// A data block holding a table's rows.
+const BLK_DATA: u8 = 1;
+/// A data block holding large objects.
+const BLK_BLOBS: u8 = 3;
+
+/// The data offset slot of one table-of-contents entry: a flag byte and
+/// `off_size` bytes, least significant first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetSlot {
+    /// The entry's dump id, which its data block repeats.
+    pub dump_id: i64,
+    /// Where the flag byte is in the file.
+    pub position: u64,
+    /// [`K_OFFSET_POS_NOT_SET`], [`K_OFFSET_POS_SET`] or [`K_OFFSET_NO_DATA`].
+    pub flag: u8,
+    /// The recorded offset (meaningful with [`K_OFFSET_POS_SET`]).
+    pub offset: u64,
+}
+
+/// The offset slot of every entry, and the layout; `Ok(None)` while the bytes
+/// end inside the table of contents.
+pub fn offset_slots(head: &[u8]) -> Result<Option<(Layout, Vec<OffsetSlot>)>, ArchiveError> {
+    let mut slots = Vec::new();
+    let layout = walk_toc(head, |_, slot| {
+        slots.push(slot);
+        true
+    })?;
+    Ok(layout.map(|l| (l, slots)))
+}
+
+/// Reads the header and the table of contents, calling `visit` for each
+/// entry until it returns false. `Ok(None)` means the bytes end inside the
+/// table of contents (and `visit` did not stop the walk before that).
+fn walk_toc(
+    head: &[u8],
+    mut visit: impl FnMut(TocEntry, OffsetSlot) -> bool,
+) -> Result<Option<Layout>, ArchiveError> {
     let mut c = Cursor {
         bytes: head,
         at: 0,
@@ -172,7 +242,7 @@ pub fn find_entry(
         return Err(ArchiveError::Damaged("a negative entry count"));
     }
     for _ in 0..count {
-        let _dump_id = int!(c);
+        let dump_id = int!(c);
         let _had_dumper = int!(c);
         let _table_oid = field!(c);
         let _oid = field!(c);
@@ -199,15 +269,324 @@ pub fn find_entry(
             }
         }
         // The custom format's data offset: a flag byte and `off_size` bytes.
-        if c.take(1 + c.off_size).is_none() {
+        let position = c.at as u64;
+        let Some(raw) = c.take(1 + c.off_size) else {
             return Ok(None);
-        }
-        let entry = TocEntry { desc, tag, defn };
-        if wanted(&entry) {
-            return Ok(Some(Some(entry)));
+        };
+        let offset = raw[1..]
+            .iter()
+            .enumerate()
+            .fold(0u64, |acc, (i, b)| acc | (u64::from(*b) << (8 * i)));
+        let slot = OffsetSlot {
+            dump_id,
+            position,
+            flag: raw[0],
+            offset,
+        };
+        if !visit(TocEntry { desc, tag, defn }, slot) {
+            break;
         }
     }
-    Ok(Some(None))
+    Ok(Some(Layout {
+        int_size: c.int_size,
+        off_size: c.off_size,
+        data_start: c.at as u64,
+    }))
+}
+
+/// How much of the head of an archive [`OffsetScanner`] keeps to read its
+/// table of contents; an archive whose table of contents is larger (hundreds of
+/// thousands of objects) gets no offsets, which costs speed, not correctness.
+const SCAN_HEAD_LIMIT: usize = 32 * 1024 * 1024;
+
+/// Follows a custom-format archive as its bytes go by, in order, and notes
+/// where each data block starts, so that a copy of an archive that pg_dump
+/// wrote to a pipe can get the data offsets pg_dump itself records when it
+/// writes to a file (see [`OffsetScanner::patches`]). Without them, every
+/// `pg_restore --jobs` worker, and every `-t`/`-n` selection, reads through
+/// the archive to find its data.
+///
+/// Anything unexpected (not an archive, a block type it does not know, a
+/// table of contents over 32 MiB) makes it give up quietly: no patches.
+#[derive(Debug)]
+pub struct OffsetScanner {
+    state: Scan,
+    /// Absolute position of the next byte fed.
+    at: u64,
+    /// Where each dump id's data block starts, in file order.
+    blocks: Vec<(i64, u64)>,
+}
+
+#[derive(Debug)]
+enum Scan {
+    /// Reading the header and the table of contents; parsed again when the
+    /// bytes have doubled since the last try.
+    Head { bytes: Vec<u8>, tried_at: usize },
+    /// Following the data blocks.
+    Blocks {
+        layout: Layout,
+        slots: Vec<OffsetSlot>,
+        step: Step,
+        /// The bytes of the integer or header being read.
+        partial: Vec<u8>,
+    },
+    /// Gave up, or done.
+    Off,
+}
+
+/// What the block reader expects next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// A block type byte (or the end of the file).
+    BlockType,
+    /// The block's dump id.
+    DumpId { blk: u8 },
+    /// A chunk length; 0 ends the table's data or the large object.
+    Length { in_blobs: bool },
+    /// Bytes to skip, then a length.
+    Skip { left: u64, in_blobs: bool },
+    /// A large object's oid; 0 ends the block.
+    Oid,
+}
+
+impl Default for OffsetScanner {
+    fn default() -> Self {
+        OffsetScanner {
+            state: Scan::Head {
+                bytes: Vec::new(),
+                tried_at: 0,
+            },
+            at: 0,
+            blocks: Vec::new(),
+        }
+    }
+}
+
+impl OffsetScanner {
+    /// A scanner at the start of an archive.
+    pub fn new() -> OffsetScanner {
+        OffsetScanner::default()
+    }
+
+    /// Follows the next bytes of the archive.
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match &mut self.state {
+                Scan::Off => return,
+                Scan::Head { .. } => {
+                    self.feed_head(bytes);
+                    return;
+                }
+                Scan::Blocks { .. } => {
+                    let taken = self.feed_blocks(bytes);
+                    bytes = &bytes[taken..];
+                }
+            }
+        }
+    }
+
+    /// Takes head bytes; once the table of contents is complete, follows the
+    /// blocks after it.
+    fn feed_head(&mut self, bytes: &[u8]) {
+        let Scan::Head { bytes: head, .. } = &mut self.state else {
+            unreachable!("called in the head state")
+        };
+        head.extend_from_slice(bytes);
+        self.at += bytes.len() as u64;
+        self.read_head(false);
+    }
+
+    /// Parses the head kept so far, when it has doubled since the last try
+    /// (or when `now`); once the table of contents is complete, switches to
+    /// the blocks and follows the bytes kept after it.
+    fn read_head(&mut self, now: bool) {
+        let Scan::Head {
+            bytes: head,
+            tried_at,
+        } = &mut self.state
+        else {
+            return;
+        };
+        if !now && head.len() < (*tried_at * 2).max(64 * 1024) && head.len() < SCAN_HEAD_LIMIT {
+            return;
+        }
+        *tried_at = head.len();
+        match offset_slots(head) {
+            Ok(Some((layout, slots))) => {
+                let rest = head.split_off(layout.data_start as usize);
+                self.at = layout.data_start;
+                self.state = Scan::Blocks {
+                    layout,
+                    slots,
+                    step: Step::BlockType,
+                    partial: Vec::new(),
+                };
+                self.feed(&rest);
+            }
+            Ok(None) if head.len() < SCAN_HEAD_LIMIT => {}
+            Ok(None) | Err(_) => self.state = Scan::Off,
+        }
+    }
+
+    /// Follows data blocks; returns how many bytes it took (all of them,
+    /// unless it gave up).
+    fn feed_blocks(&mut self, bytes: &[u8]) -> usize {
+        let Scan::Blocks {
+            layout,
+            step,
+            partial,
+            ..
+        } = &mut self.state
+        else {
+            unreachable!("called in the blocks state")
+        };
+        let int_len = 1 + layout.int_size;
+        let mut i = 0;
+        while i < bytes.len() {
+            match *step {
+                Step::Skip { left, in_blobs } => {
+                    let n = left.min((bytes.len() - i) as u64);
+                    i += n as usize;
+                    *step = if n == left {
+                        Step::Length { in_blobs }
+                    } else {
+                        Step::Skip {
+                            left: left - n,
+                            in_blobs,
+                        }
+                    };
+                }
+                Step::BlockType => {
+                    let blk = bytes[i];
+                    if blk != BLK_DATA && blk != BLK_BLOBS {
+                        self.state = Scan::Off;
+                        return bytes.len();
+                    }
+                    i += 1;
+                    self.blocks.push((0, self.at + i as u64 - 1));
+                    *step = Step::DumpId { blk };
+                }
+                Step::DumpId { .. } | Step::Length { .. } | Step::Oid => {
+                    let need = int_len - partial.len();
+                    let n = need.min(bytes.len() - i);
+                    partial.extend_from_slice(&bytes[i..i + n]);
+                    i += n;
+                    if partial.len() < int_len {
+                        continue;
+                    }
+                    let value = read_int(partial);
+                    partial.clear();
+                    *step = match (*step, value) {
+                        (_, None) => {
+                            self.state = Scan::Off;
+                            return bytes.len();
+                        }
+                        (Step::DumpId { blk }, Some(id)) => {
+                            if let Some(last) = self.blocks.last_mut() {
+                                last.0 = id;
+                            }
+                            if blk == BLK_DATA {
+                                Step::Length { in_blobs: false }
+                            } else {
+                                Step::Oid
+                            }
+                        }
+                        (Step::Length { in_blobs }, Some(0)) => {
+                            if in_blobs {
+                                Step::Oid
+                            } else {
+                                Step::BlockType
+                            }
+                        }
+                        (Step::Length { in_blobs }, Some(len)) => Step::Skip {
+                            left: len as u64,
+                            in_blobs,
+                        },
+                        (Step::Oid, Some(0)) => Step::BlockType,
+                        (Step::Oid, Some(_)) => Step::Length { in_blobs: true },
+                        _ => unreachable!("only integer steps read integers"),
+                    };
+                }
+            }
+        }
+        self.at += bytes.len() as u64;
+        bytes.len()
+    }
+
+    /// The writes that record, in a copy of the archive fed so far (the
+    /// whole of it), where each entry's data block starts: for every entry
+    /// whose offset is not set and whose block was seen, the flag
+    /// [`K_OFFSET_POS_SET`] and the block's position, at the entry's slot.
+    /// This is exactly what pg_dump writes into a seekable output when it
+    /// rewrites its table of contents at the end.
+    pub fn patches(&mut self) -> Vec<(u64, Vec<u8>)> {
+        self.read_head(true);
+        let Scan::Blocks {
+            layout,
+            slots,
+            step,
+            ..
+        } = &self.state
+        else {
+            return Vec::new();
+        };
+        if *step != Step::BlockType {
+            // The archive ends inside a block: it is truncated, and
+            // pg_restore says so better without our help.
+            return Vec::new();
+        }
+        let mut patches = Vec::new();
+        for slot in slots.iter().filter(|s| s.flag == K_OFFSET_POS_NOT_SET) {
+            let Some(&(_, position)) = self.blocks.iter().find(|(id, _)| *id == slot.dump_id)
+            else {
+                continue;
+            };
+            if layout.off_size < 8 && position >> (8 * layout.off_size) != 0 {
+                continue;
+            }
+            let mut bytes = vec![K_OFFSET_POS_SET];
+            bytes.extend_from_slice(&position.to_le_bytes()[..layout.off_size.min(8)]);
+            bytes.resize(1 + layout.off_size, 0);
+            patches.push((slot.position, bytes));
+        }
+        patches
+    }
+}
+
+/// pg_dump's `ReadInt` over exactly its bytes; None for a negative value
+/// where none is expected.
+fn read_int(bytes: &[u8]) -> Option<i64> {
+    let (sign, digits) = bytes.split_first()?;
+    let mut value: i64 = 0;
+    for (i, b) in digits.iter().enumerate() {
+        value |= i64::from(*b) << (8 * i);
+    }
+    (*sign == 0).then_some(value)
+}
+
+/// Gives a file holding a whole custom-format archive the data offsets
+/// pg_dump records when it writes to a file; returns how many entries got
+/// theirs. Reads the file once, sequentially.
+pub fn fill_in_offsets(file: &std::fs::File) -> std::io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut scanner = OffsetScanner::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    loop {
+        let n = match file.read_at(&mut buf, at) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        scanner.feed(&buf[..n]);
+        at += n as u64;
+    }
+    let patches = scanner.patches();
+    for (position, bytes) in &patches {
+        file.write_all_at(bytes, *position)?;
+    }
+    Ok(patches.len())
 }
 
 /// The `CREATE DATABASE` options of a dump's own database, to create it under another name.
@@ -364,6 +743,22 @@ mod tests {
 
     /// A minimal archive of the given version with the given (desc, tag, defn) entries.
     pub(crate) fn archive(version: Version, entries: &[(&str, &str, Option<&str>)]) -> Vec<u8> {
+        let flags = vec![K_OFFSET_NO_DATA; entries.len()];
+        archive_with_slots(version, entries, &flags)
+    }
+
+    /// pg_dump's `WriteInt` with 4-byte integers.
+    fn int(out: &mut Vec<u8>, n: i64) {
+        out.push(u8::from(n < 0));
+        out.extend((n.unsigned_abs() as u32).to_le_bytes());
+    }
+
+    /// [`archive`] with each entry's offset flag (dump ids are 1, 2, ...).
+    fn archive_with_slots(
+        version: Version,
+        entries: &[(&str, &str, Option<&str>)],
+        flags: &[u8],
+    ) -> Vec<u8> {
         let mut out = b"PGDMP".to_vec();
         out.extend([version.0, version.1, version.2, 4, 8, 1]);
         let int = |out: &mut Vec<u8>, n: i64| {
@@ -412,10 +807,153 @@ mod tests {
             string(&mut out, Some("false"));
             string(&mut out, Some("1"));
             string(&mut out, None);
-            out.push(3);
+            out.push(flags[i]);
             out.extend([0; 8]);
         }
         out
+    }
+
+    /// A table's data block: rows as chunks of their own, as `pg_dump -Z0` writes them.
+    fn data_block(out: &mut Vec<u8>, dump_id: i64, rows: &[&[u8]]) {
+        out.push(BLK_DATA);
+        int(out, dump_id);
+        for row in rows {
+            int(out, row.len() as i64);
+            out.extend_from_slice(row);
+        }
+        int(out, 0);
+    }
+
+    /// A large objects' block: each object's oid, then its chunks.
+    fn blobs_block(out: &mut Vec<u8>, dump_id: i64, objects: &[(i64, &[&[u8]])]) {
+        out.push(BLK_BLOBS);
+        int(out, dump_id);
+        for (oid, chunks) in objects {
+            int(out, *oid);
+            for c in *chunks {
+                int(out, c.len() as i64);
+                out.extend_from_slice(c);
+            }
+            int(out, 0);
+        }
+        int(out, 0);
+    }
+
+    /// An archive as pg_dump writes it into a pipe: a table (id 1) without
+    /// data, two tables' data (ids 2 and 4, blocks in the order 4, 2), large
+    /// objects (id 3), and the block start of each id.
+    fn piped_archive(version: Version) -> (Vec<u8>, Vec<(i64, u64)>) {
+        let entries = [
+            ("TABLE", "t", Some("CREATE TABLE t ();")),
+            ("TABLE DATA", "t", None),
+            ("BLOBS", "BLOBS", None),
+            ("TABLE DATA", "u", None),
+        ];
+        let flags = [
+            K_OFFSET_NO_DATA,
+            K_OFFSET_POS_NOT_SET,
+            K_OFFSET_POS_NOT_SET,
+            K_OFFSET_POS_NOT_SET,
+        ];
+        let mut out = archive_with_slots(version, &entries, &flags);
+        let mut starts = Vec::new();
+        starts.push((4, out.len() as u64));
+        data_block(&mut out, 4, &[b"1\tone\n", b"2\ttwo\n"]);
+        starts.push((2, out.len() as u64));
+        data_block(&mut out, 2, &[&[7u8; 300], b"x"]);
+        starts.push((3, out.len() as u64));
+        blobs_block(&mut out, 3, &[(16384, &[b"abc", b"de"]), (16385, &[])]);
+        (out, starts)
+    }
+
+    /// Applies patches to a copy.
+    fn patched(bytes: &[u8], patches: &[(u64, Vec<u8>)]) -> Vec<u8> {
+        let mut out = bytes.to_vec();
+        for (at, p) in patches {
+            out[*at as usize..*at as usize + p.len()].copy_from_slice(p);
+        }
+        out
+    }
+
+    #[test]
+    fn the_scanner_records_where_each_data_block_starts() {
+        for version in [(1, 12, 0), (1, 14, 0), (1, 15, 0), (1, 16, 0)] {
+            let (bytes, starts) = piped_archive(version);
+            let expected: Vec<(i64, u8, u64)> = vec![
+                (1, K_OFFSET_NO_DATA, 0),
+                (2, K_OFFSET_POS_SET, starts[1].1),
+                (3, K_OFFSET_POS_SET, starts[2].1),
+                (4, K_OFFSET_POS_SET, starts[0].1),
+            ];
+            // Chunk boundaries anywhere: inside the header, an integer, a row.
+            for size in [1, 2, 3, 5, 7, 64, 1000, bytes.len()] {
+                let mut scanner = OffsetScanner::new();
+                for chunk in bytes.chunks(size) {
+                    scanner.feed(chunk);
+                }
+                let filled = patched(&bytes, &scanner.patches());
+                let (layout, slots) = offset_slots(&filled).unwrap().unwrap();
+                assert_eq!(layout.off_size, 8);
+                let got: Vec<(i64, u8, u64)> = slots
+                    .iter()
+                    .map(|s| (s.dump_id, s.flag, s.offset))
+                    .collect();
+                assert_eq!(got, expected, "{version:?}, chunks of {size}");
+                // Only the slots change.
+                assert_eq!(filled.len(), bytes.len());
+                let changed = filled.iter().zip(&bytes).filter(|(a, b)| a != b).count();
+                assert!(changed <= 3 * 9, "{changed} bytes changed");
+            }
+        }
+    }
+
+    #[test]
+    fn offsets_already_recorded_are_kept() {
+        let (bytes, _) = piped_archive((1, 14, 0));
+        let mut scanner = OffsetScanner::new();
+        scanner.feed(&bytes);
+        let once = patched(&bytes, &scanner.patches());
+        let mut again = OffsetScanner::new();
+        again.feed(&once);
+        assert_eq!(again.patches(), Vec::new());
+    }
+
+    #[test]
+    fn anything_but_a_whole_archive_gets_no_patches() {
+        let (bytes, starts) = piped_archive((1, 14, 0));
+        // Cut inside a block, inside the table of contents, or not an archive.
+        for cut in [bytes.len() - 1, starts[1].1 as usize + 3, 40] {
+            let mut scanner = OffsetScanner::new();
+            scanner.feed(&bytes[..cut]);
+            assert_eq!(scanner.patches(), Vec::new(), "cut at {cut}");
+        }
+        for junk in [&b"-- PostgreSQL database dump\n"[..], b"", b"PGDMP\x01\x0e"] {
+            let mut scanner = OffsetScanner::new();
+            scanner.feed(junk);
+            assert_eq!(scanner.patches(), Vec::new());
+        }
+        // An unknown block type: give up rather than guess.
+        let mut odd = bytes.clone();
+        odd[starts[0].1 as usize] = 9;
+        let mut scanner = OffsetScanner::new();
+        scanner.feed(&odd);
+        assert_eq!(scanner.patches(), Vec::new());
+    }
+
+    #[test]
+    fn a_file_is_filled_in_place() {
+        use std::io::Write;
+        let (bytes, starts) = piped_archive((1, 15, 0));
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&bytes).unwrap();
+        assert_eq!(fill_in_offsets(&file).unwrap(), 3);
+        let mut filled = Vec::new();
+        use std::io::{Read, Seek};
+        file.rewind().unwrap();
+        file.read_to_end(&mut filled).unwrap();
+        let (_, slots) = offset_slots(&filled).unwrap().unwrap();
+        assert_eq!(slots[3].offset, starts[0].1);
+        assert_eq!(slots[3].flag, K_OFFSET_POS_SET);
     }
 
     fn is_database(e: &TocEntry) -> bool {

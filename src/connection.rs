@@ -3,15 +3,18 @@
 
 use std::ffi::OsString;
 use std::fmt;
+use std::future::Future;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use native_tls::{Certificate, Identity, TlsConnector};
-use postgres_native_tls::MakeTlsConnector;
 use tempfile::NamedTempFile;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_postgres::config::SslMode as PgSslMode;
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::Client;
 use url::Url;
 
@@ -196,6 +199,127 @@ pub struct Tls {
     pub root_cert: Option<PathBuf>,
 }
 
+impl Tls {
+    /// Whether the connector reads the user's files: a CA to check the server
+    /// against, or a client certificate.
+    fn reads_files(&self) -> bool {
+        self.root_cert.is_some() || (self.cert.is_some() && self.key.is_some())
+    }
+
+    /// The native-tls connector for these settings.
+    fn connector(&self) -> Result<TlsConnector, ConnectError> {
+        let mut builder = TlsConnector::builder();
+        match self.mode {
+            SslMode::VerifyFull => {}
+            SslMode::VerifyCa => {
+                builder.danger_accept_invalid_hostnames(true);
+            }
+            // libpq's require checks the CA when a root certificate is given, and nothing else.
+            SslMode::Require if self.root_cert.is_some() => {
+                builder.danger_accept_invalid_hostnames(true);
+            }
+            _ => {
+                builder
+                    .danger_accept_invalid_certs(true)
+                    .danger_accept_invalid_hostnames(true);
+            }
+        }
+        if let Some(root) = &self.root_cert {
+            builder.disable_built_in_roots(true);
+            let pem = read_file(root, "ssl_root_cert")?;
+            let certs = split_pem_certificates(&pem);
+            if certs.is_empty() {
+                return Err(ConnectError::Tls(format!(
+                    "{} holds no PEM certificate",
+                    root.display()
+                )));
+            }
+            for c in certs {
+                let cert = Certificate::from_pem(c.as_bytes()).map_err(|e| {
+                    ConnectError::Tls(format!(
+                        "{} is not a valid certificate: {e}",
+                        root.display()
+                    ))
+                })?;
+                builder.add_root_certificate(cert);
+            }
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            let c = read_file(cert, "ssl_cert")?;
+            let k = read_file(key, "ssl_key")?;
+            let identity = Identity::from_pkcs8(c.as_bytes(), k.as_bytes()).map_err(|e| {
+                ConnectError::Tls(format!(
+                    "the client certificate {} and key {} cannot be used (the key must be PEM, PKCS#8 \"BEGIN PRIVATE KEY\"): {e}",
+                    cert.display(),
+                    key.display()
+                ))
+            })?;
+            builder.identity(identity);
+        }
+        builder
+            .build()
+            .map_err(|e| ConnectError::Tls(e.to_string()))
+    }
+}
+
+/// TLS for the plugin's own connections, building its connector at the first
+/// handshake. With `ssl_mode=prefer` (the default) and a server without TLS,
+/// no connector is ever built: building one loads the system's trust store
+/// (about 40 ms, more than the connection itself).
+#[derive(Clone)]
+struct LazyTls {
+    settings: Tls,
+    cache: Arc<TlsCache>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<S> MakeTlsConnect<S> for LazyTls
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = postgres_native_tls::TlsStream<S>;
+    type TlsConnect = LazyTlsConnect;
+    type Error = BoxError;
+
+    fn make_tls_connect(&mut self, domain: &str) -> Result<LazyTlsConnect, BoxError> {
+        Ok(LazyTlsConnect {
+            tls: self.clone(),
+            domain: domain.to_string(),
+        })
+    }
+}
+
+/// One handshake of [`LazyTls`].
+struct LazyTlsConnect {
+    tls: LazyTls,
+    domain: String,
+}
+
+impl<S> TlsConnect<S> for LazyTlsConnect
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Stream = postgres_native_tls::TlsStream<S>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Stream, BoxError>> + Send>>;
+
+    fn connect(self, stream: S) -> Self::Future {
+        Box::pin(async move {
+            let cache = &self.tls.cache.0;
+            let connector = match cache.get() {
+                Some(c) => c.clone(),
+                None => {
+                    let built = self.tls.settings.connector()?;
+                    cache.get_or_init(|| built).clone()
+                }
+            };
+            let handshake = postgres_native_tls::TlsConnector::new(connector, &self.domain);
+            Ok(handshake.connect(stream).await?)
+        })
+    }
+}
+
 /// Everything needed to reach one server, shared by the metadata connection and the tools.
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -222,7 +346,7 @@ pub struct Connection {
 
 /// The TLS connector, built on first use.
 #[derive(Default)]
-struct TlsCache(std::sync::OnceLock<MakeTlsConnector>);
+struct TlsCache(std::sync::OnceLock<TlsConnector>);
 
 impl fmt::Debug for TlsCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -375,12 +499,16 @@ impl Connection {
         if let Some(p) = &self.password {
             config.password(&p.0);
         }
-        let tls = match self.tls_connector.0.get() {
-            Some(tls) => tls.clone(),
-            None => {
-                let tls = self.tls_connector()?;
-                self.tls_connector.0.get_or_init(|| tls).clone()
-            }
+        // A connector that checks the server against the user's files is built
+        // now, so that a bad file is reported as such; one that checks nothing is
+        // built only if the server accepts TLS (see `LazyTls`).
+        if self.tls.reads_files() && self.tls_connector.0.get().is_none() {
+            let built = self.tls.connector()?;
+            let _ = self.tls_connector.0.set(built);
+        }
+        let tls = LazyTls {
+            settings: self.tls.clone(),
+            cache: self.tls_connector.clone(),
         };
         let target = format!(
             "{} as user \"{}\" (database \"{database}\")",
@@ -423,61 +551,6 @@ impl Connection {
             .await
             .map(|_| ())
             .map_err(|e| describe_pg_error(&e))
-    }
-
-    fn tls_connector(&self) -> Result<MakeTlsConnector, ConnectError> {
-        let mut builder = TlsConnector::builder();
-        match self.tls.mode {
-            SslMode::VerifyFull => {}
-            SslMode::VerifyCa => {
-                builder.danger_accept_invalid_hostnames(true);
-            }
-            // libpq's require checks the CA when a root certificate is given, and nothing else.
-            SslMode::Require if self.tls.root_cert.is_some() => {
-                builder.danger_accept_invalid_hostnames(true);
-            }
-            _ => {
-                builder
-                    .danger_accept_invalid_certs(true)
-                    .danger_accept_invalid_hostnames(true);
-            }
-        }
-        if let Some(root) = &self.tls.root_cert {
-            builder.disable_built_in_roots(true);
-            let pem = read_file(root, "ssl_root_cert")?;
-            let certs = split_pem_certificates(&pem);
-            if certs.is_empty() {
-                return Err(ConnectError::Tls(format!(
-                    "{} holds no PEM certificate",
-                    root.display()
-                )));
-            }
-            for c in certs {
-                let cert = Certificate::from_pem(c.as_bytes()).map_err(|e| {
-                    ConnectError::Tls(format!(
-                        "{} is not a valid certificate: {e}",
-                        root.display()
-                    ))
-                })?;
-                builder.add_root_certificate(cert);
-            }
-        }
-        if let (Some(cert), Some(key)) = (&self.tls.cert, &self.tls.key) {
-            let c = read_file(cert, "ssl_cert")?;
-            let k = read_file(key, "ssl_key")?;
-            let identity = Identity::from_pkcs8(c.as_bytes(), k.as_bytes()).map_err(|e| {
-                ConnectError::Tls(format!(
-                    "the client certificate {} and key {} cannot be used (the key must be PEM, PKCS#8 \"BEGIN PRIVATE KEY\"): {e}",
-                    cert.display(),
-                    key.display()
-                ))
-            })?;
-            builder.identity(identity);
-        }
-        let connector = builder
-            .build()
-            .map_err(|e| ConnectError::Tls(e.to_string()))?;
-        Ok(MakeTlsConnector::new(connector))
     }
 
     /// The environment of a client tool: explicit settings only, so that the

@@ -3,6 +3,7 @@
 //!
 //! - [`protocol`]: the wire (gRPC over stdin/stdout), nothing PostgreSQL-specific.
 //! - [`options`], [`connection`], [`tools`], [`names`], [`manifest`], [`archive`]: PostgreSQL knowledge.
+//! - [`pipe`]: the client tools' pipes, and the threads that move bytes through them.
 //! - [`backup`] and [`restore`]: the logical connectors, each a short story.
 //! - [`physical`]: the physical connectors (`postgres+bin://`).
 
@@ -13,6 +14,7 @@ pub mod manifest;
 pub mod names;
 pub mod options;
 pub mod physical;
+pub mod pipe;
 pub mod progress;
 pub mod protocol;
 pub mod restore;

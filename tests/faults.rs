@@ -153,8 +153,13 @@ async fn a_full_disk_fails_a_spooled_restore_and_removes_the_copy() {
 
     let dst = Cluster::start();
     dst.sql("postgres", "CREATE DATABASE app");
+    // The dump, which sorts before /globals.sql, waits for it in a copy.
     let run = host::restore_with_env(
-        &[("location", &dst.uri("app")), ("jobs", "2")],
+        &[
+            ("location", &dst.uri("app")),
+            ("jobs", "2"),
+            ("restore_globals", "true"),
+        ],
         &snapshot,
         &[("TMPDIR", &small)],
     )

@@ -485,18 +485,93 @@ async fn clean_gives_back_exactly_the_source_rows() {
 
 // 6. Parallel restores from a temporary copy.
 
-#[tokio::test(flavor = "multi_thread")]
-async fn jobs_restore_from_a_temporary_copy_that_is_then_removed() {
+/// A database `app` with two tables, an extra index and a large object, and
+/// its snapshot.
+async fn parallel_source() -> (Cluster, Snapshot) {
     let src = Cluster::start();
     seed(&src, "app", 3000);
     src.sql(
         "app",
         "CREATE TABLE notes (id int PRIMARY KEY, body text);
          INSERT INTO notes SELECT i, repeat('n', i % 100) FROM generate_series(1, 2000) i;
-         CREATE INDEX ON items (name);",
+         CREATE INDEX ON items (name);
+         SELECT lo_from_bytea(0, decode(repeat('ab', 5000), 'hex'));",
     );
     let snapshot = snapshot_of(&[("location", &src.uri("app"))]).await;
+    (src, snapshot)
+}
 
+/// Panics unless `dst`'s `app` holds what `src`'s does.
+fn assert_same_app(src: &Cluster, dst: &Cluster) {
+    assert_eq!(items(dst, "app"), items(src, "app"));
+    assert_eq!(
+        rows(dst, "app", "notes", "id"),
+        rows(src, "app", "notes", "id")
+    );
+    assert_eq!(
+        dst.sql(
+            "app",
+            "SELECT count(*) FROM pg_indexes WHERE tablename = 'items'"
+        ),
+        "2"
+    );
+    assert_eq!(
+        dst.sql("app", "SELECT count(*) FROM pg_largeobject_metadata"),
+        "1"
+    );
+}
+
+/// The command line of the first pg_restore the plugin started.
+fn pg_restore_line(run: &RestoreRun) -> &str {
+    run.stderr
+        .lines()
+        .find(|l| l.contains("started pg_restore"))
+        .unwrap_or_else(|| panic!("{}", run.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_copy_gets_the_data_offsets_and_is_restored_in_parallel_then_removed() {
+    let (src, snapshot) = parallel_source().await;
+    let dst = Cluster::start();
+    dst.sql("postgres", "CREATE DATABASE app");
+    let tmp = tempfile::tempdir().unwrap();
+    // With restore_globals the dump, which sorts before /globals.sql, waits
+    // in a copy whatever the machine; jobs then restores it in parallel.
+    let run = host::restore_with_env(
+        &[
+            ("location", &dst.uri("app")),
+            ("jobs", "2"),
+            ("restore_globals", "true"),
+        ],
+        &snapshot,
+        &[
+            ("TMPDIR", tmp.path().to_str().unwrap()),
+            ("PLAKAR_POSTGRESQL_LOG", "debug"),
+        ],
+    )
+    .await;
+    run.assert_ok();
+    // pg_restore read a copy in TMPDIR, in parallel.
+    let started = pg_restore_line(&run);
+    assert!(started.contains("--jobs=2"), "{started}");
+    assert!(
+        started.contains(&format!("{}/plakar-postgresql-", tmp.path().display())),
+        "{started}"
+    );
+    // The copy recorded where the data of items, notes and the large object is.
+    assert!(
+        run.stderr
+            .contains("/app.dump: temporary copy written, with the data offsets of 3 entries"),
+        "{}",
+        run.stderr
+    );
+    assert_same_app(&src, &dst);
+    assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_copy_a_dump_only_where_a_parallel_restore_can_win() {
+    let (src, snapshot) = parallel_source().await;
     let dst = Cluster::start();
     dst.sql("postgres", "CREATE DATABASE app");
     let tmp = tempfile::tempdir().unwrap();
@@ -510,30 +585,114 @@ async fn jobs_restore_from_a_temporary_copy_that_is_then_removed() {
     )
     .await;
     run.assert_ok();
-    // pg_restore read a copy in TMPDIR, in parallel.
-    let started = run
-        .stderr
-        .lines()
-        .find(|l| l.contains("started pg_restore"))
-        .unwrap_or_else(|| panic!("{}", run.stderr));
-    assert!(started.contains("--jobs=2"), "{started}");
-    assert!(
-        started.contains(&format!("{}/plakar-postgresql-", tmp.path().display())),
-        "{started}"
-    );
-    assert_eq!(items(&dst, "app"), items(&src, "app"));
-    assert_eq!(
-        rows(&dst, "app", "notes", "id"),
-        rows(&src, "app", "notes", "id")
-    );
-    assert_eq!(
-        dst.sql(
-            "app",
-            "SELECT count(*) FROM pg_indexes WHERE tablename = 'items'"
-        ),
-        "2"
-    );
+    let started = pg_restore_line(&run);
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    if cpus <= 2 {
+        // The server shares this machine's CPUs: the dump streams, as without jobs.
+        assert!(
+            run.stderr
+                .contains("jobs=2: the server runs on this machine")
+                && run.stderr.contains("the dump is streamed"),
+            "{}",
+            run.stderr
+        );
+        assert!(!started.contains("--jobs"), "{started}");
+        assert!(!started.contains("plakar-postgresql-"), "{started}");
+    } else {
+        assert!(started.contains("--jobs=2"), "{started}");
+        assert!(
+            started.contains(&format!("{}/plakar-postgresql-", tmp.path().display())),
+            "{started}"
+        );
+    }
+    assert_same_app(&src, &dst);
     assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
+}
+
+#[test]
+fn filled_in_offsets_are_those_pg_dump_records_in_a_file() {
+    use plakar_postgresql::archive::{self, K_OFFSET_POS_NOT_SET, K_OFFSET_POS_SET};
+    use std::process::{Command, Stdio};
+
+    let src = Cluster::start();
+    seed(&src, "app", 5000);
+    src.sql(
+        "app",
+        "CREATE TABLE notes (id int PRIMARY KEY, body text);
+         INSERT INTO notes SELECT i, repeat('n', i % 100) FROM generate_series(1, 2000) i;
+         CREATE TABLE empty (id int);
+         SELECT lo_from_bytea(0, decode(repeat('ab', 5000), 'hex'));
+         SELECT lo_from_bytea(0, decode(repeat('cd', 70000), 'hex'));",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pg_dump = |out: Stdio, extra: &[&str]| {
+        let mut cmd = Command::new(common::cluster::default_bin_dir().join("pg_dump"));
+        cmd.env_clear()
+            .env("PGPASSWORD", common::cluster::PASSWORD)
+            .args(["-h", src.socket_dir().to_str().unwrap()])
+            .args(["-p", &src.port.to_string(), "-U", "postgres", "-Fc", "-Z0"])
+            .args(extra)
+            .arg("app")
+            .stdout(out);
+        cmd
+    };
+    // Into a file, which pg_dump can seek: it records the data offsets.
+    let to_file = dir.path().join("file.dump");
+    let status = pg_dump(Stdio::null(), &["-f", to_file.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Into a pipe, as under plakar backup: it cannot.
+    let piped = pg_dump(Stdio::piped(), &[]).output().unwrap();
+    assert!(piped.status.success());
+    let to_pipe = dir.path().join("pipe.dump");
+    std::fs::write(&to_pipe, &piped.stdout).unwrap();
+
+    let slots = |path: &Path| {
+        let bytes = std::fs::read(path).unwrap();
+        archive::offset_slots(&bytes).unwrap().unwrap().1
+    };
+    let expected = slots(&to_file);
+    let with_data = expected
+        .iter()
+        .filter(|s| s.flag == K_OFFSET_POS_SET)
+        .count();
+    // items, notes, empty, and the large objects' block.
+    assert_eq!(with_data, 4, "{expected:?}");
+    let before = slots(&to_pipe);
+    assert_eq!(
+        before
+            .iter()
+            .filter(|s| s.flag == K_OFFSET_POS_NOT_SET)
+            .count(),
+        with_data
+    );
+    assert_ne!(before, expected);
+
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&to_pipe)
+        .unwrap();
+    assert_eq!(archive::fill_in_offsets(&file).unwrap(), with_data);
+    assert_eq!(slots(&to_pipe), expected);
+
+    // And pg_restore reads the filled-in copy, in parallel.
+    src.sql("postgres", "CREATE DATABASE copy");
+    let restored = Command::new(common::cluster::default_bin_dir().join("pg_restore"))
+        .env_clear()
+        .env("PGPASSWORD", common::cluster::PASSWORD)
+        .args(["-h", src.socket_dir().to_str().unwrap()])
+        .args(["-p", &src.port.to_string(), "-U", "postgres", "-j", "2"])
+        .args(["-d", "copy", to_pipe.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        restored.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    assert_eq!(items(&src, "copy"), items(&src, "app"));
 }
 
 // 7. exit_on_error, both ways.

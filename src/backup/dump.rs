@@ -3,12 +3,12 @@
 use std::process::Stdio;
 use std::sync::Arc;
 
-use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tonic::Status;
 
 use super::plan::{self, Planned};
 use super::Backup;
+use crate::pipe;
 use crate::progress::Progress;
 use crate::protocol::importer::OpenResponse;
 use crate::protocol::CHUNK_SIZE;
@@ -48,34 +48,38 @@ async fn run(
     progress: &mut Progress,
 ) -> Result<(), String> {
     let (tool, args) = plan::command(&backup.config, &record.item, backup.no_role_passwords);
-    let mut running = backup
+    let (output, tool_end) = pipe::output_pipe()
+        .map_err(|e| format!("cannot create a pipe for {}: {e}", tool.name()))?;
+    let running = backup
         .toolbox
         .spawn(
             tool,
             &backup.config.conn,
             &args,
             Stdio::null(),
-            Stdio::piped(),
+            Stdio::from(tool_end),
         )
         .map_err(|e| e.to_string())?;
-    let mut stdout = running.child.stdout.take().expect("stdout is piped");
-    loop {
-        let mut chunk = Vec::with_capacity(CHUNK_SIZE);
-        while chunk.len() < CHUNK_SIZE {
-            match stdout.read_buf(&mut chunk).await {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) => return Err(format!("cannot read {}'s output: {e}", tool.name())),
+    // The chunks are read in a thread of their own (see `pipe`), and handed to
+    // the gRPC stream as they fill.
+    let tx = tx.clone();
+    let reader = tokio::task::spawn_blocking(move || {
+        pipe::read_chunks(output, CHUNK_SIZE, |chunk| {
+            tx.blocking_send(Ok(OpenResponse { chunk })).is_ok()
+        })
+    });
+    let read = reader
+        .await
+        .map_err(|e| format!("the reader of {}'s output failed: {e}", tool.name()))?;
+    match read {
+        Ok((bytes, stopped)) => {
+            progress.bytes = bytes;
+            if stopped {
+                // Plakar hung up: stop the tool (dropping it kills it) and say so.
+                return Err("Plakar stopped reading the dump before its end".into());
             }
         }
-        if chunk.is_empty() {
-            break;
-        }
-        progress.bytes += chunk.len() as u64;
-        if tx.send(Ok(OpenResponse { chunk })).await.is_err() {
-            // Plakar hung up: stop the tool (dropping it kills it) and say so.
-            return Err("Plakar stopped reading the dump before its end".into());
-        }
+        Err(e) => return Err(format!("cannot read {}'s output: {e}", tool.name())),
     }
     let outcome = running.finish().await;
     match outcome.failure() {

@@ -4,11 +4,9 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::Stdio;
 
-use tokio::io::AsyncWriteExt;
-use tokio::process::ChildStdin;
-
 use super::options::DestinationConfig;
 use crate::connection::{dbname_conninfo, Connection};
+use crate::pipe::{self, ChunkWriter, PipeSink};
 use crate::tools::{Outcome, Running, Tool, ToolError, Toolbox};
 
 /// The arguments of pg_restore for one dump; `create` creates the database
@@ -78,11 +76,12 @@ pub fn psql_args(config: &DestinationConfig, database: &str) -> Vec<OsString> {
     args
 }
 
-/// A tool reading a file's content from its stdin.
+/// A tool reading a file's content from its stdin, fed by a thread of its own
+/// (see [`crate::pipe`]).
 #[derive(Debug)]
 pub struct Feed {
     running: Running,
-    stdin: Option<ChildStdin>,
+    writer: Option<ChunkWriter<()>>,
     filter: Option<RoleFilter>,
 }
 
@@ -95,44 +94,52 @@ impl Feed {
         args: &[OsString],
         filter: Option<RoleFilter>,
     ) -> Result<Feed, ToolError> {
-        let mut running = toolbox.spawn(tool, conn, args, Stdio::piped(), Stdio::null())?;
-        let stdin = running.child.stdin.take();
+        let (ours, tool_end) = pipe::input_pipe().map_err(|source| ToolError::Spawn {
+            tool: tool.name(),
+            path: toolbox.path(tool),
+            source,
+        })?;
+        let running = toolbox.spawn(tool, conn, args, Stdio::from(tool_end), Stdio::null())?;
         Ok(Feed {
             running,
-            stdin,
+            writer: Some(ChunkWriter::start(PipeSink(ours))),
             filter,
         })
     }
 
     /// Passes one chunk on; once the tool stops reading (it failed), chunks are dropped.
-    pub async fn write(&mut self, chunk: &[u8]) {
-        let filtered;
-        let bytes = match &mut self.filter {
-            Some(f) => {
-                filtered = f.feed(chunk);
-                &filtered[..]
-            }
+    pub async fn write(&mut self, chunk: Vec<u8>) {
+        let chunk = match &mut self.filter {
+            Some(f) => f.feed(&chunk),
             None => chunk,
         };
-        if let Some(stdin) = &mut self.stdin {
-            if let Err(e) = stdin.write_all(bytes).await {
-                tracing::debug!(
-                    "{} stopped reading its input: {e}",
-                    self.running.tool.name()
-                );
-                self.stdin = None;
+        if let Some(writer) = &mut self.writer {
+            if !writer.write(chunk).await {
+                if let Some(writer) = self.writer.take() {
+                    if let Err(e) = writer.finish().await {
+                        tracing::debug!(
+                            "{} stopped reading its input: {e}",
+                            self.running.tool.name()
+                        );
+                    }
+                }
             }
         }
     }
 
     /// Closes the tool's input and waits for it.
     pub async fn finish(mut self) -> Outcome {
-        if let (Some(f), Some(stdin)) = (&mut self.filter, &mut self.stdin) {
+        if let (Some(f), Some(writer)) = (&mut self.filter, &mut self.writer) {
             let rest = f.finish();
-            let _ = stdin.write_all(&rest).await;
+            let _ = writer.write(rest).await;
         }
-        if let Some(mut stdin) = self.stdin.take() {
-            let _ = stdin.shutdown().await;
+        if let Some(writer) = self.writer.take() {
+            if let Err(e) = writer.finish().await {
+                tracing::debug!(
+                    "{} stopped reading its input: {e}",
+                    self.running.tool.name()
+                );
+            }
         }
         self.running.finish().await
     }

@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use tempfile::NamedTempFile;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 use tokio_stream::wrappers::ReceiverStream;
@@ -25,6 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::archive::{self, ArchiveError, DatabaseOptions};
 use crate::connection::{describe_pg_error, quote_ident, server_major};
 use crate::names;
+use crate::pipe::{ChunkSink, ChunkWriter};
 use crate::progress::Progress;
 use crate::protocol::connectors::{Record, Result as RecordResult};
 use crate::protocol::exporter::export_request::Packet;
@@ -47,6 +47,8 @@ pub struct Restore {
     server_major: u32,
     /// The plugin's own connection, to the maintenance database.
     admin: Client,
+    /// Whether `jobs` spools dumps for `pg_restore --jobs` ([`order::parallel_restore`]).
+    parallel: bool,
 }
 
 /// The exporter service.
@@ -67,11 +69,17 @@ async fn prepare(config: DestinationConfig) -> Result<Restore, String> {
     let toolbox = Toolbox::locate(conn, server_major, false)
         .await
         .map_err(|e| e.to_string())?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let parallel = order::parallel_restore(&config, cpus).unwrap_or_else(|why| {
+        tracing::info!("jobs={}: {why}", config.jobs.unwrap_or(1));
+        false
+    });
     let restore = Restore {
         config,
         toolbox,
         server_major,
         admin,
+        parallel,
     };
     if let Some(target) = order::create_target(&restore.config) {
         if restore.database_exists(target).await? && !restore.config.clean {
@@ -170,12 +178,12 @@ enum Sink {
     /// Into memory (the manifest).
     Memory(Vec<u8>),
     /// Into a tool's stdin.
-    Tool(Feed),
+    Tool(Box<Feed>),
     /// Into memory until the dump's DATABASE entry has been read, to create
     /// the renamed database before pg_restore starts (`Create::Renamed`).
     Head(Vec<u8>),
-    /// Into a private temporary file.
-    Spool(tokio::fs::File, NamedTempFile),
+    /// Into a private temporary file, written by a thread of its own.
+    Spool(ChunkWriter<usize>, NamedTempFile),
     /// Nowhere, because writing the spool failed.
     SpoolFailed(String),
 }
@@ -253,7 +261,7 @@ impl Session {
                     None => tracing::warn!("an end-of-file marker came without a file"),
                 },
                 Packet::Chunk(chunk) => match &mut current {
-                    Some(file) => self.write(file, &chunk).await,
+                    Some(file) => self.write(file, chunk).await,
                     None => tracing::warn!("content came without a file; ignored"),
                 },
             }
@@ -303,7 +311,12 @@ impl Session {
         let is_dir = crate::protocol::record::is_dir(&record);
         let action = match names::classify(&record.pathname) {
             _ if is_dir => Action::Nothing,
-            Ok(entry) => order::action(&self.restore.config, &entry, self.seen),
+            Ok(entry) => order::action(
+                &self.restore.config,
+                &entry,
+                self.seen,
+                self.restore.parallel,
+            ),
             Err(unknown) => Action::Refuse(unknown.to_string()),
         };
         if let Action::Dump { restored, .. } = &action {
@@ -337,12 +350,12 @@ impl Session {
                 let existing = self.existing_roles().await;
                 let filter = RoleFilter::new(existing.iter().map(String::as_str));
                 match Feed::start(&r.toolbox, Tool::Psql, conn, &args, Some(filter)) {
-                    Ok(feed) => Sink::Tool(feed),
+                    Ok(feed) => Sink::Tool(Box::new(feed)),
                     Err(e) => Sink::Discard(Err(e.to_string())),
                 }
             }
             Action::Dump { spool: true, .. } => match spool_file() {
-                Ok(pair) => Sink::Spool(pair.0, pair.1),
+                Ok((file, path)) => Sink::Spool(ChunkWriter::start(SpoolSink::new(file)), path),
                 Err(e) => Sink::Discard(Err(e)),
             },
             Action::Dump {
@@ -359,7 +372,7 @@ impl Session {
                     None,
                 );
                 match Feed::start(&r.toolbox, Tool::PgRestore, conn, &args, None) {
-                    Ok(feed) => Sink::Tool(feed),
+                    Ok(feed) => Sink::Tool(Box::new(feed)),
                     Err(e) => Sink::Discard(Err(e.to_string())),
                 }
             }
@@ -436,7 +449,12 @@ impl Session {
     /// With `Create::Renamed`, once the head of the dump names its database's
     /// encoding and locale: creates the database like it and starts pg_restore
     /// on everything received so far. None while more of the head is needed.
-    async fn start_renamed(&self, action: &Action, head: &[u8], at_end: bool) -> Option<Sink> {
+    async fn start_renamed(
+        &self,
+        action: &Action,
+        head: &mut Vec<u8>,
+        at_end: bool,
+    ) -> Option<Sink> {
         let options = match database_options(head, at_end) {
             Ok(None) => return None,
             Ok(Some(options)) => options,
@@ -454,8 +472,8 @@ impl Session {
             Ok(feed) => feed,
             Err(e) => return Some(Sink::Discard(Err(e.to_string()))),
         };
-        feed.write(head).await;
-        Some(Sink::Tool(feed))
+        feed.write(std::mem::take(head)).await;
+        Some(Sink::Tool(Box::new(feed)))
     }
 
     /// `CREATE DATABASE` under the destination's name, like the dump's own database.
@@ -492,8 +510,8 @@ impl Session {
         let result = match sink {
             Sink::Discard(result) => result,
             Sink::SpoolFailed(why) => Err(why),
-            Sink::Head(head) => match self.start_renamed(&action, &head, true).await {
-                Some(Sink::Tool(feed)) => self.finish_feed(feed, &action).await,
+            Sink::Head(mut head) => match self.start_renamed(&action, &mut head, true).await {
+                Some(Sink::Tool(feed)) => self.finish_feed(*feed, &action).await,
                 Some(Sink::Discard(result)) => result,
                 _ => unreachable!("at the end the head is complete or refused"),
             },
@@ -501,10 +519,17 @@ impl Session {
                 read_manifest(&bytes, self.restore.server_major);
                 Ok(())
             }
-            Sink::Tool(feed) => self.finish_feed(feed, &action).await,
-            Sink::Spool(mut file, path) => {
-                if let Err(e) = file.flush().await {
-                    Err(format!("cannot write the temporary copy: {e}"))
+            Sink::Tool(feed) => self.finish_feed(*feed, &action).await,
+            Sink::Spool(writer, path) => {
+                let written = writer.finish().await;
+                if let Ok(offsets) = &written {
+                    tracing::debug!(
+                        "{}: temporary copy written, with the data offsets of {offsets} entries",
+                        record.pathname
+                    );
+                }
+                if let Err(e) = written {
+                    Err(spool_error(&path, &e))
                 } else if matches!(action, Action::Dump { hold: true, .. })
                     && !self.seen.globals_applied
                 {
@@ -635,12 +660,12 @@ impl Session {
 
 impl Session {
     /// Passes one chunk to the file's sink.
-    async fn write(&self, file: &mut Current, chunk: &[u8]) {
+    async fn write(&self, file: &mut Current, chunk: Vec<u8>) {
         file.progress.bytes += chunk.len() as u64;
         match &mut file.sink {
             Sink::Discard(_) | Sink::SpoolFailed(_) => {}
             Sink::Head(head) => {
-                head.extend_from_slice(chunk);
+                head.extend_from_slice(&chunk);
                 if let Some(next) = self.start_renamed(&file.action, head, false).await {
                     file.sink = next;
                 }
@@ -648,20 +673,23 @@ impl Session {
             Sink::Memory(bytes) => {
                 // A manifest is small; anything huge is not one of ours.
                 if bytes.len() < 64 * 1024 * 1024 {
-                    bytes.extend_from_slice(chunk);
+                    bytes.extend_from_slice(&chunk);
                 }
             }
             Sink::Tool(feed) => feed.write(chunk).await,
-            Sink::Spool(out, path) => {
-                if let Err(e) = out.write_all(chunk).await {
-                    let why = format!(
-                        "cannot write a temporary copy in {}: {e}",
-                        path.path()
-                            .parent()
-                            .unwrap_or(std::path::Path::new("/"))
-                            .display()
-                    );
-                    // Dropping the sink removes the partial copy at once.
+            Sink::Spool(writer, _) => {
+                if !writer.write(chunk).await {
+                    let Sink::Spool(writer, path) =
+                        std::mem::replace(&mut file.sink, Sink::SpoolFailed(String::new()))
+                    else {
+                        unreachable!("matched above")
+                    };
+                    let why = match writer.finish().await {
+                        Err(e) => spool_error(&path, &e),
+                        Ok(_) => "the temporary copy stopped taking data".to_string(),
+                    };
+                    // Dropping the path removes the partial copy at once.
+                    drop(path);
                     file.sink = Sink::SpoolFailed(why);
                 }
             }
@@ -674,6 +702,55 @@ impl Session {
 /// while it still sends would show the user a bare EOF instead of the reason.
 pub async fn drain(mut inbound: Streaming<ExportRequest>) {
     while let Ok(Some(_)) = inbound.message().await {}
+}
+
+/// Why writing a temporary copy failed, naming its directory.
+fn spool_error(path: &NamedTempFile, e: &std::io::Error) -> String {
+    format!(
+        "cannot write a temporary copy in {}: {e}",
+        path.path()
+            .parent()
+            .unwrap_or(std::path::Path::new("/"))
+            .display()
+    )
+}
+
+/// A temporary copy of a dump: written in 1 MiB writes, and given the data
+/// offsets pg_dump leaves out when it writes to a pipe (as it always does
+/// under `plakar backup`), so that each `pg_restore --jobs` worker can seek
+/// straight to its table's data instead of reading through the copy.
+struct SpoolSink {
+    file: std::fs::File,
+    scanner: archive::OffsetScanner,
+}
+
+impl SpoolSink {
+    fn new(file: std::fs::File) -> SpoolSink {
+        SpoolSink {
+            file,
+            scanner: archive::OffsetScanner::new(),
+        }
+    }
+}
+
+impl ChunkSink for SpoolSink {
+    /// How many entries got their data offset.
+    type Done = usize;
+
+    fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        self.scanner.feed(chunk);
+        self.file.write_all(chunk)
+    }
+
+    fn finish(mut self) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let patches = self.scanner.patches();
+        for (position, bytes) in &patches {
+            self.file.write_all_at(bytes, *position)?;
+        }
+        Ok(patches.len())
+    }
 }
 
 /// How much of a dump is read, at most, to find its DATABASE entry (one of the first).
@@ -749,17 +826,17 @@ fn failure_summary(failed: &[(String, String)]) -> String {
     )
 }
 
-/// A new private temporary file, open for async writes.
-fn spool_file() -> Result<(tokio::fs::File, NamedTempFile), String> {
+/// A new private temporary file, open for writing.
+fn spool_file() -> Result<(std::fs::File, NamedTempFile), String> {
     let path = tempfile::Builder::new()
         .prefix("plakar-postgresql-")
         .suffix(".dump")
         .tempfile()
         .map_err(|e| format!("cannot create a temporary copy: {e}"))?;
-    let std_file = path
+    let file = path
         .reopen()
         .map_err(|e| format!("cannot open the temporary copy: {e}"))?;
-    Ok((tokio::fs::File::from_std(std_file), path))
+    Ok((file, path))
 }
 
 fn describe(action: &Action) -> String {

@@ -71,7 +71,7 @@ static RESTORE_OPTIONS: &[Spec] = &[
         name: "jobs",
         kind: Kind::Integer { min: 1, max: 64 },
         default: None,
-        description: "Restore each dump with `pg_restore --jobs=N` from a private temporary copy (a pipe cannot be restored in parallel). Without it dumps stream straight into pg_restore.",
+        description: "Restore each dump with `pg_restore --jobs=N` from a private temporary copy (a pipe cannot be restored in parallel), in which the plugin records where each table's data starts so that every worker seeks straight to it. The copy is made only where a parallel restore can win: not with `jobs=1`, nor when the server runs on this machine (Unix socket, `localhost`, loopback address) and the machine has no more CPUs than `jobs`; there, and without `jobs`, dumps stream straight into pg_restore.",
     },
     Spec {
         name: "analyze",

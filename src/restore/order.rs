@@ -71,8 +71,46 @@ pub fn create_target(config: &DestinationConfig) -> Option<&str> {
         .filter(|db| !PREEXISTING.contains(db))
 }
 
-/// Decides a file's action, given what the restore has done so far.
-pub fn action(config: &DestinationConfig, entry: &Entry, seen: Seen) -> Action {
+/// Whether `jobs` has dumps copied to a temporary file and restored with
+/// `pg_restore --jobs` (a pipe cannot be restored in parallel), or streamed
+/// like without it, and why. The copy costs the time it takes to receive the
+/// whole dump before pg_restore starts; the parallel restore gains only what
+/// spare cores let it gain. So a dump is streamed when `jobs` is 1, and when
+/// the server runs on this machine (a Unix socket, `localhost`, a loopback
+/// address) and the machine has no more CPUs than `jobs`: there the server's
+/// workers, pg_restore and Plakar share the same few cores, and the copy costs
+/// more than the parallel restore gains (measured in BENCHMARKS.md).
+pub fn parallel_restore(config: &DestinationConfig, cpus: usize) -> Result<bool, String> {
+    let Some(jobs) = config.jobs else {
+        return Ok(false);
+    };
+    if jobs < 2 {
+        return Err("jobs=1 restores one object at a time: the dump is streamed".into());
+    }
+    if is_local(&config.conn.host) && cpus <= jobs {
+        return Err(format!(
+            "the server runs on this machine, whose {cpus} CPU{} the server's workers, pg_restore and Plakar would share: a parallel restore cannot make up for the temporary copy it needs, so the dump is streamed",
+            if cpus == 1 { "" } else { "s" }
+        ));
+    }
+    Ok(true)
+}
+
+/// Whether the host is this machine: a Unix socket directory, `localhost`,
+/// or a loopback address.
+fn is_local(host: &str) -> bool {
+    host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Decides a file's action, given what the restore has done so far;
+/// `parallel` is [`parallel_restore`]'s verdict.
+pub fn action(config: &DestinationConfig, entry: &Entry, seen: Seen, parallel: bool) -> Action {
     match entry {
         Entry::Root => Action::Nothing,
         Entry::Manifest => Action::ReadManifest,
@@ -131,7 +169,7 @@ pub fn action(config: &DestinationConfig, entry: &Entry, seen: Seen) -> Action {
                 restored,
                 create,
                 hold,
-                spool: hold || config.jobs.is_some(),
+                spool: hold || parallel,
             }
         }
     }
@@ -158,7 +196,7 @@ mod tests {
         let db = Entry::Database("app".into());
         let plain = config(&[("location", "postgres://h/")]);
         assert!(matches!(
-            action(&plain, &db, Seen::default()),
+            action(&plain, &db, Seen::default(), false),
             Action::Dump {
                 hold: false,
                 spool: false,
@@ -167,7 +205,7 @@ mod tests {
         ));
         let globals = config(&[("location", "postgres://h/"), ("restore_globals", "true")]);
         assert!(matches!(
-            action(&globals, &db, Seen::default()),
+            action(&globals, &db, Seen::default(), false),
             Action::Dump {
                 hold: true,
                 spool: true,
@@ -175,7 +213,7 @@ mod tests {
             }
         ));
         assert!(matches!(
-            action(&globals, &db, applied()),
+            action(&globals, &db, applied(), false),
             Action::Dump {
                 hold: false,
                 spool: false,
@@ -184,19 +222,60 @@ mod tests {
         ));
         let jobs = config(&[("location", "postgres://h/"), ("jobs", "2")]);
         assert!(matches!(
-            action(&jobs, &db, Seen::default()),
+            action(&jobs, &db, Seen::default(), true),
             Action::Dump {
                 hold: false,
                 spool: true,
                 ..
             }
         ));
+        assert!(matches!(
+            action(&jobs, &db, Seen::default(), false),
+            Action::Dump {
+                hold: false,
+                spool: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn jobs_spool_only_where_a_parallel_restore_can_win() {
+        let parallel = |location: &str, jobs: &str, cpus| {
+            let mut pairs = vec![("location", location)];
+            if !jobs.is_empty() {
+                pairs.push(("jobs", jobs));
+            }
+            parallel_restore(&config(&pairs), cpus)
+        };
+        // Without jobs, nothing to decide.
+        assert_eq!(parallel("postgres://db.example.com/", "", 2), Ok(false));
+        // A remote server: its cores are its own.
+        assert_eq!(parallel("postgres://db.example.com/", "2", 2), Ok(true));
+        assert_eq!(parallel("postgres://10.1.2.3/", "8", 1), Ok(true));
+        // One job is a serial restore: nothing to gain from a copy.
+        let one = parallel("postgres://db.example.com/", "1", 64).unwrap_err();
+        assert!(one.contains("streamed"), "{one}");
+        // A server on this machine, with no more CPUs than jobs.
+        for local in [
+            "postgres://localhost/",
+            "postgres://127.0.0.1:5433/",
+            "postgres://[::1]/",
+            "postgres://%2Fvar%2Frun%2Fpostgresql/",
+        ] {
+            let why = parallel(local, "2", 2).unwrap_err();
+            assert!(
+                why.contains("2 CPUs") && why.contains("streamed"),
+                "{local}: {why}"
+            );
+            assert_eq!(parallel(local, "2", 4), Ok(true), "{local}");
+        }
     }
 
     #[test]
     fn targets_follow_create_db() {
         let db = Entry::Database("app".into());
-        let target = |c: &DestinationConfig, seen| match action(c, &db, seen) {
+        let target = |c: &DestinationConfig, seen| match action(c, &db, seen, false) {
             Action::Dump {
                 connect_to,
                 restored,
@@ -232,7 +311,7 @@ mod tests {
             target_produced: true,
             ..applied()
         };
-        match action(&renamed, &db, produced) {
+        match action(&renamed, &db, produced, false) {
             Action::Refuse(why) => assert!(
                 why.contains("\"app_check\"") && why.contains("databases="),
                 "{why}"
@@ -243,7 +322,7 @@ mod tests {
         for name in ["postgres", "template1"] {
             let db = Entry::Database(name.into());
             assert!(
-                matches!(action(&create, &db, applied()), Action::Dump { ref connect_to, ref restored, create: Create::No, .. } if connect_to == name && restored == name)
+                matches!(action(&create, &db, applied(), false), Action::Dump { ref connect_to, ref restored, create: Create::No, .. } if connect_to == name && restored == name)
             );
         }
     }
@@ -256,15 +335,15 @@ mod tests {
             ("no_owner", "1"),
         ]);
         assert!(matches!(
-            action(&c, &Entry::Database("b".into()), applied()),
+            action(&c, &Entry::Database("b".into()), applied(), false),
             Action::Skip(_)
         ));
-        match action(&c, &Entry::Cluster, applied()) {
+        match action(&c, &Entry::Cluster, applied(), false) {
             Action::Refuse(why) => assert!(why.contains("no_owner, databases"), "{why}"),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            action(&c, &Entry::Globals, Seen::default()),
+            action(&c, &Entry::Globals, Seen::default(), false),
             Action::Skip(_)
         ));
     }
