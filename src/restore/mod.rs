@@ -404,46 +404,34 @@ impl Session {
     /// Checks a dump's target database before anything runs: the database to
     /// restore into must exist, and one to create must not (with `clean`, an
     /// existing one is restored into instead).
-    async fn resolve(&self, action: Action) -> Result<Action, String> {
+    async fn resolve(&self, mut action: Action) -> Result<Action, String> {
         let Action::Dump {
-            source,
             connect_to,
             restored,
             create,
-            hold,
-            spool,
-        } = action
+            ..
+        } = &mut action
         else {
             return Ok(action);
         };
         let r = &self.restore;
-        let (connect_to, create) = match create {
-            Create::No if r.database_exists(&connect_to).await? => (connect_to, create),
+        match create {
+            Create::No if r.database_exists(connect_to).await? => {}
             Create::No => {
                 return Err(format!(
                     "database {connect_to:?} does not exist on {}; create it first, or set create_db=true to create it from the dump",
                     r.config.conn.target()
                 ))
             }
-            Create::FromDump | Create::Renamed if !r.database_exists(&restored).await? => {
-                (connect_to, create)
-            }
+            Create::FromDump | Create::Renamed if !r.database_exists(restored).await? => {}
             Create::FromDump | Create::Renamed if r.config.clean => {
-                tracing::info!(
-                    "database {restored:?} exists: restoring into it with clean=true"
-                );
-                (restored.clone(), Create::No)
+                tracing::info!("database {restored:?} exists: restoring into it with clean=true");
+                *connect_to = restored.clone();
+                *create = Create::No;
             }
-            Create::FromDump | Create::Renamed => return Err(r.already_exists(&restored)),
-        };
-        Ok(Action::Dump {
-            source,
-            connect_to,
-            restored,
-            create,
-            hold,
-            spool,
-        })
+            Create::FromDump | Create::Renamed => return Err(r.already_exists(restored)),
+        }
+        Ok(action)
     }
 
     /// With `Create::Renamed`, once the head of the dump names its database's
