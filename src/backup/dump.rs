@@ -65,7 +65,10 @@ async fn run(
     let tx = tx.clone();
     let reader = tokio::task::spawn_blocking(move || {
         pipe::read_chunks(output, CHUNK_SIZE, |chunk| {
-            tx.blocking_send(Ok(OpenResponse { chunk })).is_ok()
+            tx.blocking_send(Ok(OpenResponse {
+                chunk: chunk.into(),
+            }))
+            .is_ok()
         })
     });
     let read = reader

@@ -12,6 +12,7 @@ pub mod plan;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use prost::bytes::Bytes;
 use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_postgres::Client;
@@ -281,7 +282,7 @@ impl importer_server::Importer for Importer {
         if planned.item == Item::Manifest {
             tokio::spawn(async move {
                 for chunk in backup.manifest.chunks(CHUNK_SIZE) {
-                    let chunk = chunk.to_vec();
+                    let chunk = Bytes::copy_from_slice(chunk);
                     if tx.send(Ok(OpenResponse { chunk })).await.is_err() {
                         break;
                     }
