@@ -7,6 +7,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(files, ["proto"])?;
     tonic_prost_build::configure()
+        // File content as `Bytes`: a chunk received is a slice of the gRPC
+        // buffer rather than a copy of it.
+        .bytes(".plakar.exporter.ExportRequest.chunk")
+        .bytes(".importer.OpenResponse.chunk")
         .build_server(true)
         .build_client(true)
         .compile_fds(descriptors)?;

@@ -1,17 +1,30 @@
 #!/usr/bin/env python3
 """Measurements and report for `make bench`; started by bench/run.sh, which has
-already started the clusters and generated the data (see the environment below).
+already started the clusters, generated the data and, when a `plakar` binary
+was found, built this package and set up the Plakar environments (see the
+environment below).
 
 Writes BENCHMARKS.md and bench/scaling.png at the root of the tree.
+
+Every case is what a user runs: `plakar backup @src` and `plakar restore -to
+@dst` through the real plakar, against the hand-made pipe (`pg_dump | plakar
+backup stdin://`, `plakar -quiet restore -to stdout:// | pg_restore`),
+PostgreSQL's own tools, and the other PostgreSQL integration when its package
+is given. examples/drive (the project's stand-in for Plakar) is used only for
+what plakar cannot show: the plugin's own CPU time, read from /proc once it
+has exited. Without plakar, drive stands in for it throughout, and the report
+says so.
 """
 
 import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,10 +35,21 @@ SIZES = [int(s) for s in os.environ["BENCH_SIZES"].split()]
 SCALE = int(os.environ["BENCH_SCALE"])
 RUNS = int(os.environ["BENCH_RUNS"])
 PG_BIN = os.environ["BENCH_PG_BIN"]
+PLAKAR = os.environ.get("BENCH_PLAKAR", "")
+PTAR = os.environ.get("BENCH_PTAR", "")
+PEER_PTAR = os.environ.get("BENCH_PEER_PTAR", "")
+OWN_ADDR = os.environ.get("BENCH_OWN_ADDR", "")
+BASELINE = os.environ.get("BENCH_BASELINE_BIN", "")
+BASELINE_NAME = os.environ.get("BENCH_BASELINE", "")
 PLUGIN = os.path.join(WORK, "postgresql")
 DRIVE = os.path.join(WORK, "drive")
 PASSWORD = os.environ["PGPASSWORD"]
 LOG = os.path.join(WORK, "bench.log")
+GIB = float(1 << 30)
+
+# The processes of each kind, by the name the kernel gives them (15 characters).
+PLUGIN_COMMS = {"postgresql"}
+PEER_COMMS = {"postgresqlImpor", "postgresqlExpor"}
 
 loads = []
 
@@ -38,33 +62,237 @@ def note_load():
     loads.append(os.getloadavg()[0])
 
 
-def run(cmd, stdout=subprocess.DEVNULL):
-    """Runs a command, returns its wall seconds; fails loudly."""
-    with open(LOG, "ab") as log:
-        log.write(f"$ {' '.join(cmd)}\n".encode())
-        log.flush()
-        t = time.perf_counter()
-        p = subprocess.run(cmd, stdout=stdout, stderr=log)
-        dt = time.perf_counter() - t
-    if p.returncode != 0:
-        sys.stderr.write(tail_log())
-        raise SystemExit(f"bench: {' '.join(cmd)} failed with {p.returncode}")
-    note_load()
-    return dt
-
-
 def tail_log(n=40):
     with open(LOG, errors="replace") as f:
         return "".join(f.readlines()[-n:])
 
 
-def uri(port, db=""):
-    return f"postgres://postgres:{PASSWORD}@127.0.0.1:{port}/{db}"
+# --- Running and sampling -------------------------------------------------
 
 
-def drive(*args):
+def children_of(root):
+    """Every process under `root`, with its command name, from /proc."""
+    parents, comms = {}, {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        close = stat.rfind(")")
+        comms[int(pid)] = stat[stat.find("(") + 1:close]
+        parents[int(pid)] = int(stat[close + 2:].split()[1])
+    found, todo = {}, [root]
+    while todo:
+        p = todo.pop()
+        for c, pp in parents.items():
+            if pp == p and c not in found:
+                found[c] = comms[c]
+                todo.append(c)
+    return found
+
+
+def read_status(pid):
+    """(VmHWM KiB, CPU seconds) of a live process, or None."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            hwm = next((int(l.split()[1]) for l in f if l.startswith("VmHWM:")), 0)
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        fields = stat[stat.rfind(")") + 2:].split()
+        tick = os.sysconf("SC_CLK_TCK")
+        return hwm, (int(fields[11]) + int(fields[12])) / tick
+    except (OSError, ValueError, StopIteration, IndexError):
+        return None
+
+
+def comm_of(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        return stat[stat.find("(") + 1:stat.rfind(")")]
+    except OSError:
+        return None
+
+
+class Sampler:
+    """Follows the processes under a command: the peak RSS (VmHWM, which only
+    grows, so the last sample is the peak) of plakar and of the plugin, and the
+    plugin's CPU time as last seen (it may miss the last few milliseconds;
+    drive gives the exact figure). The process tree is read again every
+    0.25 s, the processes of interest every 0.05 s, so that the sampling
+    itself costs little CPU."""
+
+    def __init__(self, proc, plugin_comms):
+        self.proc = proc
+        self.plugin_comms = plugin_comms
+        self.plakar = {}
+        self.plugin = {}
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.loop, daemon=True)
+        self.thread.start()
+
+    def loop(self):
+        watched = {}
+        tick = 0
+        while not self.done.is_set():
+            if tick % 5 == 0:
+                tree = children_of(self.proc.pid)
+                tree[self.proc.pid] = comm_of(self.proc.pid)
+                watched = {pid: comm for pid, comm in tree.items()
+                           if comm == "plakar" or comm in self.plugin_comms}
+            for pid, comm in watched.items():
+                s = read_status(pid)
+                if s:
+                    (self.plakar if comm == "plakar" else self.plugin)[pid] = s
+            tick += 1
+            self.done.wait(0.05)
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        return {
+            "plakar_rss_kib": max((s[0] for s in self.plakar.values()), default=None),
+            "plugin_rss_kib": max((s[0] for s in self.plugin.values()), default=None),
+            "plugin_cpu_sampled": sum(s[1] for s in self.plugin.values()) if self.plugin else None,
+        }
+
+
+def run(cmd, env=None, stdout=subprocess.DEVNULL, plugin_comms=frozenset(), shell=False):
+    """Runs a command, returns {'wall': seconds, ...sampled figures}; fails loudly."""
+    with open(LOG, "ab") as log:
+        log.write(f"$ {cmd if shell else ' '.join(cmd)}\n".encode())
+        log.flush()
+        t = time.perf_counter()
+        p = subprocess.Popen(cmd, stdout=stdout, stderr=log, env=env, shell=shell,
+                             executable="/bin/bash" if shell else None)
+        sampler = Sampler(p, plugin_comms)
+        p.wait()
+        wall = time.perf_counter() - t
+        sampled = sampler.stop()
+    if p.returncode != 0:
+        sys.stderr.write(tail_log())
+        raise SystemExit(f"bench: {cmd} failed with {p.returncode}")
+    note_load()
+    return {"wall": wall, **sampled}
+
+
+def quiet(cmd, env=None):
+    """Runs a setup command (not measured), returns its stdout."""
+    with open(LOG, "ab") as log:
+        log.write(f"$ {' '.join(cmd)}\n".encode())
+        log.flush()
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, env=env)
+    if p.returncode != 0:
+        sys.stderr.write(tail_log())
+        raise SystemExit(f"bench: {' '.join(cmd)} failed with {p.returncode}")
+    return p.stdout.decode()
+
+
+def uri(port, db="", host="127.0.0.1"):
+    return f"postgres://postgres:{PASSWORD}@{host}:{port}/{db}"
+
+
+def psql(port, db, sql):
+    out = subprocess.run(
+        ["psql", "-p", str(port), "-d", db, "-AtXq", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        check=True, stdout=subprocess.PIPE)
+    return out.stdout.decode().strip()
+
+
+def fresh(db):
+    quiet(["dropdb", "-p", str(PORT), "--if-exists", db])
+    quiet(["createdb", "-p", str(PORT), db])
+
+
+def drop(db):
+    quiet(["dropdb", "-p", str(PORT), "--if-exists", db])
+
+
+def du(path):
+    return int(subprocess.run(["du", "-sb", path], check=True, stdout=subprocess.PIPE)
+               .stdout.split()[0])
+
+
+def med(xs):
+    return statistics.median(xs)
+
+
+def fmt(xs):
+    if not xs:
+        return "–"
+    if len(xs) == 1:
+        return f"{xs[0]:.2f}"
+    return f"{med(xs):.2f} ({min(xs):.2f}–{max(xs):.2f})"
+
+
+def mib(n):
+    return n / (1 << 20)
+
+
+def check_restored(src, dst):
+    q = ("SELECT (SELECT count(*) FROM pgbench_accounts) || '/' || (SELECT count(*) FROM documents)"
+         " || '/' || (SELECT count(*) FROM events)")
+    a, b = psql(PORT, src, q), psql(PORT, dst, q)
+    if a != b:
+        raise SystemExit(f"bench: {dst} does not match {src}: {b} != {a}")
+
+
+# --- Plakar environments ----------------------------------------------------
+
+
+class Env:
+    """One user's Plakar: its own XDG directories (Plakar v1.1.0 does not pass
+    -cachedir to its cache process), with one package installed."""
+
+    def __init__(self, name, ptar):
+        self.dir = os.path.join(WORK, f"env-{name}")
+        os.makedirs(self.dir, exist_ok=True)
+        self.env = {
+            "PATH": os.environ["PATH"],
+            "LANG": "C.UTF-8",
+            "HOME": self.dir,
+            "XDG_CONFIG_HOME": os.path.join(self.dir, "config"),
+            "XDG_CACHE_HOME": os.path.join(self.dir, "cache"),
+            "XDG_DATA_HOME": os.path.join(self.dir, "data"),
+            "PGPASSWORD": PASSWORD,
+            "PGHOST": "127.0.0.1",
+            "PGUSER": "postgres",
+        }
+        self.stores = 0
+        quiet([PLAKAR, "-disable-security-check"], env=self.env)
+        quiet([PLAKAR, "pkg", "add", ptar], env=self.env)
+
+    def plakar(self, *args):
+        return [PLAKAR, *args]
+
+    def add(self, kind, name, location, *options):
+        quiet([PLAKAR, kind, "add", name, location, *options], env=self.env)
+
+    def new_store(self):
+        self.stores += 1
+        path = os.path.join(self.dir, f"store{self.stores}")
+        shutil.rmtree(path, ignore_errors=True)
+        quiet([PLAKAR, "at", path, "create", "-plaintext"], env=self.env)
+        return path
+
+    def snapshots(self, store):
+        out = quiet([PLAKAR, "at", store, "ls"], env=self.env)
+        return [line.split()[1] for line in out.splitlines() if line.strip()]
+
+
+def drop_store(path):
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# --- drive, for the plugin's own CPU -----------------------------------------
+
+
+def drive(plugin, *args):
     """Runs examples/drive; returns its JSON report."""
-    cmd = [DRIVE, args[0], "--plugin", PLUGIN, *args[1:]]
+    cmd = [DRIVE, args[0], "--plugin", plugin, *args[1:]]
     with open(LOG, "ab") as log:
         log.write(f"$ {' '.join(cmd)}\n".encode())
         log.flush()
@@ -80,130 +308,202 @@ def drive(*args):
     return report
 
 
-def psql(port, db, sql):
-    out = subprocess.run(
-        ["psql", "-p", str(port), "-d", db, "-AtXq", "-v", "ON_ERROR_STOP=1", "-c", sql],
-        check=True, stdout=subprocess.PIPE)
-    return out.stdout.decode().strip()
+def cpu_of(report):
+    return (report.get("cpu_user_seconds") or 0.0) + (report.get("cpu_system_seconds") or 0.0)
 
 
-def fresh(db):
-    run(["dropdb", "-p", str(PORT), "--if-exists", db])
-    run(["createdb", "-p", str(PORT), db])
+def measure_cpu(db):
+    """The plugin's own CPU seconds per GiB, backup and restore, through drive,
+    for this build and (with BENCH_BASELINE) an older one, runs interleaved."""
+    plugins = [("current", PLUGIN)] + ([("baseline", BASELINE)] if BASELINE else [])
+    snap = os.path.join(WORK, f"drive_snap_{db}")
+    shutil.rmtree(snap, ignore_errors=True)
+    kept = drive(PLUGIN, "backup", "--out", snap, f"location={uri(PORT, db)}")
+    dump_bytes = sum(kept["bytes"].values())
+    r = {name: {"backup_cpu": [], "backup_wall": [], "backup_rss": [], "restore_cpu": [],
+                "restore_wall": [], "restore_rss": []} for name, _ in plugins}
+    target = f"cpu_{db}"
+    for i in range(RUNS):
+        for name, plugin in plugins:
+            rep = drive(plugin, "backup", "--out", "/dev/null", f"location={uri(PORT, db)}")
+            r[name]["backup_cpu"].append(cpu_of(rep) / (rep["total_bytes"] / GIB))
+            r[name]["backup_wall"].append(rep["wall_seconds"])
+            r[name]["backup_rss"].append(rep["peak_rss_kib"])
+        for name, plugin in plugins:
+            fresh(target)
+            rep = drive(plugin, "restore", "--from", snap, f"location={uri(PORT, target)}", "analyze=false")
+            r[name]["restore_cpu"].append(cpu_of(rep) / (dump_bytes / GIB))
+            r[name]["restore_wall"].append(rep["wall_seconds"])
+            r[name]["restore_rss"].append(rep["peak_rss_kib"])
+            if i == 0:
+                check_restored(db, target)
+    drop(target)
+    shutil.rmtree(snap, ignore_errors=True)
+    return {"bytes": dump_bytes, **r}
 
 
-def drop(db):
-    run(["dropdb", "-p", str(PORT), "--if-exists", db])
+# --- The cases ------------------------------------------------------------------
 
 
-def med(xs):
-    return statistics.median(xs)
-
-
-def fmt(xs):
-    if len(xs) == 1:
-        return f"{xs[0]:.2f}"
-    return f"{med(xs):.2f} ({min(xs):.2f}–{max(xs):.2f})"
-
-
-def mib(n):
-    return n / (1 << 20)
-
-
-def check_restored(src, dst):
-    q = "SELECT (SELECT count(*) FROM pgbench_accounts) || '/' || (SELECT count(*) FROM documents) || '/' || (SELECT count(*) FROM events)"
-    a, b = psql(PORT, src, q), psql(PORT, dst, q)
-    if a != b:
-        raise SystemExit(f"bench: {dst} does not match {src}: {b} != {a}")
-
-
-def measure_size(scale, full):
+def measure_size(scale, full, ours, peer):
+    """Backups and restores of one database, every peer interleaved."""
     db = f"bench_s{scale}"
     r = {"scale": scale, "db_bytes": int(psql(PORT, db, f"SELECT pg_database_size('{db}')"))}
-    say(f"{db}: {mib(r['db_bytes']):.0f} MiB on disk; backups")
     dump_file = os.path.join(WORK, f"{db}.dump")
-    snap = os.path.join(WORK, f"snap_{db}")
-    run(["pg_dump", "-p", str(PORT), "-Fc", "-Z0", "-f", dump_file, db])
+    quiet(["pg_dump", "-p", str(PORT), "-Fc", "-Z0", "-f", dump_file, db])
     r["pg_dump_bytes"] = os.path.getsize(dump_file)
-    keep = drive("backup", "--out", snap, f"location={uri(PORT, db)}")
-    r["plugin_bytes"] = keep["bytes"]
-    r["plugin_total_bytes"] = keep["total_bytes"]
-    peer, plug, rss, init = [], [], [keep["peak_rss_kib"]], []
-    for _ in range(RUNS):
-        with open(os.devnull, "wb") as null:
-            peer.append(run(["pg_dump", "-p", str(PORT), "-Fc", "-Z0", db], stdout=null))
-        rep = drive("backup", "--out", "/dev/null", f"location={uri(PORT, db)}")
-        plug.append(rep["wall_seconds"])
-        rss.append(rep["peak_rss_kib"])
-        init.append(rep.get("init_seconds") or 0.0)
-    r["pg_dump"], r["plugin_backup"], r["backup_rss_kib"] = peer, plug, rss
-    r["plugin_init"] = init
+    say(f"{db}: {mib(r['db_bytes']):.0f} MiB on disk, {mib(r['pg_dump_bytes']):.0f} MiB dump; backups")
 
-    say(f"{db}: restores")
-    target = f"restore_{db}"
-    peer, peer_an, plug, rss = [], [], [], []
+    ours.add("source", f"src_{db}", uri(PORT, db))
+    if peer:
+        peer.add("source", f"src_{db}", uri(PORT, db))
+    cases = {k: [] for k in ("pg_dump", "pipe", "ours", "peer")}
+    stores = {}
     for i in range(RUNS):
-        fresh(target)
-        peer.append(run(["pg_restore", "-p", str(PORT), "-d", target, dump_file]))
-        peer_an.append(run(["psql", "-p", str(PORT), "-d", target, "-Xq", "-c", "ANALYZE"]))
-        fresh(target)
-        rep = drive("restore", "--from", snap, f"location={uri(PORT, target)}")
-        plug.append(rep["wall_seconds"])
-        rss.append(rep["peak_rss_kib"])
-        if i == 0:
-            check_restored(db, target)
-            r["restore_results"] = rep["errors"]
-    r["pg_restore"], r["analyze"], r["plugin_restore"], r["restore_rss_kib"] = peer, peer_an, plug, rss
-    r["pg_restore_analyze"] = [a + b for a, b in zip(peer, peer_an)]
+        cases["pg_dump"].append(run(["bash", "-c", f"pg_dump -p {PORT} -Fc -Z0 {db} > /dev/null"]))
+        last = i == RUNS - 1
+        for key, env in (("pipe", ours), ("ours", ours), ("peer", peer)):
+            if env is None:
+                continue
+            store = env.new_store()
+            if key == "pipe":
+                m = run(f"set -o pipefail; pg_dump -p {PORT} -Fc -Z0 {db} | {PLAKAR} at {store} backup stdin:///{db}.dump",
+                        env=env.env, shell=True)
+            else:
+                m = run(env.plakar("at", store, "backup", f"@src_{db}"), env=env.env,
+                        plugin_comms=PLUGIN_COMMS if key == "ours" else PEER_COMMS)
+            m["store_bytes"] = du(store)
+            cases[key].append(m)
+            if last:
+                stores[key] = (env, store)
+            else:
+                drop_store(store)
+    r["backup"] = cases
 
     if full:
-        say(f"{db}: pg_dump into a pipe")
-        piped = []
-        for _ in range(RUNS):
-            piped.append(run(["bash", "-o", "pipefail", "-c", f"pg_dump -p {PORT} -Fc -Z0 {db} | cat > /dev/null"]))
-        r["pg_dump_pipe"] = piped
-        say(f"{db}: restores with 2 jobs")
-        peer, plug = [], []
-        for _ in range(RUNS):
+        say(f"{db}: what a second backup adds, unchanged and after a local 1% change")
+        second = {}
+        for key, (env, store) in stores.items():
+            second[key] = {"first": du(store)}
+        for change in ("unchanged", "changed"):
+            if change == "changed":
+                rows = int(psql(PORT, db, "SELECT count(*) FROM pgbench_accounts"))
+                psql(PORT, db, f"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= {rows // 100}")
+                psql(PORT, db, "CHECKPOINT")
+            for key, (env, store) in stores.items():
+                before = du(store)
+                if key == "pipe":
+                    run(f"set -o pipefail; pg_dump -p {PORT} -Fc -Z0 {db} | {PLAKAR} at {store} backup stdin:///{db}.dump",
+                        env=env.env, shell=True)
+                else:
+                    run(env.plakar("at", store, "backup", f"@src_{db}"), env=env.env)
+                second[key][change] = du(store) - before
+        r["second"] = second
+
+    say(f"{db}: restores (analyze=false)")
+    target = f"restore_{db}"
+    snaps = {key: env.snapshots(store)[-1] for key, (env, store) in stores.items()}
+    ours.add("destination", f"dst_{db}", uri(PORT, target), "analyze=false")
+    restore_cases = [("pg_restore", None), ("pipe", ours), ("ours", ours)]
+    if peer:
+        # The other integration applies its globals file unless told not to;
+        # this package does not by default (restore_globals=false).
+        peer.add("destination", f"dst_{db}", uri(PORT, target), "no_globals=true")
+        restore_cases.append(("peer", peer))
+    if full:
+        ours.add("destination", f"dst_{db}_j2", uri(PORT, target), "analyze=false", "jobs=2")
+        restore_cases += [("pg_restore_j2", None), ("ours_j2", ours)]
+        if OWN_ADDR:
+            ours.add("destination", f"dst_{db}_j2_remote", uri(PORT, target, OWN_ADDR), "analyze=false", "jobs=2")
+            restore_cases.append(("ours_j2_remote", ours))
+    res = {k: [] for k, _ in restore_cases}
+    for i in range(RUNS):
+        for key, env in restore_cases:
             fresh(target)
-            peer.append(run(["pg_restore", "-p", str(PORT), "-j", "2", "-d", target, dump_file]))
-            fresh(target)
-            rep = drive("restore", "--from", snap, f"location={uri(PORT, target)}", "jobs=2")
-            plug.append(rep["wall_seconds"])
-            rss.append(rep["peak_rss_kib"])
-        check_restored(db, target)
-        r["pg_restore_j2"], r["plugin_restore_j2"] = peer, plug
-        r["restore_rss_kib"] = rss
-        say(f"{db}: compress=true")
-        rep = drive("backup", "--out", "/dev/null", f"location={uri(PORT, db)}", "compress=true")
-        r["compressed_bytes"] = rep["bytes"]
-        r["compressed_total_bytes"] = rep["total_bytes"]
-        r["compressed_backup"] = [rep["wall_seconds"]]
+            if key == "pg_restore":
+                m = run(["pg_restore", "-p", str(PORT), "-d", target, dump_file])
+            elif key == "pg_restore_j2":
+                m = run(["pg_restore", "-p", str(PORT), "-j", "2", "-d", target, dump_file])
+            elif key == "pipe":
+                store = stores["pipe"][1]
+                m = run(f"set -o pipefail; {PLAKAR} -quiet at {store} restore -to stdout:// {snaps['pipe']}:/{db}.dump"
+                        f" | pg_restore -p {PORT} -d {target}", env=env.env, shell=True)
+            else:
+                store_key = "peer" if key == "peer" else "ours"
+                dest = {"ours": f"dst_{db}", "peer": f"dst_{db}", "ours_j2": f"dst_{db}_j2",
+                        "ours_j2_remote": f"dst_{db}_j2_remote"}[key]
+                m = run(env.plakar("at", stores[store_key][1], "restore", "-to", f"@{dest}", snaps[store_key]),
+                        env=env.env, plugin_comms=PEER_COMMS if key == "peer" else PLUGIN_COMMS)
+            res[key].append(m)
+            if i == 0:
+                check_restored(db, target)
+    r["restore"] = res
     drop(target)
+    for env, store in stores.values():
+        drop_store(store)
     os.remove(dump_file)
     return r
 
 
-def measure_cluster():
-    say("20-database cluster: pg_dumpall vs split_databases")
+def measure_cluster(ours, peer):
+    say("20-database cluster: pg_dumpall, split_databases=true, the other integration (plakar -cpu 2)")
     dbs = psql(CLUSTER_PORT, "postgres", "SELECT count(*) FROM pg_database WHERE datname LIKE 'app_%'")
     size = int(psql(CLUSTER_PORT, "postgres", "SELECT sum(pg_database_size(datname)) FROM pg_database"))
-    c = {"databases": int(dbs), "bytes": size, "pg_dumpall": [], "split_j1": [], "split_j2": [],
-         "all_sql": [], "rss_kib": [], "init": []}
+    ours.add("source", "cluster_split", uri(CLUSTER_PORT), "split_databases=true")
+    if peer:
+        peer.add("source", "cluster_all", uri(CLUSTER_PORT))
+    c = {"databases": int(dbs), "bytes": size, "pg_dumpall": [], "ours": [], "peer": []}
     for _ in range(RUNS):
-        with open(os.devnull, "wb") as null:
-            c["pg_dumpall"].append(run(["pg_dumpall", "-p", str(CLUSTER_PORT)], stdout=null))
-        for key, extra in (("split_j1", ["split_databases=true", "jobs=1"]),
-                           ("split_j2", ["split_databases=true", "jobs=2"]),
-                           ("all_sql", [])):
-            rep = drive("backup", "--out", "/dev/null", f"location={uri(CLUSTER_PORT)}", *extra)
-            c[key].append(rep["wall_seconds"])
-            c["rss_kib"].append(rep["peak_rss_kib"])
-            c["init"].append(rep.get("init_seconds") or 0.0)
-            if key == "split_j2":
-                c["split_files"] = len(rep["bytes"])
-                c["split_total_bytes"] = rep["total_bytes"]
+        c["pg_dumpall"].append(run(["bash", "-c", f"pg_dumpall -p {CLUSTER_PORT} > /dev/null"]))
+        for key, env, source in (("ours", ours, "cluster_split"), ("peer", peer, "cluster_all")):
+            if env is None:
+                continue
+            store = env.new_store()
+            m = run(env.plakar("-cpu", "2", "at", store, "backup", f"@{source}"), env=env.env,
+                    plugin_comms=PLUGIN_COMMS if key == "ours" else PEER_COMMS)
+            m["files"] = len(quiet(env.plakar("at", store, "ls", f"{env.snapshots(store)[-1]}:/"),
+                                   env=env.env).splitlines())
+            c[key].append(m)
+            drop_store(store)
     return c
+
+
+# --- Without plakar: drive stands in ------------------------------------------
+
+
+def measure_size_drive(scale, full):
+    db = f"bench_s{scale}"
+    r = {"scale": scale, "db_bytes": int(psql(PORT, db, f"SELECT pg_database_size('{db}')"))}
+    dump_file = os.path.join(WORK, f"{db}.dump")
+    quiet(["pg_dump", "-p", str(PORT), "-Fc", "-Z0", "-f", dump_file, db])
+    r["pg_dump_bytes"] = os.path.getsize(dump_file)
+    say(f"{db}: backups and restores through drive (no plakar)")
+    snap = os.path.join(WORK, f"snap_{db}")
+    drive(PLUGIN, "backup", "--out", snap, f"location={uri(PORT, db)}")
+    back = {"pg_dump": [], "ours": []}
+    for _ in range(RUNS):
+        back["pg_dump"].append(run(["bash", "-c", f"pg_dump -p {PORT} -Fc -Z0 {db} > /dev/null"]))
+        rep = drive(PLUGIN, "backup", "--out", "/dev/null", f"location={uri(PORT, db)}")
+        back["ours"].append({"wall": rep["wall_seconds"], "plugin_rss_kib": rep["peak_rss_kib"]})
+    r["backup"] = back
+    target = f"restore_{db}"
+    res = {"pg_restore": [], "ours": []}
+    for i in range(RUNS):
+        fresh(target)
+        res["pg_restore"].append(run(["pg_restore", "-p", str(PORT), "-d", target, dump_file]))
+        fresh(target)
+        rep = drive(PLUGIN, "restore", "--from", snap, f"location={uri(PORT, target)}", "analyze=false")
+        res["ours"].append({"wall": rep["wall_seconds"], "plugin_rss_kib": rep["peak_rss_kib"]})
+        if i == 0:
+            check_restored(db, target)
+    r["restore"] = res
+    drop(target)
+    shutil.rmtree(snap, ignore_errors=True)
+    os.remove(dump_file)
+    return r
+
+
+# --- Report -----------------------------------------------------------------------
 
 
 def cmd_out(cmd):
@@ -223,123 +523,109 @@ def machine():
                 break
     with open("/proc/meminfo") as f:
         mem_kib = int(f.readline().split()[1])
-    return {
-        "nproc": os.cpu_count(),
-        "memory": f"{mem_kib / (1 << 20):.1f} GiB",
-        "cpu": cpu,
-        "kernel": platform.release(),
-    }
+    return {"nproc": os.cpu_count(), "memory": f"{mem_kib / (1 << 20):.1f} GiB", "cpu": cpu,
+            "kernel": platform.release()}
 
 
 def versions():
-    return {
+    head = cmd_out(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "-C", ROOT, "diff", "--quiet", "HEAD", "--", "src", "examples"]).returncode
+    v = {
         "PostgreSQL server": cmd_out([os.path.join(PG_BIN, "postgres"), "--version"]),
         "pg_dump": cmd_out(["pg_dump", "--version"]),
+        "plakar": cmd_out([PLAKAR, "version"]) + f" ({PLAKAR})" if PLAKAR else "not found",
         "rustc": cmd_out(["rustc", "--version"]),
         "plugin": cmd_out([PLUGIN, "--version"])
-        + f" (git {cmd_out(['git', '-C', ROOT, 'rev-parse', '--short', 'HEAD'])}, working tree with local changes)",
+        + f" (git {head}{', with local changes to src/' if dirty else ''})",
     }
+    if PEER_PTAR:
+        v["the other integration"] = os.path.basename(PEER_PTAR)
+    if BASELINE:
+        v["baseline plugin (CPU only)"] = BASELINE_NAME or BASELINE
+    return v
 
 
-def plot(results):
+def plot(results, have_plakar, have_peer):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     xs = [mib(r["db_bytes"]) for r in results]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    series = [
-        ("pg_dump", "pg_dump -Fc -Z0 > /dev/null", "tab:blue", "--"),
-        ("plugin_backup", "plugin backup (drive, default options)", "tab:blue", "-"),
-        ("pg_restore", "pg_restore -d NEWDB", "tab:red", "--"),
-        ("plugin_restore", "plugin restore (default options, incl. ANALYZE)", "tab:red", "-"),
-    ]
-    for key, label, color, style in series:
-        ys = [med(r[key]) for r in results]
-        ax.plot(xs, ys, style, marker="o", color=color, label=label)
-    ax.set_xlabel("database size on disk (MiB)")
-    ax.set_ylabel("wall time, median (s)")
-    ax.set_title("Backup and restore time against database size")
-    ax.grid(True, alpha=0.3)
-    ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
-    ax.legend(fontsize=8)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.5))
+    back = [("pg_dump", "pg_dump -Fc -Z0 > /dev/null", "tab:gray", ":")]
+    rest = [("pg_restore", "pg_restore from a local file", "tab:gray", ":")]
+    if have_plakar:
+        back += [("pipe", "pg_dump | plakar backup stdin://", "tab:blue", "--")]
+        rest += [("pipe", "plakar restore -to stdout:// | pg_restore", "tab:blue", "--")]
+    back += [("ours", "this package" + ("" if have_plakar else " (drive)"), "tab:red", "-")]
+    rest += [("ours", "this package" + ("" if have_plakar else " (drive)"), "tab:red", "-")]
+    if have_peer:
+        back += [("peer", "the other integration", "tab:green", "-.")]
+        rest += [("peer", "the other integration", "tab:green", "-.")]
+    for ax, series, what, title in ((a, back, "backup", "Backup"), (b, rest, "restore", "Restore (analyze=false)")):
+        for key, label, color, style in series:
+            ys = [med([m["wall"] for m in r[what][key]]) for r in results]
+            ax.plot(xs, ys, style, marker="o", color=color, label=label)
+        ax.set_xlabel("database size on disk (MiB)")
+        ax.set_ylabel("wall time, median (s)")
+        ax.set_title(title + (" through plakar" if have_plakar else ""))
+        ax.grid(True, alpha=0.3)
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(ROOT, "bench", "scaling.png"), dpi=110)
 
 
+def walls(ms):
+    return [m["wall"] for m in ms]
+
+
 def ratio(a, b):
-    return med(a) / med(b)
+    return med(walls(a)) / med(walls(b))
 
 
-def share_of_gap(part, gap):
-    share = part / gap if gap > 0 else float("inf")
-    if share >= 0.9:
-        return f"as large as ({share:.0%} of)"
-    return f"{share:.0%} of"
+def peak(ms, key):
+    vals = [m.get(key) for m in ms if m.get(key)]
+    return f"{max(vals) / 1024:.1f} MiB" if vals else "–"
 
 
-def findings(add, results, full, cluster):
-    add("## Findings\n")
-    b_null = ratio(full["plugin_backup"], full["pg_dump"])
-    b_pipe = ratio(full["plugin_backup"], full["pg_dump_pipe"])
-    add(f"- **Backup speed.** The plugin's backup takes {b_null:.2f}× the time of `pg_dump > /dev/null` and "
-        f"{b_pipe:.2f}× that of `pg_dump | cat > /dev/null`. Its pg_dump writes into a pipe, and on this "
-        "machine pg_dump is itself faster into a pipe than into /dev/null (with a seekable output the custom "
-        "format records data offsets and rewrites its table of contents at the end)"
-        + (", which is why the plugin can come out ahead of peer 1" if b_null < 1 else "")
-        + ". The like-for-like comparison is the pipe; the plugin's own costs (the "
-        "manifest, `pg_dumpall --globals-only`, copying 1 MiB chunks into gRPC messages) are the difference.")
-    null_rss = [k for r in results for k in r["backup_rss_kib"][1:]]
-    first_rss = [r["backup_rss_kib"][0] for r in results]
-    add(f"- **Memory.** The plugin's peak RSS does not follow the data: backups into /dev/null peak at "
-        f"{min(null_rss) / 1024:.1f}–{max(null_rss) / 1024:.1f} MiB at every size, restores at "
-        f"{min(k for r in results for k in r['restore_rss_kib']) / 1024:.1f}–"
-        f"{max(k for r in results for k in r['restore_rss_kib']) / 1024:.1f} MiB. The backup that also writes the files "
-        f"(the first of each size, a slower reader) peaks at {min(first_rss) / 1024:.1f}–{max(first_rss) / 1024:.1f} MiB. "
-        "When Plakar reads slowly, the plugin holds at most the 4 chunks of its channel, the chunk being filled "
-        "and the message being encoded (about 6 MiB); the rest is kept in the pipe, in pg_dump, and in the "
-        "reader's HTTP/2 window. Checked by hand while writing this benchmark: stopping the reader (SIGSTOP) "
-        "for 1.5 s in the middle of a 783 MiB backup (a plain pgbench database, scale 80) raised the peak from "
-        "about 20 MiB to 26–27 MiB, and no further. What varies by a few MiB from run to run is glibc's per-thread arenas (chunks are allocated on "
-        "one Tokio worker and freed on another); in the same hand check, with `MALLOC_ARENA_MAX=1` the "
-        "backup peaked at 16.5 MiB at pgbench scale 8 and scale 80 alike, against 18–22 MiB without it.")
-    j2 = ratio(full["plugin_restore_j2"], full["plugin_restore"])
-    add(f"- **Restore with `jobs=2`** takes {j2:.2f}× the time of the default streamed restore here. pg_restore "
-        "cannot run in parallel from a pipe, so the plugin first writes the whole dump to a private temporary "
-        f"file ({mib(full['plugin_bytes'][next(p for p in full['plugin_bytes'] if p.endswith('.dump'))]):.0f} MiB) "
-        "and starts `pg_restore -j 2` only at its end, where the streamed restore overlaps receiving and "
-        f"restoring. On 2 CPUs shared with the server, `pg_restore -j 2` itself gains little "
-        f"({ratio(full['pg_restore_j2'], full['pg_restore']):.2f}× of the serial pg_restore), not enough to pay for "
-        "that copy. `jobs` is for machines with more cores than this one.")
-    add(f"- **The cluster of small databases.** Every plugin backup of the cluster spends "
-        f"{med(cluster['init']):.2f} s (median) before the first byte of any dump, in `Init`: the manifest "
-        f"connects to each of the {cluster['databases'] + 2} databases, four at a time, to list "
-        "its schemas, relations and extensions. That fixed cost is "
-        + share_of_gap(med(cluster['init']), med(cluster['all_sql']) - med(cluster['pg_dumpall']))
-        + " the gap "
-        "between the plugin's default whole-cluster backup (the same pg_dumpall, streamed) and `pg_dumpall` "
-        "alone. It was 1.45 s before the TLS connector was built once per backup instead of once per "
-        "connection (loading the system trust store cost about 50 ms a connection). `jobs=2` overlaps the "
-        "dumps themselves.")
-    add("")
+def verdict(ok):
+    return "met" if ok else "**missed**"
 
 
-def report(results, cluster, info, started, elapsed, load_start):
+def report(results, cluster, cpu, info, started, elapsed, load_start):
     full = results[-1]
+    have_plakar = bool(PLAKAR)
+    have_peer = have_plakar and bool(full["backup"].get("peer"))
     m, v = info["machine"], info["versions"]
     L = []
     add = L.append
     add("# Benchmarks\n")
     add("Produced by `make bench` (`bench/run.sh`, `bench/bench.py`), "
         f"on {started:%Y-%m-%d %H:%M} UTC, measuring for {elapsed / 60:.1f} minutes (after the data generation), "
-        f"with `BENCH_SCALE={SCALE}` and `BENCH_RUNS={RUNS}`. "
-        "Every figure is the median of the runs, with the range (min–max) in brackets; times are wall seconds.\n")
-    add("Plakar itself is not involved: `examples/drive` plays its role, speaking to the plugin binary over its "
-        "pipes exactly as Plakar v1.1.0 does (Init, Import + Open with acknowledgements, two workers; Export with "
-        "records, 1 MiB chunks and an empty end chunk). Backups are timed with `drive backup --out /dev/null` "
-        "(chunks counted and dropped), to compare with `pg_dump > /dev/null`; one more backup per size writes the "
-        "files, which the restores then read.\n")
+        f"with `BENCH_SCALE={SCALE}` and `BENCH_RUNS={RUNS}`. Every time is the median of the runs, with the range "
+        "(min–max) in brackets, in wall seconds; the peers of a case run one after the other in each round "
+        "(interleaved), so that whatever else loads the machine weighs on all of them.\n")
+    if have_plakar:
+        add("Everything runs through the real `plakar` (the version below): `plakar at STORE backup @src` and "
+            "`plakar at STORE restore -to @dst SNAP`, each backup into a new store, this package installed with "
+            "`plakar pkg add` in a Plakar environment of its own (`XDG_CONFIG_HOME`, `XDG_CACHE_HOME`, "
+            "`XDG_DATA_HOME`, `HOME`), default options. The peers: the hand-made pipe "
+            "(`pg_dump -Fc -Z0 DB | plakar at STORE backup stdin:///DB.dump`, and "
+            "`plakar -quiet at STORE restore -to stdout:// SNAP:/DB.dump | pg_restore -d NEWDB`), PostgreSQL's own "
+            "tools, and " + ("the other PostgreSQL integration for Plakar (`" + os.path.basename(PEER_PTAR)
+                             + "`, installed in a Plakar environment of its own since it claims the same `postgres` "
+                             "protocol; its restores run with `no_globals=true`, as this package does not apply "
+                             "`/globals.sql` by default)" if have_peer else
+                             "not the other integration (no `BENCH_PEER_PTAR` given)") + ". "
+            "Restores run with `analyze=false` (this package's default runs ANALYZE afterwards) into a new "
+            "database each time. `examples/drive` (the project's stand-in for Plakar) is used only for the "
+            "plugin's own CPU time, which it reads from /proc once the plugin has exited.\n")
+    else:
+        add("**No `plakar` was found** (`$PLAKAR`, `plakar` on `$PATH`, `$(go env GOPATH)/bin/plakar`): "
+            "`examples/drive` stands in for it, and the hand-made pipe, the other integration and the store "
+            "sizes are not measured.\n")
     add("## Machine\n")
     add("| | |\n|---|---|")
     add(f"| CPUs (nproc) | {m['nproc']} |")
@@ -348,116 +634,196 @@ def report(results, cluster, info, started, elapsed, load_start):
     add(f"| Kernel | {m['kernel']} |")
     add(f"| Load average (1 min) | {load_start:.2f} at the start; {min(loads):.2f}–{max(loads):.2f} during the runs |")
     add("")
-    add("**Noise.** The machine is shared: other test suites were running while this benchmark ran (the load "
-        "average above, on 2 CPUs, says how much). Client and server share the same 2 CPUs, so differences of a "
-        "few per cent between two figures are within the noise; the ranges show the spread.\n")
+    add("**Noise.** The machine is shared: other test suites ran while this benchmark ran (the load average "
+        "above, on 2 CPUs, says how much). The server, the client tools, Plakar and the plugin share the same "
+        "CPUs, so differences of a few per cent between two figures are within the noise; the ranges show "
+        "the spread.\n")
     add("## Versions\n")
     add("| | |\n|---|---|")
     for k, val in v.items():
         add(f"| {k} | {val} |")
     add("")
-    add("The clusters are throw-away PostgreSQL 15 servers on 127.0.0.1 (scram-sha-256, `fsync=off`, "
-        "`shared_buffers=256MB`, `maintenance_work_mem=256MB`), started by `bench/run.sh` and removed at the end.\n")
-    add("## Data\n")
-    add("Each database is `pgbench -i -s N` (with foreign keys) plus three wide tables: `customers` (text, jsonb, "
-        "unique index), `documents` (text, jsonb, bytea, three secondary indexes, foreign keys to "
-        "`pgbench_accounts` and `customers`) and `events` (jsonb, two indexes, a foreign key to `documents`).\n")
-    add("| Database | pgbench scale | Size on disk | `pg_dump -Fc -Z0` | Plugin snapshot (all files) |")
-    add("|---|---|---|---|---|")
+    add("The clusters are throw-away PostgreSQL 15 servers (scram-sha-256, `fsync=off`, `shared_buffers=256MB`, "
+        "`maintenance_work_mem=256MB`) started by `bench/run.sh` and removed at the end. Each database is "
+        "`pgbench -i -s N` (with foreign keys) plus three wide tables: `customers` (text, jsonb, unique index), "
+        "`documents` (text, jsonb, bytea, three secondary indexes, foreign keys) and `events` (jsonb, two "
+        "indexes, a foreign key).\n")
+    add("| Database | pgbench scale | Size on disk | `pg_dump -Fc -Z0` |")
+    add("|---|---|---|---|")
     for r in results:
-        add(f"| bench_s{r['scale']} | {r['scale']} | {mib(r['db_bytes']):.0f} MiB | {mib(r['pg_dump_bytes']):.0f} MiB "
-            f"| {mib(r['plugin_total_bytes']):.0f} MiB |")
-    add(f"\nThe cluster of small databases: {cluster['databases']} databases, each a copy of a scale-1 database "
-        f"built the same way; {mib(cluster['bytes']):.0f} MiB on disk in all.\n")
+        add(f"| bench_s{r['scale']} | {r['scale']} | {mib(r['db_bytes']):.0f} MiB | {mib(r['pg_dump_bytes']):.0f} MiB |")
+    add("")
 
-    add(f"## Results (bench_s{full['scale']}, {mib(full['db_bytes']):.0f} MiB)\n")
-    add("| Measurement | Time (s) | Plugin peak RSS |")
+    b, rs = full["backup"], full["restore"]
+    add(f"## Targets (bench_s{full['scale']}, {mib(full['db_bytes']):.0f} MiB on disk)\n")
+    add("| Target | Figure | Status |")
     add("|---|---|---|")
-    rss_b = max(full["backup_rss_kib"]) / 1024
-    rss_r = max(full["restore_rss_kib"]) / 1024
-    add(f"| peer 1: `pg_dump -Fc -Z0 DB > /dev/null` | {fmt(full['pg_dump'])} | |")
-    add(f"| peer 1 into a pipe: `pg_dump -Fc -Z0 DB \\| cat > /dev/null` | {fmt(full['pg_dump_pipe'])} | |")
-    add(f"| plugin backup, default options | {fmt(full['plugin_backup'])} | {rss_b:.1f} MiB |")
-    add(f"| of which: plugin start to the end of `Init` (connect, plan, manifest) | {fmt(full['plugin_init'])} | |")
-    add(f"| plugin backup, `compress=true` (1 run) | {fmt(full['compressed_backup'])} | |")
-    add(f"| peer 1: `pg_restore -d NEWDB file` | {fmt(full['pg_restore'])} | |")
-    add(f"| peer 1: `pg_restore` then `ANALYZE` | {fmt(full['pg_restore_analyze'])} | |")
-    add(f"| peer 1: `pg_restore -j 2 -d NEWDB file` | {fmt(full['pg_restore_j2'])} | |")
-    add(f"| plugin restore into a fresh database, default options | {fmt(full['plugin_restore'])} | {rss_r:.1f} MiB |")
-    add(f"| plugin restore, `jobs=2` | {fmt(full['plugin_restore_j2'])} | (same column: max over all restores) |")
+    if have_plakar:
+        x = ratio(b["ours"], b["pipe"])
+        add(f"| backup at most 1.05× the hand-made pipe | {med(walls(b['ours'])):.2f} s against "
+            f"{med(walls(b['pipe'])):.2f} s: {x:.3f}× | {verdict(x <= 1.05)} |")
+        if have_peer:
+            x = ratio(b["ours"], b["peer"])
+            add(f"| backup faster than the other integration | {med(walls(b['ours'])):.2f} s against "
+                f"{med(walls(b['peer'])):.2f} s: {x:.3f}× | {verdict(x < 1)} |")
+        x = ratio(rs["ours"], rs["pg_restore"])
+        add(f"| restore (default, `analyze=false`) at most 1.15× `pg_restore` from a local file | "
+            f"{med(walls(rs['ours'])):.2f} s against {med(walls(rs['pg_restore'])):.2f} s: {x:.3f}× | {verdict(x <= 1.15)} |")
+        x = ratio(rs["ours"], rs["pipe"])
+        add(f"| restore faster than the pipe | {med(walls(rs['ours'])):.2f} s against {med(walls(rs['pipe'])):.2f} s: "
+            f"{x:.3f}× | {verdict(x < 1)} |")
+        if have_peer:
+            x = ratio(rs["ours"], rs["peer"])
+            add(f"| restore faster than the other integration | {med(walls(rs['ours'])):.2f} s against "
+                f"{med(walls(rs['peer'])):.2f} s: {x:.3f}× | {verdict(x < 1)} |")
+        x = ratio(rs["ours_j2"], rs["ours"])
+        add(f"| restore with `jobs=2` never slower than the default | {med(walls(rs['ours_j2'])):.2f} s against "
+            f"{med(walls(rs['ours'])):.2f} s: {x:.3f}× (the server is local and this machine has "
+            f"{m['nproc']} CPUs: the plugin streams) | {verdict(x <= 1.03)} (within the noise: ≤ 1.03×) |")
+        if have_peer:
+            x = med(walls(cluster["peer"])) / med(walls(cluster["ours"]))
+            add(f"| 20-database cluster, `split_databases=true`, `plakar -cpu 2`: at least 1.15× faster than the "
+                f"other integration | {med(walls(cluster['ours'])):.2f} s against {med(walls(cluster['peer'])):.2f} s: "
+                f"{x:.2f}× faster | {verdict(x >= 1.15)} |")
+    rss = []
+    for r in results:
+        for case in ("backup", "restore"):
+            for key, ms in r[case].items():
+                if key.startswith("ours"):
+                    rss += [mm["plugin_rss_kib"] for mm in ms if mm.get("plugin_rss_kib")]
+    rss += [mm["plugin_rss_kib"] for mm in cluster.get("ours", []) if mm.get("plugin_rss_kib")]
+    if rss:
+        add(f"| plugin peak RSS under 40 MiB in every case | at most {max(rss) / 1024:.1f} MiB | {verdict(max(rss) < 40 * 1024)} |")
+    if cpu and "baseline" in cpu:
+        now, before = med(cpu["current"]["backup_cpu"]), med(cpu["baseline"]["backup_cpu"])
+        add(f"| plugin CPU per GiB backed up halved | {now:.2f} s/GiB against {before:.2f} s/GiB for "
+            f"{BASELINE_NAME or 'the baseline'}: {now / before:.2f}× | {verdict(now <= before / 2)} |")
     add("")
-    add("The plugin's restore runs `ANALYZE` afterwards by default (`analyze=true`), which `pg_restore` does not; "
-        "the `pg_restore` then `ANALYZE` row is the like-for-like figure. Its backup also runs "
-        "`pg_dumpall --globals-only` and collects the manifest; both are included in its time. Peak RSS is the "
-        "plugin process's VmHWM (not its pg_dump / pg_restore children), the largest over all runs.\n")
 
-    add(f"### Whole cluster: {cluster['databases']} small databases\n")
-    add("| Measurement | Time (s) |")
-    add("|---|---|")
-    add(f"| `pg_dumpall > /dev/null` | {fmt(cluster['pg_dumpall'])} |")
-    add(f"| plugin, default (one `/all.sql` from pg_dumpall) | {fmt(cluster['all_sql'])} |")
-    add(f"| plugin, `split_databases=true jobs=1` | {fmt(cluster['split_j1'])} |")
-    add(f"| plugin, `split_databases=true jobs=2` | {fmt(cluster['split_j2'])} |")
-    add(f"\nThe split snapshot holds {cluster['split_files']} files ({mib(cluster['split_total_bytes']):.0f} MiB). "
-        f"Plugin peak RSS over these runs: {max(cluster['rss_kib']) / 1024:.1f} MiB. "
-        f"From the plugin's start to the end of `Init` (which connects to every database to collect the "
-        f"manifest, four databases at a time): {fmt(cluster['init'])} s over all plugin runs.\n")
+    if have_plakar:
+        add(f"## Backup of one database (bench_s{full['scale']})\n")
+        add("| Measurement | Time (s) | ratio to the pipe | plugin peak RSS | plakar peak RSS | store after the backup |")
+        add("|---|---|---|---|---|---|")
+        rows = [("PostgreSQL alone: `pg_dump -Fc -Z0 DB > /dev/null`", "pg_dump"),
+                ("the pipe: `pg_dump -Fc -Z0 DB \\| plakar backup stdin:///DB.dump`", "pipe"),
+                ("this package: `plakar backup @src`", "ours")]
+        if have_peer:
+            rows.append(("the other integration: `plakar backup @src`", "peer"))
+        for label, key in rows:
+            ms = b[key]
+            store = f"{mib(med([mm['store_bytes'] for mm in ms])):.1f} MiB" if ms and "store_bytes" in ms[0] else ""
+            add(f"| {label} | {fmt(walls(ms))} | {ratio(ms, b['pipe']):.3f} | {peak(ms, 'plugin_rss_kib') if key in ('ours', 'peer') else ''} "
+                f"| {peak(ms, 'plakar_rss_kib') if key != 'pg_dump' else ''} | {store} |")
+        add("")
+        add("This package's backup also holds `/manifest.json` and `/globals.sql` (`pg_dumpall --globals-only`), "
+            "and its time includes collecting them.\n")
+        sec = full.get("second", {})
+        if sec:
+            add("### Store bytes\n")
+            add("What the store holds after a first backup (`du -sb`), and what a second backup into the same store "
+                "adds: right away with nothing changed (Plakar's own per-snapshot bytes), then after a local 1% "
+                "change (`UPDATE` of the first 1% of `pgbench_accounts`' rows).\n")
+            add("| | first backup | second, unchanged, adds | second, after the 1% change, adds |")
+            add("|---|---|---|---|")
+            names = {"pipe": "the pipe", "ours": "this package", "peer": "the other integration"}
+            for key in ("pipe", "ours", "peer"):
+                if key in sec:
+                    s = sec[key]
+                    add(f"| {names[key]} | {mib(s['first']):.1f} MiB | {mib(s['unchanged']):.2f} MiB "
+                        f"| {mib(s['changed']):.2f} MiB ({s['changed'] / s['first']:.1%} of the first) |")
+            add("")
+        add(f"## Restore of one database (bench_s{full['scale']}, `analyze=false`)\n")
+        add("| Measurement | Time (s) | ratio to `pg_restore` | ratio to the pipe | plugin peak RSS | plakar peak RSS |")
+        add("|---|---|---|---|---|---|")
+        rows = [("PostgreSQL alone: `pg_restore -d NEWDB` from a local file", "pg_restore"),
+                ("the pipe: `plakar -quiet restore -to stdout:// \\| pg_restore -d NEWDB`", "pipe"),
+                ("this package: `plakar restore -to @dst`", "ours")]
+        if have_peer:
+            rows.append(("the other integration: `plakar restore -to @dst`", "peer"))
+        rows += [("PostgreSQL alone, parallel: `pg_restore -j 2 -d NEWDB` from a local file", "pg_restore_j2"),
+                 ("this package, `jobs=2`, server on 127.0.0.1 (streamed: see below)", "ours_j2")]
+        if "ours_j2_remote" in rs:
+            rows.append((f"this package, `jobs=2`, server reached as {OWN_ADDR} (this machine's own address: "
+                         "the plugin copies the dump, then `pg_restore -j 2`)", "ours_j2_remote"))
+        for label, key in rows:
+            ms = rs[key]
+            add(f"| {label} | {fmt(walls(ms))} | {ratio(ms, rs['pg_restore']):.3f} | {ratio(ms, rs['pipe']):.3f} "
+                f"| {peak(ms, 'plugin_rss_kib') if key.startswith(('ours', 'peer')) else ''} "
+                f"| {peak(ms, 'plakar_rss_kib') if key not in ('pg_restore', 'pg_restore_j2') else ''} |")
+        add("")
+        add("Peak RSS is the process's VmHWM, sampled every 50 ms, the largest over the runs: of the plugin "
+            "process (not its pg_dump or pg_restore), and of the `plakar` process.\n")
 
-    add("### Dump bytes\n")
-    add("| | Bytes |")
-    add("|---|---|")
-    dump_path = next(p for p in full["plugin_bytes"] if p.endswith(".dump"))
-    add(f"| `{dump_path}`, `compress=false` (default, `-Z0`) | {full['plugin_bytes'][dump_path]:,} ({mib(full['plugin_bytes'][dump_path]):.0f} MiB) |")
-    add(f"| `{dump_path}`, `compress=true` (pg_dump's default gzip) | {full['compressed_bytes'][dump_path]:,} ({mib(full['compressed_bytes'][dump_path]):.0f} MiB) |")
-    add(f"| ratio | {full['compressed_bytes'][dump_path] / full['plugin_bytes'][dump_path]:.2f} |")
-    add("\nWhat a Plakar store would hold after its own chunking, deduplication and compression (store bytes, and "
-        "what a second backup adds) is not measured: see below.\n")
+        if cluster:
+            add(f"## Whole cluster: {cluster['databases']} small databases, `plakar -cpu 2`\n")
+            add(f"{cluster['databases']} databases, each a copy of a scale-1 database built the same way; "
+                f"{mib(cluster['bytes']):.0f} MiB on disk in all. This package with `split_databases=true` (one "
+                "`/<db>.dump` per database, two dumps at once by default); the other integration with no database "
+                "in the URI (one dump per database).\n")
+            add("| Measurement | Time (s) | files | plugin peak RSS |")
+            add("|---|---|---|---|")
+            add(f"| `pg_dumpall > /dev/null` | {fmt(walls(cluster['pg_dumpall']))} | | |")
+            add(f"| this package | {fmt(walls(cluster['ours']))} | {cluster['ours'][0]['files']} | {peak(cluster['ours'], 'plugin_rss_kib')} |")
+            if have_peer:
+                add(f"| the other integration | {fmt(walls(cluster['peer']))} | {cluster['peer'][0]['files']} | {peak(cluster['peer'], 'plugin_rss_kib')} |")
+            add("")
 
-    add("## Ratios\n")
-    add("Medians divided; below 1 means the plugin is faster.\n")
-    add("| Ratio | Value |")
-    add("|---|---|")
-    add(f"| plugin backup / `pg_dump > /dev/null` | {ratio(full['plugin_backup'], full['pg_dump']):.3f} |")
-    add(f"| plugin backup / `pg_dump \\| cat > /dev/null` | {ratio(full['plugin_backup'], full['pg_dump_pipe']):.3f} |")
-    add(f"| plugin restore `jobs=2` / `pg_restore` | {ratio(full['plugin_restore_j2'], full['pg_restore']):.3f} |")
-    add(f"| plugin restore `jobs=2` / `pg_restore -j 2` | {ratio(full['plugin_restore_j2'], full['pg_restore_j2']):.3f} |")
-    add(f"| plugin restore (default) / `pg_restore` then `ANALYZE` | {ratio(full['plugin_restore'], full['pg_restore_analyze']):.3f} |")
-    add(f"| split `jobs=2` / split `jobs=1` | {ratio(cluster['split_j2'], cluster['split_j1']):.3f} |")
-    add(f"| split `jobs=2` / `pg_dumpall > /dev/null` | {ratio(cluster['split_j2'], cluster['pg_dumpall']):.3f} |")
-    add("")
+    if have_plakar:
+        add(f"## Ratios, pair by pair (bench_s{full['scale']})\n")
+        add("Medians divided: the row's time over the column's; below 1, the row is faster.\n")
+        names = {"pg_dump": "PostgreSQL alone", "pg_restore": "PostgreSQL alone", "pipe": "the pipe",
+                 "ours": "this package", "peer": "the other integration"}
+        for what, ms, alone in (("Backup", b, "pg_dump"), ("Restore", rs, "pg_restore")):
+            keys = [alone, "pipe", "ours"] + (["peer"] if have_peer else [])
+            add(f"| {what} | " + " | ".join(f"/ {names[k]}" for k in keys) + " |")
+            add("|---|" + "---|" * len(keys))
+            for row in keys[1:]:
+                add(f"| {names[row]} | " + " | ".join(
+                    "" if col == row else f"{ratio(ms[row], ms[col]):.3f}" for col in keys) + " |")
+            add("")
+
+    if cpu:
+        add(f"## The plugin's own CPU (bench_s{full['scale']}, {mib(cpu['bytes']):.0f} MiB dump)\n")
+        add("CPU seconds (user + system) of the plugin process itself, not its pg_dump or pg_restore, per GiB "
+            "of dump moved, through `examples/drive` (which plays Plakar's part over the plugin's pipes and "
+            "reads the figure from /proc once the plugin has exited; Plakar cannot show it). Backup into "
+            "/dev/null; restore from files into a new database, `analyze=false`.\n")
+        add("| Build | backup, CPU s/GiB | restore, CPU s/GiB | backup wall (s) | restore wall (s) | peak RSS backup / restore |")
+        add("|---|---|---|---|---|---|")
+        for name in ("baseline", "current"):
+            if name in cpu:
+                c = cpu[name]
+                label = f"before this work ({BASELINE_NAME})" if name == "baseline" else "this build"
+                add(f"| {label} | {fmt(c['backup_cpu'])} | {fmt(c['restore_cpu'])} | {fmt(c['backup_wall'])} "
+                    f"| {fmt(c['restore_wall'])} | {max(c['backup_rss']) / 1024:.1f} / {max(c['restore_rss']) / 1024:.1f} MiB |")
+        add("")
+        if have_plakar:
+            sampled = [mm["plugin_cpu_sampled"] / (full["pg_dump_bytes"] / GIB)
+                       for mm in b["ours"] if mm.get("plugin_cpu_sampled")]
+            if sampled:
+                add(f"Under `plakar backup` (sampled from /proc every 50 ms, so it may miss the last "
+                    f"milliseconds): {fmt(sampled)} s/GiB.\n")
 
     add("## Scaling\n")
     add("![Backup and restore time against database size](bench/scaling.png)\n")
-    add("| Database | Size | `pg_dump` | plugin backup | ratio | `pg_restore` | plugin restore | ratio | backup RSS | restore RSS |")
-    add("|---|---|---|---|---|---|---|---|---|---|")
+    cols = ["pg_dump", "pipe", "ours", "peer"] if have_plakar else ["pg_dump", "ours"]
+    rcols = ["pg_restore", "pipe", "ours", "peer"] if have_plakar else ["pg_restore", "ours"]
+    cols = [c for c in cols if c != "peer" or have_peer]
+    rcols = [c for c in rcols if c != "peer" or have_peer]
+    names = {"pg_dump": "`pg_dump`", "pg_restore": "`pg_restore`", "pipe": "pipe", "ours": "this package",
+             "peer": "other integration"}
+    add("| Database | Size | " + " | ".join(f"backup: {names[c]}" for c in cols) + " | "
+        + " | ".join(f"restore: {names[c]}" for c in rcols) + " |")
+    add("|---|---|" + "---|" * (len(cols) + len(rcols)))
     for r in results:
-        add(f"| bench_s{r['scale']} | {mib(r['db_bytes']):.0f} MiB | {med(r['pg_dump']):.2f} | {med(r['plugin_backup']):.2f} "
-            f"| {ratio(r['plugin_backup'], r['pg_dump']):.3f} | {med(r['pg_restore']):.2f} | {med(r['plugin_restore']):.2f} "
-            f"| {ratio(r['plugin_restore'], r['pg_restore']):.3f} | {max(r['backup_rss_kib']) / 1024:.1f} MiB "
-            f"| {max(r['restore_rss_kib']) / 1024:.1f} MiB |")
+        add(f"| bench_s{r['scale']} | {mib(r['db_bytes']):.0f} MiB | "
+            + " | ".join(f"{med(walls(r['backup'][c])):.2f}" for c in cols) + " | "
+            + " | ".join(f"{med(walls(r['restore'][c])):.2f}" for c in rcols) + " |")
     add("")
-
-    findings(add, results, full, cluster)
-    add("## Not measured\n")
-    add("Plakar v1.1.0 cannot be installed on this machine: `go install github.com/PlakarKorp/plakar@v1.1.0` "
-        "fails because the Go module proxy refuses the `github.com/PlakarKorp/*` modules. Everything that needs "
-        "the `plakar` program is therefore left out, rather than estimated:\n")
-    add("- **Peer 2, the hand-made pipe**: `pg_dump -Fc DB | plakar backup stdin://...` and "
-        "`plakar cat ... | pg_restore -d NEWDB`. It needs `plakar`.")
-    add("- **Peer 3, the official Go PostgreSQL plugin** (the integration that writes `/00000-globals.sql`, "
-        "`/NNNNN-<db>.dump`): it is built against Plakar's Go SDK and installed with `plakar pkg add`, so it "
-        "cannot be built or run here either.")
-    add("- **Store bytes and deduplication**: the size of a Plakar store after one backup, what a second backup "
-        "after a small change adds, and how `compress=false` (the default) and `compress=true` dumps deduplicate. "
-        "Only the dump bytes above (what the plugin hands to Plakar) are measured.")
-    add("- **Plakar's own overhead**: chunking, hashing, compression and encryption of the stream in the store. "
-        "The plugin times above are the plugin plus `examples/drive`, which only counts the bytes (backup) or "
-        "reads them from local files (restore).\n")
-    add("Once `plakar` can be installed, these rows belong in the tables above, measured the same way.\n")
     with open(os.path.join(ROOT, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(L))
     with open(os.path.join(WORK, "..", f"plakar-bench-{started:%Y%m%d%H%M%S}.json"), "w") as f:
-        json.dump({"results": results, "cluster": cluster, "info": info, "loads": loads}, f, indent=1)
+        json.dump({"results": results, "cluster": cluster, "cpu": cpu, "info": info, "loads": loads}, f, indent=1)
 
 
 def main():
@@ -465,10 +831,18 @@ def main():
     load_start = os.getloadavg()[0]
     t0 = time.perf_counter()
     info = {"machine": machine(), "versions": versions()}
-    results = [measure_size(s, s == max(SIZES)) for s in sorted(SIZES)]
-    cluster = measure_cluster()
-    plot(results)
-    report(results, cluster, info, started, time.perf_counter() - t0, load_start)
+    if PLAKAR:
+        ours = Env("ours", PTAR)
+        peer = Env("peer", PEER_PTAR) if PEER_PTAR else None
+        results = [measure_size(s, s == max(SIZES), ours, peer) for s in sorted(SIZES)]
+        cluster = measure_cluster(ours, peer)
+    else:
+        results = [measure_size_drive(s, s == max(SIZES)) for s in sorted(SIZES)]
+        cluster = {}
+    say("the plugin's own CPU, through drive")
+    cpu = measure_cpu(f"bench_s{max(SIZES)}")
+    plot(results, bool(PLAKAR), bool(PLAKAR and PEER_PTAR))
+    report(results, cluster, cpu, info, started, time.perf_counter() - t0, load_start)
 
 
 if __name__ == "__main__":

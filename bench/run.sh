@@ -1,23 +1,31 @@
 #!/usr/bin/env bash
-# The benchmark (`make bench`): the plugin against pg_dump / pg_restore / pg_dumpall
-# on throw-away PostgreSQL clusters. Writes BENCHMARKS.md and bench/scaling.png.
+# The benchmark (`make bench`): the plugin through the real `plakar`, against the
+# hand-made pipe, PostgreSQL's own tools and (when its package is given) the other
+# PostgreSQL integration, on throw-away PostgreSQL clusters. Writes BENCHMARKS.md
+# and bench/scaling.png.
 #
 # Environment:
-#   BENCH_SCALE  pgbench scale of the largest database (default 130, about 2 GiB
-#                on disk with the wide tables); s/4 and s/2 are measured too
-#   BENCH_RUNS   runs per measurement, the median is reported (default 3, at least 3)
-#   PG_BIN_DIR   PostgreSQL 15 server binaries (default /usr/lib/postgresql/15/bin)
-#   BENCH_PHYS_SCALE  pgbench scale of the physical benchmark's database (default 65,
-#                about 1.1 GiB on disk)
-#
-# The logical figures come from examples/drive, which plays Plakar's part over the
-# plugin's pipes; bench/physical.py measures physical against logical backups
-# through the real plakar (found as the tests find it) and says so when there is none.
+#   BENCH_SCALE      pgbench scale of the largest database (default 65, about
+#                    1.1 GiB on disk with the wide tables); s/4 and s/2 are measured too
+#   BENCH_RUNS       runs per measurement, the median is reported (default 3, at least 3)
+#   PG_BIN_DIR       PostgreSQL 15 server binaries (default /usr/lib/postgresql/15/bin)
+#   PLAKAR           the plakar binary; else `plakar` on $PATH, else
+#                    $(go env GOPATH)/bin/plakar (the test suite's lookup). Without
+#                    one, examples/drive stands in for Plakar and the report says so.
+#   BENCH_PEER_PTAR  the other integration's package (PlakarKorp's `postgresql`,
+#                    v1.1.0-beta.9), installed in a Plakar environment of its own;
+#                    a benchmark peer only
+#   BENCH_BASELINE   a git revision of this project: its plugin is built in a
+#                    temporary worktree and its own CPU per GiB measured beside
+#                    this build's
+#   BENCH_PHYS_SCALE pgbench scale of the physical benchmark's database (default 65,
+#                    about 1.1 GiB on disk); bench/physical.py measures physical
+#                    against logical backups through the real plakar
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-export BENCH_SCALE=${BENCH_SCALE:-130}
+export BENCH_SCALE=${BENCH_SCALE:-65}
 export BENCH_RUNS=${BENCH_RUNS:-3}
 if ((BENCH_RUNS < 3)); then BENCH_RUNS=3; fi
 if ((BENCH_SCALE < 4)); then
@@ -53,6 +61,56 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# plakar, found as the test suite finds it (tests/common/plakar.rs).
+plakar_bin=${PLAKAR:-}
+if [ -z "$plakar_bin" ]; then
+  plakar_bin=$(command -v plakar || true)
+fi
+if [ -z "$plakar_bin" ] && command -v go >/dev/null; then
+  gobin="$(go env GOPATH)/bin/plakar"
+  [ -x "$gobin" ] && plakar_bin=$gobin
+fi
+export BENCH_PLAKAR=$plakar_bin BENCH_PTAR=
+if [ -n "$plakar_bin" ]; then
+  log "using $plakar_bin; packaging the plugin as make package does"
+  stage="$work/stage"
+  mkdir -p "$stage" "$work/pkg-env"
+  cp "$work/postgresql" manifest.yaml validators/postgresql-importer.json validators/postgresql-exporter.json "$stage/"
+  version="v$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)"
+  (cd "$stage" && HOME="$work/pkg-env" XDG_CONFIG_HOME="$work/pkg-env/config" \
+    XDG_CACHE_HOME="$work/pkg-env/cache" XDG_DATA_HOME="$work/pkg-env/data" \
+    "$plakar_bin" pkg create ./manifest.yaml "$version" >&2)
+  BENCH_PTAR=$(ls "$stage"/postgresql_"$version"_*.ptar)
+else
+  log "no plakar found (\$PLAKAR, plakar on \$PATH, \$(go env GOPATH)/bin/plakar): examples/drive stands in for it"
+fi
+export BENCH_PEER_PTAR=${BENCH_PEER_PTAR:-}
+if [ -n "$BENCH_PEER_PTAR" ] && [ ! -f "$BENCH_PEER_PTAR" ]; then
+  echo "bench: BENCH_PEER_PTAR=$BENCH_PEER_PTAR is not a file" >&2
+  exit 2
+fi
+[ -n "$plakar_bin" ] || BENCH_PEER_PTAR=
+
+# An older build of the plugin, for its CPU per GiB only.
+export BENCH_BASELINE=${BENCH_BASELINE:-} BENCH_BASELINE_BIN=
+if [ -n "$BENCH_BASELINE" ]; then
+  log "building the plugin at $BENCH_BASELINE for the CPU comparison"
+  rev=$(git rev-parse --short "$BENCH_BASELINE")
+  mkdir -p "$work/baseline-src"
+  git archive "$rev" | tar -x -C "$work/baseline-src"
+  (cd "$work/baseline-src" && CARGO_TARGET_DIR="$root/target/bench-baseline" \
+    cargo build --release --locked --bin postgresql >&2)
+  cp target/bench-baseline/release/postgresql "$work/postgresql-baseline"
+  BENCH_BASELINE_BIN="$work/postgresql-baseline"
+  BENCH_BASELINE="git $rev"
+fi
+
+# This machine's own address, if it has one: a server reached through it is not
+# recognised as local, which is how the benchmark reaches jobs' copy.
+own_addr=$(ip -4 -o addr show scope global 2>/dev/null | awk '{split($4, a, "/"); print a[1]; exit}')
+export BENCH_OWN_ADDR=$own_addr
+
+
 as_server() {
   if [ "$(id -u)" -eq 0 ]; then
     runuser -u postgres -- env LC_ALL=C.UTF-8 "$@"
@@ -75,7 +133,7 @@ start_cluster() {
     --encoding=UTF8 --locale=C.UTF-8 --no-sync --pwfile="$dir/pw" >"$dir/initdb.log"
   port=$(free_port)
   cat >>"$dir/data/postgresql.conf" <<EOF
-listen_addresses = '127.0.0.1'
+listen_addresses = '127.0.0.1${own_addr:+,$own_addr}'
 port = $port
 unix_socket_directories = '$dir'
 fsync = off
@@ -88,6 +146,7 @@ max_wal_size = 8GB
 checkpoint_timeout = 30min
 EOF
   printf 'local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\nhost replication all 127.0.0.1/32 scram-sha-256\n' >"$dir/data/pg_hba.conf"
+  [ -z "$own_addr" ] || printf 'host all all %s/32 scram-sha-256\n' "$own_addr" >>"$dir/data/pg_hba.conf"
   clusters+=("$dir/data")
   as_server "$pg_bin/pg_ctl" -D "$dir/data" -l "$dir/log" -w -t 60 start >/dev/null
   cluster_port_out=$port

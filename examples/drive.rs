@@ -521,11 +521,15 @@ async fn send_files(
             if chunk.is_empty() {
                 break;
             }
-            if tx.send(send(Packet::Chunk(chunk))).await.is_err() {
+            if tx.send(send(Packet::Chunk(chunk.into()))).await.is_err() {
                 return Ok(());
             }
         }
-        if tx.send(send(Packet::Chunk(Vec::new()))).await.is_err() {
+        if tx
+            .send(send(Packet::Chunk(Default::default())))
+            .await
+            .is_err()
+        {
             return Ok(());
         }
     }

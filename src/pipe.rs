@@ -24,6 +24,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+use prost::bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -196,14 +197,14 @@ fn wait_for_room(pipe: &File) -> io::Result<()> {
 /// chunks ahead of the caller at most.
 #[derive(Debug)]
 pub struct ChunkWriter<D> {
-    tx: mpsc::Sender<Vec<u8>>,
+    tx: mpsc::Sender<Bytes>,
     thread: JoinHandle<io::Result<D>>,
 }
 
 impl<D: Send + 'static> ChunkWriter<D> {
     /// Starts the thread.
     pub fn start<S: ChunkSink<Done = D>>(mut sink: S) -> ChunkWriter<D> {
-        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(2);
+        let (tx, mut rx) = mpsc::channel::<Bytes>(2);
         let thread = tokio::task::spawn_blocking(move || {
             while let Some(chunk) = rx.blocking_recv() {
                 sink.write(&chunk)?;
@@ -215,7 +216,7 @@ impl<D: Send + 'static> ChunkWriter<D> {
 
     /// Hands a chunk over; false once the sink has failed (see [`Self::finish`]
     /// for why).
-    pub async fn write(&mut self, chunk: Vec<u8>) -> bool {
+    pub async fn write(&mut self, chunk: Bytes) -> bool {
         self.tx.send(chunk).await.is_ok()
     }
 
@@ -277,7 +278,7 @@ mod tests {
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
         let mut w = ChunkWriter::start(PipeSink(writer));
         for chunk in data.chunks(1 << 20) {
-            assert!(w.write(chunk.to_vec()).await);
+            assert!(w.write(Bytes::copy_from_slice(chunk)).await);
         }
         w.finish().await.unwrap();
         assert_eq!(reader.join().unwrap(), data);
@@ -289,7 +290,7 @@ mod tests {
         drop(reader);
         let mut w = ChunkWriter::start(PipeSink(writer));
         let mut accepted = 0;
-        while w.write(vec![1u8; 1 << 20]).await {
+        while w.write(Bytes::from(vec![1u8; 1 << 20])).await {
             accepted += 1;
             assert!(accepted < 10, "the writer never noticed");
         }

@@ -9,9 +9,11 @@ mod dump;
 pub mod options;
 pub mod plan;
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use prost::bytes::Bytes;
 use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_postgres::Client;
@@ -42,6 +44,10 @@ pub struct Backup {
     jobs: Semaphore,
     started: SystemTime,
     failures: Mutex<Vec<String>>,
+    /// The records Plakar has opened.
+    opened: Mutex<HashSet<String>>,
+    /// The dump started ahead of its turn ([`dump::Started`]), by path.
+    ahead: Mutex<Option<(String, Result<dump::Started, String>)>>,
 }
 
 impl Backup {
@@ -52,6 +58,46 @@ impl Backup {
     fn failure(&self) -> Option<String> {
         let failures = self.failures.lock().expect("not poisoned");
         (!failures.is_empty()).then(|| failures.join("; "))
+    }
+
+    /// Starts, ahead of its turn, the first record after `after` (in the order
+    /// announced, which is the order Plakar opens them in) that Plakar has not
+    /// opened yet, unless a dump is waiting ahead already: one dump at most
+    /// runs beside the `jobs` ones, blocked on its full pipe.
+    fn start_next(&self, after: Option<&str>) {
+        let mut ahead = self.ahead.lock().expect("not poisoned");
+        if ahead.is_some() {
+            return;
+        }
+        let from = after
+            .and_then(|p| self.records.iter().position(|r| r.path == p))
+            .map_or(0, |i| i + 1);
+        let next = {
+            let opened = self.opened.lock().expect("not poisoned");
+            self.records[from..]
+                .iter()
+                .find(|r| r.item != Item::Manifest && !opened.contains(&r.path))
+                .cloned()
+        };
+        if let Some(next) = next {
+            tracing::debug!("starting {} ahead of its turn", next.path);
+            let started = dump::start(self, &next);
+            *ahead = Some((next.path, started));
+        }
+    }
+
+    /// Notes that Plakar opened `path`; the tool started ahead for it, if any.
+    fn open(&self, path: &str) -> Option<Result<dump::Started, String>> {
+        self.opened
+            .lock()
+            .expect("not poisoned")
+            .insert(path.to_string());
+        let mut ahead = self.ahead.lock().expect("not poisoned");
+        if ahead.as_ref().is_some_and(|(p, _)| p == path) {
+            ahead.take().map(|(_, started)| started)
+        } else {
+            None
+        }
     }
 }
 
@@ -113,6 +159,8 @@ async fn prepare(config: SourceConfig) -> Result<Backup, String> {
         no_role_passwords: !can_read_authid,
         started: SystemTime::now(),
         failures: Mutex::new(Vec::new()),
+        opened: Mutex::new(HashSet::new()),
+        ahead: Mutex::new(None),
     })
 }
 
@@ -189,6 +237,8 @@ impl importer_server::Importer for Importer {
         let backup = self.current.get()?;
         let mut acks = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
+        // Plakar opens the manifest first: meanwhile the first tool starts.
+        backup.start_next(None);
         tokio::spawn(async move {
             let mut pending: Vec<String> = Vec::new();
             let mut announce = vec![record::root_record(backup.started)];
@@ -281,14 +331,16 @@ impl importer_server::Importer for Importer {
         if planned.item == Item::Manifest {
             tokio::spawn(async move {
                 for chunk in backup.manifest.chunks(CHUNK_SIZE) {
-                    let chunk = chunk.to_vec();
+                    let chunk = Bytes::copy_from_slice(chunk);
                     if tx.send(Ok(OpenResponse { chunk })).await.is_err() {
                         break;
                     }
                 }
             });
         } else {
-            tokio::spawn(dump::stream(backup, planned, tx));
+            let ahead = backup.open(&planned.path);
+            backup.start_next(Some(&planned.path));
+            tokio::spawn(dump::stream(backup, planned, ahead, tx));
         }
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

@@ -15,14 +15,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::stream::{self, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
 use tokio::net::unix::pipe;
 use tokio::sync::oneshot;
 use tonic::transport::server::{Connected, Router};
 
-use crate::pipe::grow_pipe;
-#[cfg(doc)]
-use crate::pipe::PIPE_SIZE;
+use crate::pipe::{grow_pipe, PIPE_SIZE};
 
 /// The gRPC connection: reads from the original stdin, writes to the original stdout.
 pub struct StdioConn {
@@ -76,8 +74,10 @@ fn reader(fd: OwnedFd) -> io::Result<Pin<Box<dyn AsyncRead + Send>>> {
     let file = std::fs::File::from(fd);
     let clone = file.try_clone()?;
     // A pipe can be polled by the reactor; anything else goes through blocking reads.
+    // The HTTP/2 codec reads 8 KiB at a time: a buffer of the pipe's size
+    // takes what Plakar has written in one read instead.
     match pipe::Receiver::from_file(file) {
-        Ok(rx) => Ok(Box::pin(rx)),
+        Ok(rx) => Ok(Box::pin(BufReader::with_capacity(PIPE_SIZE, rx))),
         Err(_) => Ok(Box::pin(tokio::fs::File::from_std(clone))),
     }
 }

@@ -4,6 +4,8 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::process::Stdio;
 
+use prost::bytes::Bytes;
+
 use super::options::DestinationConfig;
 use crate::connection::{dbname_conninfo, Connection};
 use crate::pipe::{self, ChunkWriter, PipeSink};
@@ -108,9 +110,9 @@ impl Feed {
     }
 
     /// Passes one chunk on; once the tool stops reading (it failed), chunks are dropped.
-    pub async fn write(&mut self, chunk: Vec<u8>) {
+    pub async fn write(&mut self, chunk: Bytes) {
         let chunk = match &mut self.filter {
-            Some(f) => f.feed(&chunk),
+            Some(f) => Bytes::from(f.feed(&chunk)),
             None => chunk,
         };
         if let Some(writer) = &mut self.writer {
@@ -131,7 +133,7 @@ impl Feed {
     pub async fn finish(mut self) -> Outcome {
         if let (Some(f), Some(writer)) = (&mut self.filter, &mut self.writer) {
             let rest = f.finish();
-            let _ = writer.write(rest).await;
+            let _ = writer.write(rest.into()).await;
         }
         if let Some(writer) = self.writer.take() {
             if let Err(e) = writer.finish().await {

@@ -14,6 +14,7 @@ pub mod order;
 
 use std::sync::Arc;
 
+use prost::bytes::Bytes;
 use serde_json::Value;
 use tempfile::NamedTempFile;
 use tokio::sync::mpsc;
@@ -460,7 +461,7 @@ impl Session {
             Ok(feed) => feed,
             Err(e) => return Some(Sink::Discard(Err(e.to_string()))),
         };
-        feed.write(std::mem::take(head)).await;
+        feed.write(Bytes::from(std::mem::take(head))).await;
         Some(Sink::Tool(Box::new(feed)))
     }
 
@@ -648,7 +649,7 @@ impl Session {
 
 impl Session {
     /// Passes one chunk to the file's sink.
-    async fn write(&self, file: &mut Current, chunk: Vec<u8>) {
+    async fn write(&self, file: &mut Current, chunk: Bytes) {
         file.progress.bytes += chunk.len() as u64;
         match &mut file.sink {
             Sink::Discard(_) | Sink::SpoolFailed(_) => {}

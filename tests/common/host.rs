@@ -445,11 +445,19 @@ async fn run_restore(
                 return;
             }
             for chunk in content.chunks(1 << 20) {
-                if tx.send(send(Packet::Chunk(chunk.to_vec()))).await.is_err() {
+                if tx
+                    .send(send(Packet::Chunk(chunk.to_vec().into())))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
-            if tx.send(send(Packet::Chunk(Vec::new()))).await.is_err() {
+            if tx
+                .send(send(Packet::Chunk(Default::default())))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
