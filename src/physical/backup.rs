@@ -474,7 +474,13 @@ async fn stream_to(
                 k.extend_from_slice(&chunk);
             }
         }
-        if tx.send(Ok(OpenResponse { chunk })).await.is_err() {
+        if tx
+            .send(Ok(OpenResponse {
+                chunk: chunk.into(),
+            }))
+            .await
+            .is_err()
+        {
             // Plakar stopped reading this file; its acknowledgement says the rest.
             return Ok(());
         }
