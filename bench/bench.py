@@ -21,21 +21,19 @@ import json
 import os
 import platform
 import shutil
-import statistics
 import subprocess
 import sys
-import threading
 import time
 
+from harness import LOG, PLAKAR, WORK, Env, du, loads, med, mib, note_load, psql, quiet, run, tail_log
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORK = os.environ["BENCH_WORK"]
 PORT = int(os.environ["BENCH_PORT"])
 CLUSTER_PORT = int(os.environ["BENCH_CLUSTER_PORT"])
 SIZES = [int(s) for s in os.environ["BENCH_SIZES"].split()]
 SCALE = int(os.environ["BENCH_SCALE"])
 RUNS = int(os.environ["BENCH_RUNS"])
 PG_BIN = os.environ["BENCH_PG_BIN"]
-PLAKAR = os.environ.get("BENCH_PLAKAR", "")
 PTAR = os.environ.get("BENCH_PTAR", "")
 PEER_PTAR = os.environ.get("BENCH_PEER_PTAR", "")
 OWN_ADDR = os.environ.get("BENCH_OWN_ADDR", "")
@@ -44,139 +42,17 @@ BASELINE_NAME = os.environ.get("BENCH_BASELINE", "")
 PLUGIN = os.path.join(WORK, "postgresql")
 DRIVE = os.path.join(WORK, "drive")
 PASSWORD = os.environ["PGPASSWORD"]
-LOG = os.path.join(WORK, "bench.log")
 GIB = float(1 << 30)
 
 # The processes of each kind, by the name the kernel gives them (15 characters).
 PLUGIN_COMMS = {"postgresql"}
 PEER_COMMS = {"postgresqlImpor", "postgresqlExpor"}
 
-loads = []
-
-
 def say(msg):
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def note_load():
-    loads.append(os.getloadavg()[0])
-
-
-def tail_log(n=40):
-    with open(LOG, errors="replace") as f:
-        return "".join(f.readlines()[-n:])
-
-
 # --- Running and sampling -------------------------------------------------
-
-
-def children_of(root):
-    """Every process under `root`, with its command name, from /proc."""
-    parents, comms = {}, {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        close = stat.rfind(")")
-        comms[int(pid)] = stat[stat.find("(") + 1:close]
-        parents[int(pid)] = int(stat[close + 2:].split()[1])
-    found, todo = {}, [root]
-    while todo:
-        p = todo.pop()
-        for c, pp in parents.items():
-            if pp == p and c not in found:
-                found[c] = comms[c]
-                todo.append(c)
-    return found
-
-
-def read_status(pid):
-    """(VmHWM KiB, CPU seconds) of a live process, or None."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            hwm = next((int(l.split()[1]) for l in f if l.startswith("VmHWM:")), 0)
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-        fields = stat[stat.rfind(")") + 2:].split()
-        tick = os.sysconf("SC_CLK_TCK")
-        return hwm, (int(fields[11]) + int(fields[12])) / tick
-    except (OSError, ValueError, StopIteration, IndexError):
-        return None
-
-
-def comm_of(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-        return stat[stat.find("(") + 1:stat.rfind(")")]
-    except OSError:
-        return None
-
-
-class Sampler:
-    """Follows the processes under a command: the peak RSS (VmHWM, which only
-    grows, so the last sample is the peak) of plakar and of the plugin, and the
-    plugin's CPU time as last seen (it may miss the last few milliseconds;
-    drive gives the exact figure). The process tree is read again every
-    0.25 s, the processes of interest every 0.05 s, so that the sampling
-    itself costs little CPU."""
-
-    def __init__(self, proc, plugin_comms):
-        self.proc = proc
-        self.plugin_comms = plugin_comms
-        self.plakar = {}
-        self.plugin = {}
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self.loop, daemon=True)
-        self.thread.start()
-
-    def loop(self):
-        watched = {}
-        tick = 0
-        while not self.done.is_set():
-            if tick % 5 == 0:
-                tree = children_of(self.proc.pid)
-                tree[self.proc.pid] = comm_of(self.proc.pid)
-                watched = {pid: comm for pid, comm in tree.items()
-                           if comm == "plakar" or comm in self.plugin_comms}
-            for pid, comm in watched.items():
-                s = read_status(pid)
-                if s:
-                    (self.plakar if comm == "plakar" else self.plugin)[pid] = s
-            tick += 1
-            self.done.wait(0.05)
-
-    def stop(self):
-        self.done.set()
-        self.thread.join()
-        return {
-            "plakar_rss_kib": max((s[0] for s in self.plakar.values()), default=None),
-            "plugin_rss_kib": max((s[0] for s in self.plugin.values()), default=None),
-            "plugin_cpu_sampled": sum(s[1] for s in self.plugin.values()) if self.plugin else None,
-        }
-
-
-def run(cmd, env=None, stdout=subprocess.DEVNULL, plugin_comms=frozenset(), shell=False):
-    """Runs a command, returns {'wall': seconds, ...sampled figures}; fails loudly."""
-    with open(LOG, "ab") as log:
-        log.write(f"$ {cmd if shell else ' '.join(cmd)}\n".encode())
-        log.flush()
-        t = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=stdout, stderr=log, env=env, shell=shell,
-                             executable="/bin/bash" if shell else None)
-        sampler = Sampler(p, plugin_comms)
-        p.wait()
-        wall = time.perf_counter() - t
-        sampled = sampler.stop()
-    if p.returncode != 0:
-        sys.stderr.write(tail_log())
-        raise SystemExit(f"bench: {cmd} failed with {p.returncode}")
-    note_load()
-    return {"wall": wall, **sampled}
 
 
 def rotated(cases, round_):
@@ -187,27 +63,8 @@ def rotated(cases, round_):
     return cases[k:] + cases[:k]
 
 
-def quiet(cmd, env=None):
-    """Runs a setup command (not measured), returns its stdout."""
-    with open(LOG, "ab") as log:
-        log.write(f"$ {' '.join(cmd)}\n".encode())
-        log.flush()
-        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, env=env)
-    if p.returncode != 0:
-        sys.stderr.write(tail_log())
-        raise SystemExit(f"bench: {' '.join(cmd)} failed with {p.returncode}")
-    return p.stdout.decode()
-
-
 def uri(port, db="", host="127.0.0.1"):
     return f"postgres://postgres:{PASSWORD}@{host}:{port}/{db}"
-
-
-def psql(port, db, sql):
-    out = subprocess.run(
-        ["psql", "-p", str(port), "-d", db, "-AtXq", "-v", "ON_ERROR_STOP=1", "-c", sql],
-        check=True, stdout=subprocess.PIPE)
-    return out.stdout.decode().strip()
 
 
 def fresh(db):
@@ -219,25 +76,12 @@ def drop(db):
     quiet(["dropdb", "-p", str(PORT), "--if-exists", db])
 
 
-def du(path):
-    return int(subprocess.run(["du", "-sb", path], check=True, stdout=subprocess.PIPE)
-               .stdout.split()[0])
-
-
-def med(xs):
-    return statistics.median(xs)
-
-
 def fmt(xs):
     if not xs:
         return "–"
     if len(xs) == 1:
         return f"{xs[0]:.2f}"
     return f"{med(xs):.2f} ({min(xs):.2f}–{max(xs):.2f})"
-
-
-def mib(n):
-    return n / (1 << 20)
 
 
 def check_restored(src, dst):
@@ -249,46 +93,6 @@ def check_restored(src, dst):
 
 
 # --- Plakar environments ----------------------------------------------------
-
-
-class Env:
-    """One user's Plakar: its own XDG directories (Plakar v1.1.0 does not pass
-    -cachedir to its cache process), with one package installed."""
-
-    def __init__(self, name, ptar):
-        self.dir = os.path.join(WORK, f"env-{name}")
-        os.makedirs(self.dir, exist_ok=True)
-        self.env = {
-            "PATH": os.environ["PATH"],
-            "LANG": "C.UTF-8",
-            "HOME": self.dir,
-            "XDG_CONFIG_HOME": os.path.join(self.dir, "config"),
-            "XDG_CACHE_HOME": os.path.join(self.dir, "cache"),
-            "XDG_DATA_HOME": os.path.join(self.dir, "data"),
-            "PGPASSWORD": PASSWORD,
-            "PGHOST": "127.0.0.1",
-            "PGUSER": "postgres",
-        }
-        self.stores = 0
-        quiet([PLAKAR, "-disable-security-check"], env=self.env)
-        quiet([PLAKAR, "pkg", "add", ptar], env=self.env)
-
-    def plakar(self, *args):
-        return [PLAKAR, *args]
-
-    def add(self, kind, name, location, *options):
-        quiet([PLAKAR, kind, "add", name, location, *options], env=self.env)
-
-    def new_store(self):
-        self.stores += 1
-        path = os.path.join(self.dir, f"store{self.stores}")
-        shutil.rmtree(path, ignore_errors=True)
-        quiet([PLAKAR, "at", path, "create", "-plaintext"], env=self.env)
-        return path
-
-    def snapshots(self, store):
-        out = quiet([PLAKAR, "at", store, "ls"], env=self.env)
-        return [line.split()[1] for line in out.splitlines() if line.strip()]
 
 
 def drop_store(path):

@@ -5,202 +5,94 @@ the logical backup and restore of the same database, all through the real
 `plakar`. Also the store bytes a second physical backup adds after a 1% change
 of one table, and the plugin's peak memory on two cluster sizes.
 
-Run by bench/run.sh, which starts the clusters and passes them in BENCH_*
-variables; writes bench/physical.md, which run.sh appends to BENCHMARKS.md.
+Run by bench/run.sh after bench/bench.py, with the clusters, the plakar binary and
+this package's .ptar in BENCH_* variables; writes bench/physical.md, which
+run.sh appends to BENCHMARKS.md.
 """
 
 import json
 import os
 import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
-import threading
 import time
+
+from harness import PLAKAR, Env, du, med, psql, quiet, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = max(3, int(os.environ.get("BENCH_RUNS", "3")))
-PASSWORD = "bench"
-PG_BIN = os.environ["BENCH_PG_BIN"]
+PASSWORD = os.environ["PGPASSWORD"]
+PTAR = os.environ.get("BENCH_PTAR", "")
+PLUGIN_COMMS = {"postgresql"}
 
 
 def say(msg):
     print(f"[physical {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def find_plakar():
-    """As the tests find it: $PLAKAR, `plakar` on PATH, $(go env GOPATH)/bin/plakar."""
-    if os.environ.get("PLAKAR"):
-        return os.environ["PLAKAR"]
-    found = shutil.which("plakar")
-    if found:
-        return found
-    try:
-        gopath = subprocess.run(["go", "env", "GOPATH"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return None
-    path = os.path.join(gopath, "bin", "plakar")
-    return path if os.access(path, os.X_OK) else None
-
-
-class Plakar:
-    """One throw-away Plakar environment with this package installed."""
-
-    def __init__(self, binary, ptar, work):
-        self.binary = binary
-        self.dir = tempfile.mkdtemp(prefix="plakar-env-", dir=work)
-        self.env = {
-            "PATH": os.environ["PATH"],
-            "LANG": "C.UTF-8",
-            "HOME": self.dir,
-            "XDG_CONFIG_HOME": os.path.join(self.dir, "config"),
-            "XDG_CACHE_HOME": os.path.join(self.dir, "cache"),
-            "XDG_DATA_HOME": os.path.join(self.dir, "data"),
-        }
-        self.run("-disable-security-check")
-        self.run("pkg", "add", ptar)
-
-    def run(self, *args, check=True):
-        out = subprocess.run([self.binary, *args], env=self.env, cwd=self.dir,
-                             stdin=subprocess.DEVNULL, capture_output=True, text=True)
-        if check and out.returncode != 0:
-            raise SystemExit(f"plakar {' '.join(args)} failed:\n{out.stdout}{out.stderr}")
-        return out
-
-    def timed(self, *args):
-        """Wall seconds of one plakar command and the plugin's peak RSS (KiB) during it."""
-        watcher = PeakRss()
-        watcher.start()
-        start = time.monotonic()
-        self.run(*args)
-        wall = time.monotonic() - start
-        return wall, watcher.stop()
-
-
-class PeakRss(threading.Thread):
-    """Polls the plugin processes' VmHWM (their own peak RSS) while a command runs."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.peak = 0
-        self.done = threading.Event()
-
-    def run(self):
-        while not self.done.is_set():
-            for pid in os.listdir("/proc"):
-                if not pid.isdigit():
-                    continue
-                try:
-                    with open(f"/proc/{pid}/cmdline", "rb") as f:
-                        argv = f.read().split(b"\0")
-                    if not argv[0].endswith(b"/postgresql") or len(argv) < 2:
-                        continue
-                    with open(f"/proc/{pid}/status") as f:
-                        for line in f:
-                            if line.startswith("VmHWM:"):
-                                self.peak = max(self.peak, int(line.split()[1]))
-                except OSError:
-                    continue
-            time.sleep(0.05)
-
-    def stop(self):
-        self.done.set()
-        self.join()
-        return self.peak
-
-
-def psql(port, db, sql):
-    out = subprocess.run([os.path.join(PG_BIN, "psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1",
-                          "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-d", db, "-c", sql],
-                         env={**os.environ, "PGPASSWORD": PASSWORD}, capture_output=True, text=True, check=True)
-    return out.stdout.strip()
-
-
-def du(path):
-    total = 0
-    for base, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(base, name)).st_size
-            except OSError:
-                pass
-    return total
-
-
 def mib(n):
     return f"{n / 1048576:.1f} MiB"
-
-
-def med(xs):
-    return statistics.median(xs)
 
 
 def fmt(xs):
     return f"{med(xs):.2f} s ({min(xs):.2f}–{max(xs):.2f})"
 
 
+def timed(env, *args):
+    """Wall seconds of one plakar command and the plugin's peak RSS (KiB) during it."""
+    m = run(env.plakar(*args), env=env.env, plugin_comms=PLUGIN_COMMS)
+    return m["wall"], m["plugin_rss_kib"] or 0
+
+
 def main():
-    work = os.environ["BENCH_WORK"]
     port = int(os.environ["BENCH_PHYS_PORT"])
     small_port = int(os.environ["BENCH_CLUSTER_PORT"])
     db = os.environ["BENCH_PHYS_DB"]
     out_path = os.path.join(ROOT, "bench", "physical.md")
-    binary = find_plakar()
-    if binary is None:
+    if not PLAKAR:
         say("no plakar found: the physical figures need it")
         with open(out_path, "w") as f:
             f.write("## Physical backups\n\nNot measured: no `plakar` binary was found "
                     "($PLAKAR, `plakar` on $PATH, $(go env GOPATH)/bin/plakar).\n")
         return
-    say("packaging the plugin")
-    subprocess.run(["make", "-s", "package", f"PLAKAR={binary}"], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL,
-                   env={**os.environ, "XDG_CONFIG_HOME": os.path.join(work, "pkgcfg"),
-                        "XDG_CACHE_HOME": os.path.join(work, "pkgcache"),
-                        "XDG_DATA_HOME": os.path.join(work, "pkgdata")})
-    ptar = next(os.path.join(ROOT, f) for f in os.listdir(ROOT)
-                if f.startswith("postgresql_v") and f.endswith(".ptar"))
-
     started = time.time()
     load_start = os.getloadavg()[0]
     cluster_bytes = int(psql(port, "postgres", "SELECT sum(pg_database_size(oid)) FROM pg_database"))
     db_bytes = int(psql(port, "postgres", f"SELECT pg_database_size('{db}')"))
     small_bytes = int(psql(small_port, "postgres", "SELECT sum(pg_database_size(oid)) FROM pg_database"))
-    pk = Plakar(binary, ptar, work)
-    version = pk.run("version").stdout.strip()
+    pk = Env("physical", PTAR)
+    version = quiet(pk.plakar("version"), env=pk.env).strip()
     logical_uri = f"postgres://postgres:{PASSWORD}@127.0.0.1:{port}/{db}"
     physical_uri = f"postgres+bin://postgres:{PASSWORD}@127.0.0.1:{port}"
-    pk.run("source", "add", "logical", logical_uri)
-    pk.run("source", "add", "physical", physical_uri)
-    pk.run("source", "add", "small", f"postgres+bin://postgres:{PASSWORD}@127.0.0.1:{small_port}")
+    pk.add("source", "logical", logical_uri)
+    pk.add("source", "physical", physical_uri)
+    pk.add("source", "small", f"postgres+bin://postgres:{PASSWORD}@127.0.0.1:{small_port}")
 
     times = {"logical backup": [], "physical backup": [], "logical restore": [], "physical restore": []}
     rss = {}
-    for run in range(RUNS):
-        say(f"run {run + 1} of {RUNS}: backups")
+    for round_ in range(RUNS):
+        say(f"run {round_ + 1} of {RUNS}: backups")
         for kind in ("logical", "physical"):
-            store = os.path.join(pk.dir, f"{kind}-{run}")
-            pk.run("at", store, "create", "-plaintext")
-            wall, peak = pk.timed("at", store, "backup", f"@{kind}")
+            store = os.path.join(pk.dir, f"{kind}-{round_}")
+            quiet(pk.plakar("at", store, "create", "-plaintext"), env=pk.env)
+            wall, peak = timed(pk, "at", store, "backup", f"@{kind}")
             times[f"{kind} backup"].append(wall)
             rss[f"{kind} backup"] = max(rss.get(f"{kind} backup", 0), peak)
-        say(f"run {run + 1} of {RUNS}: restores")
-        logical_store = os.path.join(pk.dir, f"logical-{run}")
-        snap = pk.run("at", logical_store, "ls").stdout.split()[1]
+        say(f"run {round_ + 1} of {RUNS}: restores")
+        logical_store = os.path.join(pk.dir, f"logical-{round_}")
+        snap = pk.snapshots(logical_store)[-1]
         psql(port, "postgres", "DROP DATABASE IF EXISTS bench_restored")
-        pk.run("destination", "add", f"ldst{run}",
+        pk.add("destination", f"ldst{round_}",
                f"postgres://postgres:{PASSWORD}@127.0.0.1:{port}/bench_restored", "create_db=true", "analyze=false")
-        wall, peak = pk.timed("at", logical_store, "restore", "-to", f"@ldst{run}", snap)
+        wall, peak = timed(pk, "at", logical_store, "restore", "-to", f"@ldst{round_}", snap)
         times["logical restore"].append(wall)
         rss["logical restore"] = max(rss.get("logical restore", 0), peak)
         psql(port, "postgres", "DROP DATABASE bench_restored")
 
-        physical_store = os.path.join(pk.dir, f"physical-{run}")
-        snap = pk.run("at", physical_store, "ls").stdout.split()[1]
-        target = os.path.join(pk.dir, f"restored-{run}")
-        pk.run("destination", "add", f"pdst{run}", f"postgres+bin://{target}")
-        wall, peak = pk.timed("at", physical_store, "restore", "-to", f"@pdst{run}", snap)
+        physical_store = os.path.join(pk.dir, f"physical-{round_}")
+        snap = pk.snapshots(physical_store)[-1]
+        target = os.path.join(pk.dir, f"restored-{round_}")
+        pk.add("destination", f"pdst{round_}", f"postgres+bin://{target}")
+        wall, peak = timed(pk, "at", physical_store, "restore", "-to", f"@pdst{round_}", snap)
         times["physical restore"].append(wall)
         rss["physical restore"] = max(rss.get("physical restore", 0), peak)
         shutil.rmtree(target)
@@ -213,17 +105,17 @@ def main():
     psql(port, db, f"UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid <= {changed}")
     psql(port, "postgres", "CHECKPOINT")
     before = du(store)
-    pk.run("at", store, "backup", "@physical")
+    quiet(pk.plakar("at", store, "backup", "@physical"), env=pk.env)
     after_change = du(store)
-    pk.run("at", store, "backup", "@physical")
+    quiet(pk.plakar("at", store, "backup", "@physical"), env=pk.env)
     after_same = du(store)
     added_changed = after_change - before
     added_same = after_same - after_change
 
     say("memory on the small cluster")
     small_store = os.path.join(pk.dir, "small")
-    pk.run("at", small_store, "create", "-plaintext")
-    _, small_rss = pk.timed("at", small_store, "backup", "@small")
+    quiet(pk.plakar("at", small_store, "create", "-plaintext"), env=pk.env)
+    _, small_rss = timed(pk, "at", small_store, "backup", "@small")
 
     load = os.getloadavg()[0]
     lines = [
@@ -274,6 +166,7 @@ def main():
     say(f"wrote {out_path}")
     json.dump({"times": times, "rss_kib": rss, "store": [first, added_changed, added_same]},
               sys.stderr)
+    sys.stderr.write("\n")
 
 
 if __name__ == "__main__":

@@ -75,7 +75,7 @@ if [ -n "$plakar_bin" ]; then
   log "using $plakar_bin; packaging the plugin as make package does"
   stage="$work/stage"
   mkdir -p "$stage" "$work/pkg-env"
-  cp "$work/postgresql" manifest.yaml validators/postgresql-importer.json validators/postgresql-exporter.json "$stage/"
+  cp "$work/postgresql" manifest.yaml validators/*.json "$stage/"
   version="v$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)"
   (cd "$stage" && HOME="$work/pkg-env" XDG_CONFIG_HOME="$work/pkg-env/config" \
     XDG_CACHE_HOME="$work/pkg-env/cache" XDG_DATA_HOME="$work/pkg-env/data" \
