@@ -81,9 +81,9 @@ def comm_of(pid):
 
 
 class Sampler:
-    """Follows the processes under a command: the peak RSS (VmHWM, which only
-    grows, so the last sample is the peak) of plakar and of the plugin, and the
-    plugin's CPU time as last seen (it may miss the last few milliseconds;
+    """Follows the processes under a command: the peak RSS (VmHWM, the
+    largest seen) of plakar and of the plugin, and the plugin's CPU time as
+    last seen (it may miss the last few milliseconds;
     drive gives the exact figure). The process tree is read again every
     0.25 s, the processes of interest every 0.05 s, so that the sampling
     itself costs little CPU."""
@@ -109,7 +109,11 @@ class Sampler:
             for pid, comm in watched.items():
                 s = read_status(pid)
                 if s:
-                    (self.plakar if comm == "plakar" else self.plugin)[pid] = s
+                    # A process caught as it exits shows no VmHWM: keep the
+                    # largest figures seen, not the last.
+                    seen = self.plakar if comm == "plakar" else self.plugin
+                    before = seen.get(pid, (0, 0.0))
+                    seen[pid] = (max(before[0], s[0]), max(before[1], s[1]))
             tick += 1
             self.done.wait(0.05)
 
