@@ -562,11 +562,7 @@ fn physical_under_load() {
     }
     let pk = Plakar::new();
     let store = pk.store("store");
-    pk.source(
-        "mybin",
-        &src.uri("").replacen("postgres://", "postgres+bin://", 1),
-        &[],
-    );
+    pk.source("mybin", &src.bin_uri(), &[]);
     let snap = store.backed_up("mybin");
     assert!(load.running(), "pgbench ended during the backup");
     load.stop();
@@ -631,13 +627,12 @@ fn physical_under_load() {
 fn physical_refusals() {
     let pk = Plakar::new();
     let store = pk.store("store");
-    let bin = |c: &Cluster| c.uri("").replacen("postgres://", "postgres+bin://", 1);
 
     let minimal = Cluster::start_with(ClusterOptions {
         config: vec!["wal_level = minimal".into(), "max_wal_senders = 0".into()],
         ..physical_options()
     });
-    pk.source("minimal", &bin(&minimal), &[]);
+    pk.source("minimal", &minimal.bin_uri(), &[]);
     store
         .backup("minimal")
         .fails_saying(&["wal_level=minimal", "set wal_level=replica"]);
@@ -654,7 +649,7 @@ fn physical_refusals() {
         .fails_saying(&["user \"plain\"", "ALTER ROLE \"plain\" REPLICATION"]);
 
     let no_hba = Cluster::start();
-    pk.source("nohba", &bin(&no_hba), &[]);
+    pk.source("nohba", &no_hba.bin_uri(), &[]);
     store
         .backup("nohba")
         .fails_saying(&["pg_hba.conf", "host replication postgres"]);
@@ -690,11 +685,7 @@ fn physical_busy_or_old() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    pk.source(
-        "busy",
-        &busy.uri("").replacen("postgres://", "postgres+bin://", 1),
-        &[],
-    );
+    pk.source("busy", &busy.bin_uri(), &[]);
     store
         .backup("busy")
         .fails_saying(&["WAL senders", "raise max_wal_senders"]);
@@ -705,7 +696,7 @@ fn physical_busy_or_old() {
     });
     pk.source(
         "new",
-        &new.uri("").replacen("postgres://", "postgres+bin://", 1),
+        &new.bin_uri(),
         &["pg_bin_dir=/usr/lib/postgresql/15/bin"],
     );
     store
@@ -723,11 +714,7 @@ fn physical_logical_mix() {
     let pk = Plakar::new();
     let store = pk.store("store");
     pk.source("mypg", &uri(&src, "app"), &[]);
-    pk.source(
-        "mybin",
-        &src.uri("").replacen("postgres://", "postgres+bin://", 1),
-        &[],
-    );
+    pk.source("mybin", &src.bin_uri(), &[]);
     let logical = store.backed_up("mypg");
     let physical = store.backed_up("mybin");
 
@@ -761,11 +748,7 @@ fn physical_targets() {
     let src = Cluster::start_with(physical_options());
     let pk = Plakar::new();
     let store = pk.store("store");
-    pk.source(
-        "mybin",
-        &src.uri("").replacen("postgres://", "postgres+bin://", 1),
-        &[],
-    );
+    pk.source("mybin", &src.bin_uri(), &[]);
     let snap = store.backed_up("mybin");
 
     let used = open_dir();
@@ -819,11 +802,7 @@ fn physical_checksums() {
     }
     let pk = Plakar::new();
     let store = pk.store("store");
-    pk.source(
-        "mybin",
-        &src.uri("").replacen("postgres://", "postgres+bin://", 1),
-        &[],
-    );
+    pk.source("mybin", &src.bin_uri(), &[]);
     store.backup("mybin").fails_saying(&[
         "checksum verification failed",
         &file,

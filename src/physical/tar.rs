@@ -67,19 +67,7 @@ pub fn parse(block: &[u8; BLOCK]) -> Result<Option<Header>, TarError> {
         return Ok(None);
     }
     let stored = number(&block[148..156], "checksum")?;
-    // The checksum counts its own field as eight spaces.
-    let sum: u64 = block
-        .iter()
-        .enumerate()
-        .map(|(i, &b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                b as u64
-            }
-        })
-        .sum();
-    if sum != stored {
+    if checksum(block) != stored {
         return Err(TarError::Checksum);
     }
     let mut name = text(&block[0..100]);
@@ -105,6 +93,21 @@ pub fn parse(block: &[u8; BLOCK]) -> Result<Option<Header>, TarError> {
         kind,
         link: text(&block[157..257]),
     }))
+}
+
+/// A header's checksum: the sum of its bytes, its own field counted as eight spaces.
+fn checksum(block: &[u8; BLOCK]) -> u64 {
+    block
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                b as u64
+            }
+        })
+        .sum()
 }
 
 /// A NUL-terminated text field.
@@ -173,18 +176,7 @@ pub(crate) mod tests {
         h[263..265].copy_from_slice(b"00");
         h[265..273].copy_from_slice(b"postgres");
         h[297..305].copy_from_slice(b"postgres");
-        let sum: u64 = h
-            .iter()
-            .enumerate()
-            .map(|(i, &b)| {
-                if (148..156).contains(&i) {
-                    32
-                } else {
-                    b as u64
-                }
-            })
-            .sum();
-        let s = format!("{sum:06o}\0 ");
+        let s = format!("{:06o}\0 ", checksum(&h));
         h[148..156].copy_from_slice(s.as_bytes());
         h
     }

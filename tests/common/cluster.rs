@@ -238,6 +238,11 @@ impl Cluster {
         }
     }
 
+    /// `postgres+bin://postgres:PASSWORD@127.0.0.1:PORT`: the whole cluster, for physical backups.
+    pub fn bin_uri(&self) -> String {
+        self.uri("").replacen("postgres://", "postgres+bin://", 1)
+    }
+
     /// `postgres://postgres:PASSWORD@127.0.0.1:PORT/db`, percent-encoded.
     pub fn uri(&self, db: &str) -> String {
         format!(
