@@ -590,6 +590,10 @@ impl Connection {
     }
 }
 
+/// The database every server has, which the plugin's own connection uses
+/// when the one to work on may not exist (yet).
+pub const MAINTENANCE_DB: &str = "postgres";
+
 /// A SQL identifier, always quoted, so that any name is taken as it is.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

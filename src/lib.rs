@@ -1,15 +1,24 @@
-//! Plakar's PostgreSQL integration: logical backups with pg_dump and
-//! pg_dumpall, restores with pg_restore and psql, served to Plakar over gRPC.
+//! Plakar's PostgreSQL integration: logical backups (pg_dump and pg_dumpall,
+//! restored with pg_restore and psql) and physical ones (pg_basebackup,
+//! restored into a data directory checked by pg_verifybackup), each served to
+//! Plakar over gRPC by a connector.
 //!
-//! - [`protocol`]: the wire (gRPC over stdin/stdout), nothing PostgreSQL-specific.
-//! - [`options`], [`connection`], [`tools`], [`names`], [`manifest`], [`archive`]: PostgreSQL knowledge.
-//! - [`pipe`]: the client tools' pipes, and the threads that move bytes through them.
-//! - [`backup`] and [`restore`]: the logical connectors, each a short story.
+//! - [`protocol`]: the wire (gRPC over stdin/stdout), and the two sides every
+//!   connector shares: a [`protocol::source::Source`] announces records and
+//!   serves their content, a [`protocol::destination::Destination`] takes files.
+//!   Nothing PostgreSQL-specific.
+//! - [`connectors`]: the table of connectors; [`server`] serves one of them.
+//! - [`backup`] and [`restore`]: the logical connectors (`postgres://`).
 //! - [`physical`]: the physical connectors (`postgres+bin://`).
+//! - [`options`], [`connection`], [`tools`], [`names`], [`manifest`], [`archive`]:
+//!   PostgreSQL knowledge the connectors share; [`pipe`] moves bytes through the
+//!   client tools' pipes; [`error`] is what fails, worded for the user.
 
 pub mod archive;
 pub mod backup;
 pub mod connection;
+pub mod connectors;
+pub mod error;
 pub mod manifest;
 pub mod names;
 pub mod options;
@@ -19,5 +28,4 @@ pub mod progress;
 pub mod protocol;
 pub mod restore;
 pub mod server;
-pub mod session;
 pub mod tools;

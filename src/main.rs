@@ -1,13 +1,14 @@
-//! `postgresql importer|exporter`: the plugin executable Plakar starts.
+//! `postgresql <connector>`: the plugin executable Plakar starts, one process
+//! per connector (see `connectors::CONNECTORS`); this file only reads argv
+//! and starts the server.
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use plakar_postgresql::server::{self, Role};
+use plakar_postgresql::connectors::{self, CONNECTORS};
+use plakar_postgresql::server;
 
-const USAGE: &str = "usage: postgresql importer | exporter | physical-importer | physical-exporter | --version | --help";
-
-const HELP: &str = "\
+const ABOUT: &str = "\
 postgresql: the PostgreSQL integration for Plakar.
 
 Plakar starts this program itself and speaks gRPC with it on stdin and stdout;
@@ -16,41 +17,51 @@ it is not meant to be run by hand. Install it with `plakar pkg add`, then:
   plakar source add mypg postgres://user:password@host:5432/dbname
   plakar at /var/backups backup @mypg
   plakar destination add mypgdst postgres://user:password@host:5432/dbname
-  plakar at /var/backups restore -to @mypgdst <snapshot_id>
+  plakar at /var/backups restore -to @mypgdst <snapshot_id>";
 
-Commands:
-  importer            serve the backup source (postgres:// in `plakar source add`)
-  exporter            serve the restore destination (`plakar destination add`)
-  physical-importer   serve the physical backup source (postgres+bin://)
-  physical-exporter   serve the physical restore destination (postgres+bin:///dir)
-  --version           print the version
-  --help              print this text
-
+const FOOTER: &str = "\
 Logs go to stderr; set PLAKAR_POSTGRESQL_LOG=debug for more detail.
 See postgresql(1) and README.md for every option.";
 
+fn usage() -> String {
+    let roles: Vec<&str> = CONNECTORS.iter().map(|c| c.role).collect();
+    format!(
+        "usage: postgresql {} | --version | --help",
+        roles.join(" | ")
+    )
+}
+
+fn help() -> String {
+    let mut commands = String::from("Commands:\n");
+    for c in &CONNECTORS {
+        commands.push_str(&format!("  {:<19} {}\n", c.role, c.summary));
+    }
+    commands.push_str("  --version           print the version\n");
+    commands.push_str("  --help              print this text\n");
+    format!("{ABOUT}\n\n{commands}\n{FOOTER}")
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let role = match args
+    let connector = match args
         .iter()
         .map(String::as_str)
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["importer"] => Role::Importer,
-        ["exporter"] => Role::Exporter,
-        ["physical-importer"] => Role::PhysicalImporter,
-        ["physical-exporter"] => Role::PhysicalExporter,
         ["--version"] | ["-V"] => {
             println!("postgresql {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
         ["--help"] | ["-h"] => {
-            println!("{HELP}");
+            println!("{}", help());
             return ExitCode::SUCCESS;
         }
+        [role] if connectors::by_role(role).is_some() => {
+            connectors::by_role(role).expect("just found")
+        }
         _ => {
-            eprintln!("postgresql: unexpected arguments {args:?}\n{USAGE}");
+            eprintln!("postgresql: unexpected arguments {args:?}\n{}", usage());
             return ExitCode::from(2);
         }
     };
@@ -65,7 +76,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(server::run(role));
+    let result = runtime.block_on(server::run(connector));
     // Dropping the tasks drops their child processes, which kills them.
     runtime.shutdown_timeout(Duration::from_secs(2));
     match result {

@@ -2,33 +2,42 @@
 
 use std::time::Duration;
 
+use tonic::transport::server::Router;
 use tonic::transport::Server;
 
-use crate::backup::Importer;
-use crate::physical::{PhysicalExporter, PhysicalImporter};
+use crate::connectors::Connector;
+use crate::protocol::destination::{Destination, DestinationService};
 use crate::protocol::exporter::exporter_server::ExporterServer;
 use crate::protocol::importer::importer_server::ImporterServer;
+use crate::protocol::source::{Source, SourceService};
 use crate::protocol::stdio;
-use crate::restore::Exporter;
 
-/// Which connector this process serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// `postgresql importer`: the backup source.
-    Importer,
-    /// `postgresql exporter`: the restore destination.
-    Exporter,
-    /// `postgresql physical-importer`: the `postgres+bin://` source.
-    PhysicalImporter,
-    /// `postgresql physical-exporter`: the `postgres+bin://` destination.
-    PhysicalExporter,
-}
+/// Adds a connector's service to the server.
+pub type Service = fn(&mut Server) -> Router;
 
 /// Plakar's own limit is 4 MiB per message; accept up to that, send 1 MiB chunks.
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
+/// The importer service of a source.
+pub fn source<S: Source>(builder: &mut Server) -> Router {
+    builder.add_service(
+        ImporterServer::new(SourceService::<S>::default())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+}
+
+/// The exporter service of a destination.
+pub fn destination<D: Destination>(builder: &mut Server) -> Router {
+    builder.add_service(
+        ExporterServer::new(DestinationService::<D>::default())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+}
+
 /// Serves one connector until Plakar closes stdin.
-pub async fn run(role: Role) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub async fn run(connector: &Connector) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut builder = Server::builder()
         // Large windows keep a 1 MiB chunk stream flowing without a round trip per chunk.
         .initial_stream_window_size(Some(8 * 1024 * 1024))
@@ -36,27 +45,6 @@ pub async fn run(role: Role) -> Result<(), Box<dyn std::error::Error + Send + Sy
         .http2_keepalive_interval(None)
         .tcp_nodelay(false)
         .timeout(Duration::from_secs(7 * 24 * 3600));
-    let router = match role {
-        Role::Importer => builder.add_service(
-            ImporterServer::new(Importer::default())
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-        ),
-        Role::Exporter => builder.add_service(
-            ExporterServer::new(Exporter::default())
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-        ),
-        Role::PhysicalImporter => builder.add_service(
-            ImporterServer::new(PhysicalImporter::default())
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-        ),
-        Role::PhysicalExporter => builder.add_service(
-            ExporterServer::new(PhysicalExporter::default())
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-        ),
-    };
+    let router = (connector.service)(&mut builder);
     stdio::serve(router).await
 }

@@ -10,14 +10,12 @@ use std::fs::File;
 use std::process::Stdio;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-use tonic::Status;
-
 use super::plan::{self, Planned};
 use super::Backup;
+use crate::error::Error;
 use crate::pipe;
 use crate::progress::Progress;
-use crate::protocol::importer::OpenResponse;
+use crate::protocol::source::Content;
 use crate::protocol::CHUNK_SIZE;
 use crate::tools::{Running, Tool};
 
@@ -51,15 +49,15 @@ pub fn start(backup: &Backup, record: &Planned) -> Result<Started, String> {
     })
 }
 
-/// Streams the content of one record into `tx`, from the tool started ahead
-/// for it if there is one; a failure ends the stream with an error and is
-/// remembered so that the whole `Import` fails.
+/// Streams the content of one record, from the tool started ahead for it if
+/// there is one; a failure ends the stream with an error and is remembered
+/// so that the whole backup fails.
 pub async fn stream(
     backup: Arc<Backup>,
     record: Planned,
     ahead: Option<Result<Started, String>>,
-    tx: mpsc::Sender<Result<OpenResponse, Status>>,
-) {
+    content: Content,
+) -> Result<(), Error> {
     let _permit = backup
         .jobs
         .acquire()
@@ -67,24 +65,27 @@ pub async fn stream(
         .expect("the semaphore is never closed");
     let mut progress = Progress::start("backup", &record.path);
     let started = ahead.unwrap_or_else(|| start(&backup, &record));
-    match run(started, &tx, &mut progress).await {
-        Ok(()) => progress.done(),
+    match run(started, content, &mut progress).await {
+        Ok(()) => {
+            progress.done();
+            Ok(())
+        }
         Err(why) => {
-            let message = format!(
-                "backup of {} ({}) failed: {why}",
-                record.describe(),
-                record.path
-            );
             progress.failed(&why);
-            backup.fail(message.clone());
-            let _ = tx.send(Err(Status::internal(message))).await;
+            let error = Error::Dump {
+                what: record.describe(),
+                path: record.path,
+                why,
+            };
+            backup.fail(error.to_string());
+            Err(error)
         }
     }
 }
 
 async fn run(
     started: Result<Started, String>,
-    tx: &mpsc::Sender<Result<OpenResponse, Status>>,
+    content: Content,
     progress: &mut Progress,
 ) -> Result<(), String> {
     let Started {
@@ -94,13 +95,9 @@ async fn run(
     } = started?;
     // The chunks are read in a thread of their own (see `pipe`), and handed to
     // the gRPC stream as they fill.
-    let tx = tx.clone();
     let reader = tokio::task::spawn_blocking(move || {
         pipe::read_chunks(output, CHUNK_SIZE, |chunk| {
-            tx.blocking_send(Ok(OpenResponse {
-                chunk: chunk.into(),
-            }))
-            .is_ok()
+            content.blocking_send(chunk.into())
         })
     });
     let read = reader

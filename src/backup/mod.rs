@@ -1,34 +1,27 @@
 //! The source connector: `plakar backup @mypg`.
 //!
 //! `Init` checks the options, connects, picks the client tools and plans the
-//! records; `Import` announces them, manifest first, and waits until Plakar has
-//! stored each one; `Open` runs the dump behind a record as Plakar reads it. A
-//! dump that fails fails `Import`, so Plakar commits no snapshot.
+//! records; `Import` announces them, manifest first; `Open` runs the dump
+//! behind a record as Plakar reads it. A dump that fails fails the backup
+//! ([`Source::failure`]), so Plakar commits no snapshot.
 
 mod dump;
 pub mod options;
 pub mod plan;
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use prost::bytes::Bytes;
 use serde_json::json;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_postgres::Client;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
 
 use crate::connection::{describe_pg_error, server_major};
+use crate::error::Error;
 use crate::manifest::{self, BackupFacts};
-use crate::protocol::importer::{
-    importer_server, CloseRequest, CloseResponse, ImportRequest, ImportResponse, InitRequest,
-    InitResponse, OpenRequest, OpenResponse, PingRequest, PingResponse,
-};
-use crate::protocol::ResponseStream;
-use crate::protocol::{flags, record, CHUNK_SIZE};
-use crate::session::Slot;
+use crate::protocol::record;
+use crate::protocol::source::{Content, ImportRun, Source};
 use crate::tools::Toolbox;
 use options::SourceConfig;
 use plan::{Item, Layout, Planned};
@@ -53,11 +46,6 @@ pub struct Backup {
 impl Backup {
     fn fail(&self, message: String) {
         self.failures.lock().expect("not poisoned").push(message);
-    }
-
-    fn failure(&self) -> Option<String> {
-        let failures = self.failures.lock().expect("not poisoned");
-        (!failures.is_empty()).then(|| failures.join("; "))
     }
 
     /// Starts, ahead of its turn, the first record after `after` (in the order
@@ -87,7 +75,7 @@ impl Backup {
     }
 
     /// Notes that Plakar opened `path`; the tool started ahead for it, if any.
-    fn open(&self, path: &str) -> Option<Result<dump::Started, String>> {
+    fn mark_opened(&self, path: &str) -> Option<Result<dump::Started, String>> {
         self.opened
             .lock()
             .expect("not poisoned")
@@ -101,21 +89,13 @@ impl Backup {
     }
 }
 
-/// The importer service.
-#[derive(Debug, Default)]
-pub struct Importer {
-    current: Slot<Backup>,
-}
-
 /// Connects, checks the tools and plans the records.
-async fn prepare(config: SourceConfig) -> Result<Backup, String> {
+async fn prepare(config: SourceConfig) -> Result<Backup, Error> {
     let conn = &config.conn;
     let admin_db = conn.database.clone().unwrap_or_else(|| "postgres".into());
-    let admin = conn.connect(&admin_db).await.map_err(|e| e.to_string())?;
+    let admin = conn.connect(&admin_db).await?;
     let server_major = server_major(&admin).await?;
-    let toolbox = Toolbox::locate(conn, server_major, true)
-        .await
-        .map_err(|e| e.to_string())?;
+    let toolbox = Toolbox::locate(conn, server_major, true).await?;
 
     // A restricted superuser (managed services) cannot read role passwords.
     let can_read_authid: bool = admin
@@ -133,6 +113,13 @@ async fn prepare(config: SourceConfig) -> Result<Backup, String> {
 
     let databases = databases(&config, &admin).await?;
     let records = plan::records(&config, &databases);
+    let paths: Vec<&str> = records.iter().map(|r| r.path.as_str()).collect();
+    tracing::info!(
+        "backing up {} with {}: {}",
+        conn.target(),
+        toolbox.version,
+        paths.join(", ")
+    );
     let facts = BackupFacts {
         layout: layout.as_str(),
         database: conn.database.clone(),
@@ -166,7 +153,7 @@ async fn prepare(config: SourceConfig) -> Result<Backup, String> {
 
 /// The databases the backup covers: the one named, or every database that
 /// accepts connections but those excluded.
-async fn databases(config: &SourceConfig, admin: &Client) -> Result<Vec<String>, String> {
+async fn databases(config: &SourceConfig, admin: &Client) -> Result<Vec<String>, Error> {
     if let Some(db) = &config.conn.database {
         return Ok(vec![db.clone()]);
     }
@@ -176,7 +163,12 @@ async fn databases(config: &SourceConfig, admin: &Client) -> Result<Vec<String>,
             &[],
         )
         .await
-        .map_err(|e| format!("cannot list the databases: {}", describe_pg_error(&e)))?;
+        .map_err(|e| {
+            Error::Message(format!(
+                "cannot list the databases: {}",
+                describe_pg_error(&e)
+            ))
+        })?;
     let all: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     for excluded in &config.exclude_databases {
         if !all.contains(excluded) {
@@ -190,163 +182,57 @@ async fn databases(config: &SourceConfig, admin: &Client) -> Result<Vec<String>,
 }
 
 #[tonic::async_trait]
-impl importer_server::Importer for Importer {
-    async fn init(&self, request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
-        let config = SourceConfig::parse(&request.into_inner().config)
-            .map_err(|e| Status::invalid_argument(format!("postgresql source: {e}")))?;
-        let origin = config.conn.target();
-        let backup = prepare(config)
-            .await
-            .map_err(|e| Status::failed_precondition(format!("postgresql source: {e}")))?;
-        tracing::info!(
-            "backing up {} with {}: {}",
-            backup.config.conn.target(),
-            backup.toolbox.version,
-            backup
-                .records
-                .iter()
-                .map(|r| r.path.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        self.current.set(backup);
-        Ok(Response::new(InitResponse {
-            origin,
-            r#type: "postgresql".into(),
-            root: "/".into(),
-            flags: flags::STREAM,
-        }))
+impl Source for Backup {
+    type Error = Error;
+    const NAME: &'static str = "postgresql source";
+
+    async fn init(config: &HashMap<String, String>) -> Result<Backup, Error> {
+        prepare(SourceConfig::parse(config)?).await
     }
 
-    async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        let backup = self.current.get()?;
-        let conn = &backup.config.conn;
+    fn origin(&self) -> String {
+        self.config.conn.target()
+    }
+
+    async fn ping(&self) -> Result<(), Error> {
+        let conn = &self.config.conn;
         let db = conn.database.clone().unwrap_or_else(|| "postgres".into());
-        conn.ping(&db)
-            .await
-            .map_err(|e| Status::unavailable(format!("postgresql source: {e}")))?;
-        Ok(Response::new(PingResponse {}))
+        Ok(conn.ping(&db).await?)
     }
 
-    type ImportStream = ResponseStream<ImportResponse>;
-
-    async fn import(
-        &self,
-        request: Request<Streaming<ImportRequest>>,
-    ) -> Result<Response<Self::ImportStream>, Status> {
-        let backup = self.current.get()?;
-        let mut acks = request.into_inner();
-        let (tx, rx) = mpsc::channel(16);
+    async fn import(self: Arc<Self>, run: &mut ImportRun) -> Result<(), Error> {
         // Plakar opens the manifest first: meanwhile the first tool starts.
-        backup.start_next(None);
-        tokio::spawn(async move {
-            let mut pending: Vec<String> = Vec::new();
-            let mut announce = vec![record::root_record(backup.started)];
-            for r in &backup.records {
-                let size = match r.item {
-                    Item::Manifest => backup.manifest.len() as i64,
-                    _ => 0,
-                };
-                announce.push(record::file_record(&r.path, size, backup.started));
-                pending.push(r.path.clone());
-            }
-            for rec in announce {
-                let msg = ImportResponse {
-                    record: Some(rec),
-                    finished: false,
-                };
-                if tx.send(Ok(msg)).await.is_err() {
-                    return;
-                }
-            }
-            // Plakar acknowledges each record once it has stored it, and only then is
-            // its dump known to be complete. `finished` is sent only after every
-            // acknowledgement: a failure must end the stream instead of `finished`,
-            // or Plakar may commit the snapshot regardless.
-            while !pending.is_empty() {
-                match acks.message().await {
-                    Ok(Some(ImportRequest {
-                        result: Some(result),
-                    })) => {
-                        let path = result.header.map(|h| h.pathname).unwrap_or_default();
-                        pending.retain(|p| *p != path);
-                        if !result.error.is_empty() {
-                            backup.fail(format!("Plakar could not store {path}: {}", result.error));
-                        }
-                    }
-                    Ok(Some(_)) => {}
-                    Ok(None) | Err(_) => break,
-                }
-            }
-            if !pending.is_empty() && backup.failure().is_none() {
-                backup.fail(format!(
-                    "Plakar ended the backup before storing {}",
-                    pending.join(", ")
-                ));
-            }
-            if let Some(message) = backup.failure() {
-                let _ = tx
-                    .send(Err(Status::aborted(format!(
-                        "postgresql source: the backup is incomplete and was not committed: {message}"
-                    ))))
-                    .await;
-                return;
-            }
-            let done = ImportResponse {
-                record: None,
-                finished: true,
+        self.start_next(None);
+        run.announce(record::root_record(self.started)).await?;
+        for r in &self.records {
+            let size = match r.item {
+                Item::Manifest => self.manifest.len() as i64,
+                _ => 0,
             };
-            if tx.send(Ok(done)).await.is_err() {
-                return;
-            }
-            // Read what is left until Plakar closes its side, then end with OK.
-            while let Ok(Some(_)) = acks.message().await {}
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+            run.announce(record::file_record(&r.path, size, self.started))
+                .await?;
+        }
+        Ok(())
     }
 
-    type OpenStream = ResponseStream<OpenResponse>;
-
-    async fn open(
-        &self,
-        request: Request<OpenRequest>,
-    ) -> Result<Response<Self::OpenStream>, Status> {
-        let backup = self.current.get()?;
-        let path = request
-            .into_inner()
-            .record
-            .map(|r| r.pathname)
-            .unwrap_or_default();
-        let planned = backup
+    async fn open(self: Arc<Self>, path: String, content: Content) -> Result<(), Error> {
+        let planned = self
             .records
             .iter()
             .find(|r| r.path == path)
             .cloned()
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "postgresql source: no record {path:?} in this backup"
-                ))
-            })?;
-        let (tx, rx) = mpsc::channel(4);
+            .ok_or(Error::NoRecord(path))?;
         if planned.item == Item::Manifest {
-            tokio::spawn(async move {
-                for chunk in backup.manifest.chunks(CHUNK_SIZE) {
-                    let chunk = Bytes::copy_from_slice(chunk);
-                    if tx.send(Ok(OpenResponse { chunk })).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        } else {
-            let ahead = backup.open(&planned.path);
-            backup.start_next(Some(&planned.path));
-            tokio::spawn(dump::stream(backup, planned, ahead, tx));
+            content.send_all(&self.manifest).await;
+            return Ok(());
         }
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let ahead = self.mark_opened(&planned.path);
+        self.start_next(Some(&planned.path));
+        dump::stream(self, planned, ahead, content).await
     }
 
-    async fn close(&self, _: Request<CloseRequest>) -> Result<Response<CloseResponse>, Status> {
-        self.current.clear();
-        Ok(Response::new(CloseResponse {}))
+    fn failure(&self) -> Option<String> {
+        let failures = self.failures.lock().expect("not poisoned");
+        (!failures.is_empty()).then(|| failures.join("; "))
     }
 }

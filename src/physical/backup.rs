@@ -9,37 +9,31 @@
 //! member read, so nothing is spooled. `/manifest.json` comes last, once the
 //! stop position is known.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
 
 use super::options::PhysicalSource;
 use super::preflight;
 use super::tar::{self, Kind};
-use crate::connection::server_major;
+use crate::connection::{server_major, MAINTENANCE_DB};
+use crate::error::Error;
 use crate::manifest;
 use crate::progress::Progress;
-use crate::protocol::importer::{
-    importer_server, CloseRequest, CloseResponse, ImportRequest, ImportResponse, InitRequest,
-    InitResponse, OpenRequest, OpenResponse, PingRequest, PingResponse,
-};
 use crate::protocol::record::{self, Entry, EntryKind};
-use crate::protocol::{flags, ResponseStream, CHUNK_SIZE};
-use crate::restore::order::MAINTENANCE_DB;
-use crate::session::Slot;
+use crate::protocol::source::{Content, Ended, ImportRun, Source};
+use crate::protocol::CHUNK_SIZE;
 use crate::tools::{Tool, Toolbox};
 
 /// An `Open` call waiting for its file's bytes.
 struct OpenCall {
     path: String,
-    tx: mpsc::Sender<Result<OpenResponse, Status>>,
+    content: Content,
 }
 
 /// A physical backup in progress: what `Init` learnt and holds.
@@ -63,22 +57,16 @@ impl std::fmt::Debug for PhysicalBackup {
     }
 }
 
-/// The physical importer service.
-#[derive(Debug, Default)]
-pub struct PhysicalImporter {
-    current: Slot<PhysicalBackup>,
-}
-
-async fn prepare(config: PhysicalSource) -> Result<PhysicalBackup, String> {
+async fn prepare(config: PhysicalSource) -> Result<PhysicalBackup, Error> {
     let conn = &config.conn;
-    let admin = conn
-        .connect(MAINTENANCE_DB)
-        .await
-        .map_err(|e| e.to_string())?;
+    let admin = conn.connect(MAINTENANCE_DB).await?;
     let major = server_major(&admin).await?;
-    let toolbox = Toolbox::locate(conn, major, true)
-        .await
-        .map_err(|e| e.to_string())?;
+    let toolbox = Toolbox::locate(conn, major, true).await?;
+    tracing::info!(
+        "physical backup of {} with {}",
+        conn.target(),
+        toolbox.version
+    );
     preflight::check(&admin, conn, &toolbox).await?;
     let slot = preflight::reserve_wal(&admin).await?;
     let backup = json!({
@@ -106,111 +94,55 @@ async fn prepare(config: PhysicalSource) -> Result<PhysicalBackup, String> {
 }
 
 #[tonic::async_trait]
-impl importer_server::Importer for PhysicalImporter {
-    async fn init(&self, request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
-        let config = PhysicalSource::parse(&request.into_inner().config)
-            .map_err(|e| Status::invalid_argument(format!("postgresql physical source: {e}")))?;
-        let origin = config.conn.target();
-        let backup = prepare(config)
-            .await
-            .map_err(|e| Status::failed_precondition(format!("postgresql physical source: {e}")))?;
-        tracing::info!(
-            "physical backup of {} with {}",
-            backup.config.conn.target(),
-            backup.toolbox.version
-        );
-        self.current.set(backup);
-        Ok(Response::new(InitResponse {
-            origin,
-            r#type: "postgresql".into(),
-            root: "/".into(),
-            flags: flags::STREAM,
-        }))
+impl Source for PhysicalBackup {
+    type Error = Error;
+    const NAME: &'static str = "postgresql physical source";
+
+    async fn init(config: &HashMap<String, String>) -> Result<PhysicalBackup, Error> {
+        prepare(PhysicalSource::parse(config)?).await
     }
 
-    async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        let backup = self.current.get()?;
-        backup
-            .config
-            .conn
-            .ping(MAINTENANCE_DB)
-            .await
-            .map_err(|e| Status::unavailable(format!("postgresql physical source: {e}")))?;
-        Ok(Response::new(PingResponse {}))
+    fn origin(&self) -> String {
+        self.config.conn.target()
     }
 
-    type ImportStream = ResponseStream<ImportResponse>;
+    async fn ping(&self) -> Result<(), Error> {
+        Ok(self.config.conn.ping(MAINTENANCE_DB).await?)
+    }
 
-    async fn import(
-        &self,
-        request: Request<Streaming<ImportRequest>>,
-    ) -> Result<Response<Self::ImportStream>, Status> {
-        let backup = self.current.get()?;
-        let opens = backup
+    async fn import(self: Arc<Self>, run: &mut ImportRun) -> Result<(), Error> {
+        let opens = self
             .opens_rx
             .lock()
             .expect("not poisoned")
             .take()
-            .ok_or_else(|| Status::failed_precondition("a physical backup is imported once"))?;
-        let (tx, rx) = mpsc::channel(16);
-        let mut run = Run {
-            acks: request.into_inner(),
-            opens,
-            tx,
-            pending: HashSet::new(),
-            failures: Vec::new(),
-        };
-        tokio::spawn(async move {
-            let result = run.backup(&backup).await;
-            run.finish(result).await;
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+            .ok_or_else(|| Error::Message("a physical backup is imported once".into()))?;
+        Copy { run, opens }.backup(&self).await.inspect_err(|why| {
+            tracing::error!("physical backup failed: {why}");
+        })
     }
 
-    type OpenStream = ResponseStream<OpenResponse>;
-
-    async fn open(
-        &self,
-        request: Request<OpenRequest>,
-    ) -> Result<Response<Self::OpenStream>, Status> {
-        let backup = self.current.get()?;
-        let path = request
-            .into_inner()
-            .record
-            .map(|r| r.pathname)
-            .unwrap_or_default();
-        let (tx, rx) = mpsc::channel(4);
-        backup
-            .opens_tx
-            .send(OpenCall { path, tx })
+    async fn open(self: Arc<Self>, path: String, content: Content) -> Result<(), Error> {
+        // The copy in `import` serves it, in the order of pg_basebackup's stream.
+        self.opens_tx
+            .send(OpenCall { path, content })
             .await
-            .map_err(|_| Status::failed_precondition("the physical backup is over"))?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-
-    async fn close(&self, _: Request<CloseRequest>) -> Result<Response<CloseResponse>, Status> {
-        self.current.clear();
-        Ok(Response::new(CloseResponse {}))
+            .map_err(|_| Error::Message("the physical backup is over".into()))
     }
 }
 
-/// One `Import` call.
-struct Run {
-    acks: Streaming<ImportRequest>,
+/// One `Import` call: the copy, and the `Open` calls it serves.
+struct Copy<'a> {
+    run: &'a mut ImportRun,
     opens: mpsc::Receiver<OpenCall>,
-    tx: mpsc::Sender<Result<ImportResponse, Status>>,
-    /// Records announced and not yet acknowledged.
-    pending: HashSet<String>,
-    /// What Plakar could not store.
-    failures: Vec<String>,
 }
 
 /// The bytes of PostgreSQL's own backup manifest kept to read its WAL range.
 const BACKUP_MANIFEST_LIMIT: usize = 256 * 1024 * 1024;
 
-impl Run {
+impl Copy<'_> {
     /// Copies the cluster: pg_basebackup's stream member by member, then the manifest.
-    async fn backup(&mut self, backup: &PhysicalBackup) -> Result<(), String> {
+    async fn backup(&mut self, backup: &PhysicalBackup) -> Result<(), Error> {
         // Every record of this backup carries its start in `dev`: Plakar's cache
         // then never takes a file's content from an earlier snapshot on the
         // strength of its size and mtime, which cannot prove a PostgreSQL file
@@ -232,19 +164,16 @@ impl Run {
             group: String::new(),
             dev,
         };
-        self.announce(record::entry_record(&root)).await?;
+        self.run.announce(record::entry_record(&root)).await?;
 
         let args = basebackup_args(&backup.config);
-        let mut running = backup
-            .toolbox
-            .spawn(
-                Tool::PgBasebackup,
-                &backup.config.conn,
-                &args,
-                std::process::Stdio::null(),
-                std::process::Stdio::piped(),
-            )
-            .map_err(|e| e.to_string())?;
+        let mut running = backup.toolbox.spawn(
+            Tool::PgBasebackup,
+            &backup.config.conn,
+            &args,
+            std::process::Stdio::null(),
+            std::process::Stdio::piped(),
+        )?;
         let stdout = running.child.stdout.take().expect("stdout is piped");
         let mut stream = BufReader::with_capacity(CHUNK_SIZE, stdout);
         let mut progress = Progress::start("physical backup", "/");
@@ -271,7 +200,7 @@ impl Run {
         };
         if let Some(why) = failed {
             progress.failed(&why);
-            return Err(why);
+            return Err(Error::BaseBackup(why));
         }
         progress.done();
 
@@ -285,10 +214,11 @@ impl Run {
             modified: SystemTime::now(),
             ..root
         };
-        self.announce(record::entry_record(&entry)).await?;
+        self.run.announce(record::entry_record(&entry)).await?;
         let mut content = &bytes[..];
         self.serve(&entry.path, bytes.len() as u64, &mut content, None)
             .await
+            .map_err(Error::BaseBackup)
     }
 
     /// Reads the tar members and hands each to Plakar.
@@ -329,7 +259,10 @@ impl Run {
                 group: header.gname.clone(),
                 dev,
             };
-            self.announce(record::entry_record(&entry)).await?;
+            self.run
+                .announce(record::entry_record(&entry))
+                .await
+                .map_err(|e| e.to_string())?;
             if header.kind == Kind::File {
                 let keep = (entry.path == "/backup_manifest").then_some(&mut *backup_manifest);
                 let mut content = (&mut *stream).take(header.size);
@@ -348,24 +281,8 @@ impl Run {
         }
     }
 
-    /// Sends a record to Plakar and remembers to wait for its acknowledgement.
-    async fn announce(
-        &mut self,
-        record: crate::protocol::connectors::Record,
-    ) -> Result<(), String> {
-        self.pending.insert(record.pathname.clone());
-        let msg = ImportResponse {
-            record: Some(record),
-            finished: false,
-        };
-        self.tx
-            .send(Ok(msg))
-            .await
-            .map_err(|_| "Plakar ended the backup".to_string())
-    }
-
     /// Waits until Plakar opens the file just announced, and streams `size`
-    /// bytes of `content` to it; or until Plakar acknowledges it unopened.
+    /// bytes of `content` to it; or until Plakar stores it unopened.
     async fn serve(
         &mut self,
         path: &str,
@@ -374,88 +291,33 @@ impl Run {
         mut keep: Option<&mut Vec<u8>>,
     ) -> Result<(), String> {
         loop {
-            tokio::select! {
-                call = self.opens.recv() => {
-                    let Some(call) = call else {
-                        return Err("Plakar ended the backup".into());
-                    };
-                    if call.path != path {
-                        let _ = call.tx.send(Err(Status::failed_precondition(format!(
-                            "postgresql physical source: {} was asked for while {path} is being copied; the files of a base backup are read in order",
-                            call.path
-                        )))).await;
-                        continue;
-                    }
-                    return stream_to(call.tx, size, content, keep.as_deref_mut()).await;
-                }
-                ack = self.acks.message() => {
-                    match ack {
-                        Ok(Some(ImportRequest { result: Some(result) })) => {
-                            let acked = result.header.map(|h| h.pathname).unwrap_or_default();
-                            self.pending.remove(&acked);
-                            if !result.error.is_empty() {
-                                self.failures.push(format!("Plakar could not store {acked}: {}", result.error));
-                            }
-                            if acked == path {
-                                return Ok(());
-                            }
-                        }
-                        Ok(Some(_)) => {}
-                        Ok(None) | Err(_) => return Err("Plakar ended the backup before storing every file".into()),
-                    }
-                }
-            }
-        }
-    }
-
-    /// Ends the `Import` call: `finished` once every record is stored, or the error instead.
-    async fn finish(mut self, result: Result<(), String>) {
-        let mut result = result;
-        while result.is_ok() && !self.pending.is_empty() {
-            match self.acks.message().await {
-                Ok(Some(ImportRequest { result: Some(ack) })) => {
-                    let path = ack.header.map(|h| h.pathname).unwrap_or_default();
-                    self.pending.remove(&path);
-                    if !ack.error.is_empty() {
-                        self.failures
-                            .push(format!("Plakar could not store {path}: {}", ack.error));
-                    }
-                }
-                Ok(Some(_)) => {}
-                Ok(None) | Err(_) => {
-                    result = Err("Plakar ended the backup before storing every file".into())
-                }
-            }
-        }
-        if result.is_ok() && !self.failures.is_empty() {
-            result = Err(self.failures.join("; "));
-        }
-        match result {
-            Ok(()) => {
-                let done = ImportResponse {
-                    record: None,
-                    finished: true,
-                };
-                if self.tx.send(Ok(done)).await.is_ok() {
-                    while let Ok(Some(_)) = self.acks.message().await {}
-                }
-            }
-            Err(why) => {
-                tracing::error!("physical backup failed: {why}");
-                let _ = self
-                    .tx
-                    .send(Err(Status::aborted(format!(
-                        "postgresql physical source: the backup is incomplete and was not committed: {why}"
-                    ))))
+            let asked = self
+                .run
+                .unless_stored(path, self.opens.recv())
+                .await
+                .map_err(|e| e.to_string())?;
+            let call = match asked {
+                None => return Ok(()),
+                Some(None) => return Err(Ended::Import.to_string()),
+                Some(Some(call)) => call,
+            };
+            if call.path != path {
+                call.content
+                    .fail(format!(
+                        "postgresql physical source: {} was asked for while {path} is being copied; the files of a base backup are read in order",
+                        call.path
+                    ))
                     .await;
+                continue;
             }
+            return stream_to(&call.content, size, content, keep.as_deref_mut()).await;
         }
     }
 }
 
 /// Streams `size` bytes to an `Open` call in chunks, keeping a copy when asked.
 async fn stream_to(
-    tx: mpsc::Sender<Result<OpenResponse, Status>>,
+    tx: &Content,
     size: u64,
     content: &mut (impl AsyncRead + Unpin),
     mut keep: Option<&mut Vec<u8>>,
@@ -474,13 +336,7 @@ async fn stream_to(
                 k.extend_from_slice(&chunk);
             }
         }
-        if tx
-            .send(Ok(OpenResponse {
-                chunk: chunk.into(),
-            }))
-            .await
-            .is_err()
-        {
+        if !tx.send(chunk.into()).await {
             // Plakar stopped reading this file; its acknowledgement says the rest.
             return Ok(());
         }

@@ -9,5 +9,5 @@ mod preflight;
 pub mod restore;
 mod tar;
 
-pub use backup::PhysicalImporter;
-pub use restore::PhysicalExporter;
+pub use backup::PhysicalBackup;
+pub use options::PhysicalDestination;

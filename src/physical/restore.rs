@@ -8,130 +8,75 @@
 //! checks the result against the backup's own `backup_manifest`, and the call
 //! ends with an error if anything failed or does not match.
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
 
+use prost::bytes::Bytes;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
 
 use super::options::PhysicalDestination;
+use crate::error::Error;
 use crate::names;
-use crate::protocol::connectors::{Record, Result as RecordResult};
-use crate::protocol::exporter::export_request::Packet;
-use crate::protocol::exporter::{
-    exporter_server, CloseRequest, CloseResponse, ExportRequest, ExportResponse, InitRequest,
-    InitResponse, PingRequest, PingResponse,
-};
+use crate::protocol::connectors::Record;
+use crate::protocol::destination::{Destination, Export, Results};
 use crate::protocol::record::{MODE_DIR, MODE_SYMLINK};
-use crate::protocol::ResponseStream;
-use crate::session::Slot;
 use crate::tools::{Tool, Toolbox};
 
-/// The physical exporter service.
-#[derive(Debug, Default)]
-pub struct PhysicalExporter {
-    current: Slot<PhysicalDestination>,
-}
-
 /// Refuses a directory that holds anything, naming a running server first.
-fn check_directory(dir: &Path) -> Result<(), String> {
+fn check_directory(dir: &Path) -> Result<(), Error> {
     if dir.join("postmaster.pid").exists() {
-        return Err(format!(
-            "{} belongs to a running PostgreSQL server (it has a postmaster.pid); restore into a new, empty directory",
-            dir.display()
-        ));
+        return Err(Error::DirectoryInUse(dir.to_path_buf()));
     }
     match std::fs::read_dir(dir) {
         Ok(mut entries) => match entries.next() {
             None => Ok(()),
-            Some(_) => Err(format!(
-                "{} is not empty; a physical restore writes a whole data directory and overwrites nothing: name a new or empty directory",
-                dir.display()
-            )),
+            Some(_) => Err(Error::DirectoryNotEmpty(dir.to_path_buf())),
         },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("cannot read {}: {e}", dir.display())),
+        Err(source) => Err(Error::Io {
+            action: "read",
+            path: dir.to_path_buf(),
+            source,
+        }),
     }
 }
 
 #[tonic::async_trait]
-impl exporter_server::Exporter for PhysicalExporter {
-    async fn init(&self, request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
-        let config = PhysicalDestination::parse(&request.into_inner().config).map_err(|e| {
-            Status::invalid_argument(format!("postgresql physical destination: {e}"))
-        })?;
-        check_directory(&config.directory).map_err(|e| {
-            Status::failed_precondition(format!("postgresql physical destination: {e}"))
-        })?;
-        let origin = config.directory.display().to_string();
-        self.current.set(config);
-        Ok(Response::new(InitResponse {
-            origin,
-            r#type: "postgresql".into(),
-            root: "/".into(),
-            flags: 0,
-        }))
+impl Destination for PhysicalDestination {
+    type Error = Error;
+    type Export = Writer;
+    const NAME: &'static str = "postgresql physical destination";
+
+    async fn init(config: &HashMap<String, String>) -> Result<PhysicalDestination, Error> {
+        let config = PhysicalDestination::parse(config)?;
+        check_directory(&config.directory)?;
+        Ok(config)
     }
 
-    async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        let config = self.current.get()?;
-        check_directory(&config.directory)
-            .map_err(|e| Status::unavailable(format!("postgresql physical destination: {e}")))?;
-        Ok(Response::new(PingResponse {}))
+    fn origin(&self) -> String {
+        self.directory.display().to_string()
     }
 
-    type ExportStream = ResponseStream<ExportResponse>;
-
-    async fn export(
-        &self,
-        request: Request<Streaming<ExportRequest>>,
-    ) -> Result<Response<Self::ExportStream>, Status> {
-        let config = self.current.get()?;
-        let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(async move {
-            let mut writer = Writer {
-                root: config.directory.clone(),
-                started: false,
-                directories: Vec::new(),
-                failed: Vec::new(),
-                tx,
-            };
-            let result = writer.run(inbound).await;
-            let result = match result {
-                Ok(()) if writer.failed.is_empty() => verify(&config).await,
-                Ok(()) => Err(format!(
-                    "{} file(s) could not be written: {}",
-                    writer.failed.len(),
-                    writer.failed.join(" | ")
-                )),
-                Err(e) => Err(e),
-            };
-            if let Err(why) = result {
-                tracing::error!("{why}");
-                let _ = writer
-                    .tx
-                    .send(Err(Status::aborted(format!(
-                        "postgresql physical destination: {why}"
-                    ))))
-                    .await;
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    async fn ping(&self) -> Result<(), Error> {
+        check_directory(&self.directory)
     }
 
-    async fn close(&self, _: Request<CloseRequest>) -> Result<Response<CloseResponse>, Status> {
-        self.current.clear();
-        Ok(Response::new(CloseResponse {}))
+    fn export(self: Arc<Self>) -> Writer {
+        Writer {
+            root: self.directory.clone(),
+            config: self,
+            started: false,
+            directories: Vec::new(),
+        }
     }
 }
 
 /// A file being written.
-struct Open {
+pub struct Open {
     record: Record,
     file: Option<tokio::fs::File>,
     path: PathBuf,
@@ -139,73 +84,50 @@ struct Open {
 }
 
 /// One `Export` call writing a data directory.
-struct Writer {
+pub struct Writer {
+    config: Arc<PhysicalDestination>,
     root: PathBuf,
     /// Whether the directory was created (at the first file of a physical snapshot).
     started: bool,
     /// Directories written, with their mode and mtime, applied at the end
     /// (a directory made read-only first could not be filled).
     directories: Vec<(PathBuf, u32, Option<SystemTime>)>,
-    failed: Vec<String>,
-    tx: mpsc::Sender<Result<ExportResponse, Status>>,
 }
 
-impl Writer {
-    async fn run(&mut self, mut inbound: Streaming<ExportRequest>) -> Result<(), String> {
-        let mut current: Option<Open> = None;
-        loop {
-            let packet = match inbound.message().await {
-                Ok(Some(ExportRequest { packet: Some(p) })) => p,
-                Ok(Some(ExportRequest { packet: None })) => continue,
-                Ok(None) => break,
-                Err(status) => {
-                    return Err(format!("the restore was interrupted: {}", status.message()))
-                }
-            };
-            match packet {
-                Packet::Record(record) => {
-                    if let Some(open) = current.take() {
-                        self.finish(open, Some("its content ended early".into()))
-                            .await;
-                    }
-                    if names::is_logical(&record.pathname) {
-                        let refusal = format!(
-                            "{} comes from a logical backup (pg_dump), not a data directory; nothing was written. Restore the snapshot with a postgres:// destination: plakar destination add mypgdst postgres://user@host/",
-                            record.pathname
-                        );
-                        tracing::error!("postgresql physical destination: {refusal}");
-                        crate::restore::drain(inbound).await;
-                        return Err(refusal);
-                    }
-                    if let Some(open) = self.begin(record).await {
-                        current = Some(open);
-                    }
-                }
-                Packet::Chunk(chunk) if chunk.is_empty() => {
-                    if let Some(open) = current.take() {
-                        self.finish(open, None).await;
-                    }
-                }
-                Packet::Chunk(chunk) => {
-                    if let Some(open) = &mut current {
-                        if let (Some(file), None) = (&mut open.file, &open.error) {
-                            if let Err(e) = file.write_all(&chunk).await {
-                                open.error =
-                                    Some(format!("cannot write {}: {e}", open.path.display()));
-                                open.file = None;
-                            }
-                        }
-                    }
-                }
+#[tonic::async_trait]
+impl Export for Writer {
+    type Error = Error;
+    type File = Open;
+
+    async fn begin(
+        &mut self,
+        record: Record,
+        results: &mut Results,
+    ) -> Result<Option<Open>, Error> {
+        if names::is_logical(&record.pathname) {
+            return Err(Error::LogicalSnapshot(record.pathname));
+        }
+        Ok(self.start(record, results).await)
+    }
+
+    async fn write(&mut self, open: &mut Open, chunk: Bytes) {
+        if let (Some(file), None) = (&mut open.file, &open.error) {
+            if let Err(e) = file.write_all(&chunk).await {
+                open.error = Some(format!("cannot write {}: {e}", open.path.display()));
+                open.file = None;
             }
         }
-        if let Some(open) = current.take() {
-            self.finish(
-                open,
-                Some("Plakar ended the restore before the end of this file".into()),
-            )
-            .await;
-        }
+    }
+
+    async fn end(&mut self, open: Open, results: &mut Results) {
+        self.close(open, None, results).await;
+    }
+
+    async fn cut(&mut self, open: Open, why: &str, results: &mut Results) {
+        self.close(open, Some(why.to_string()), results).await;
+    }
+
+    async fn finish(&mut self, results: &mut Results) -> Result<(), Error> {
         // Deepest first, so that a parent's mode never stops a child's.
         self.directories.sort_by(|a, b| b.0.cmp(&a.0));
         for (dir, mode, mtime) in std::mem::take(&mut self.directories) {
@@ -215,18 +137,24 @@ impl Writer {
             }
         }
         if !self.started {
-            return Err("the snapshot holds no data directory file".into());
+            return Err(Error::NoDataDirectory);
         }
-        Ok(())
+        if results.any_failed() {
+            // The files that failed are the error; verifying would only repeat it.
+            return Ok(());
+        }
+        verify(&self.config).await
     }
+}
 
+impl Writer {
     /// Starts a record: makes a directory or a link at once, or opens a file
     /// for the content that follows.
-    async fn begin(&mut self, record: Record) -> Option<Open> {
+    async fn start(&mut self, record: Record, results: &mut Results) -> Option<Open> {
         let info = record.file_info.clone().unwrap_or_default();
         let modified = info.mod_time.and_then(|t| SystemTime::try_from(t).ok());
         if record.pathname == "/" {
-            self.reply(&record, Ok(())).await;
+            results.send(&record, Ok::<(), String>(())).await;
             return None;
         }
         if record.pathname == names::MANIFEST {
@@ -242,7 +170,7 @@ impl Writer {
         let path = match self.target(&record.pathname) {
             Ok(p) => p,
             Err(why) => {
-                self.reply(&record, Err(why)).await;
+                results.send(&record, Err(why)).await;
                 return None;
             }
         };
@@ -277,7 +205,7 @@ impl Writer {
             });
         };
         let result = made.map_err(|e| format!("cannot create {}: {e}", path.display()));
-        self.reply(&record, result).await;
+        results.send(&record, result).await;
         None
     }
 
@@ -302,7 +230,7 @@ impl Writer {
     }
 
     /// Closes a file, gives it its mode and mtime, and answers its record.
-    async fn finish(&mut self, open: Open, early: Option<String>) {
+    async fn close(&mut self, open: Open, early: Option<String>, results: &mut Results) {
         let Open {
             record,
             file,
@@ -329,42 +257,29 @@ impl Writer {
                 )
                 .map_err(|e| format!("cannot write {}: {e}", path.display()));
         }
-        self.reply(&record, result).await;
-    }
-
-    async fn reply(&mut self, record: &Record, result: Result<(), String>) {
-        let error = match result {
-            Ok(()) => String::new(),
-            Err(e) => {
-                let message = format!("postgresql physical destination: {}: {e}", record.pathname);
-                tracing::error!("{message}");
-                self.failed.push(format!("{}: {e}", record.pathname));
-                message
-            }
-        };
-        let _ = self
-            .tx
-            .send(Ok(ExportResponse {
-                result: Some(RecordResult {
-                    header: Some(record.clone()),
-                    error,
-                }),
-            }))
-            .await;
+        results.send(&record, result).await;
     }
 }
 
 /// Checks the restored directory with pg_verifybackup against its `backup_manifest`.
-async fn verify(config: &PhysicalDestination) -> Result<(), String> {
+async fn verify(config: &PhysicalDestination) -> Result<(), Error> {
     let dir = &config.directory;
-    let version = std::fs::read_to_string(dir.join("PG_VERSION"))
-        .map_err(|e| format!("the restored directory has no readable PG_VERSION: {e}"))?;
+    let version = std::fs::read_to_string(dir.join("PG_VERSION")).map_err(|e| {
+        Error::Verify(format!(
+            "the restored directory has no readable PG_VERSION: {e}"
+        ))
+    })?;
     let major: u32 = version
         .trim()
         .split('.')
         .next()
         .and_then(|m| m.parse().ok())
-        .ok_or_else(|| format!("PG_VERSION holds {:?}, not a version", version.trim()))?;
+        .ok_or_else(|| {
+            Error::Verify(format!(
+                "PG_VERSION holds {:?}, not a version",
+                version.trim()
+            ))
+        })?;
     let pg_bin_dir = config.pg_bin_dir.as_deref();
     let mut args: Vec<OsString> = vec!["--quiet".into()];
     // pg_waldump must read the WAL of its own major version; without one, the
@@ -382,9 +297,9 @@ async fn verify(config: &PhysicalDestination) -> Result<(), String> {
             let tb = match found {
                 Some(tb) => tb,
                 None => newest_verifier(pg_bin_dir).await.ok_or_else(|| {
-                    format!(
+                    Error::Verify(format!(
                         "pg_verifybackup was not found, so the restore cannot be verified; install the PostgreSQL {major} client tools or set pg_bin_dir to their directory"
-                    )
+                    ))
                 })?,
             };
             tracing::warn!(
@@ -396,8 +311,7 @@ async fn verify(config: &PhysicalDestination) -> Result<(), String> {
     };
     args.push(dir.as_os_str().to_os_string());
     let outcome = toolbox
-        .spawn_local(Tool::PgVerifybackup, &args)
-        .map_err(|e| e.to_string())?
+        .spawn_local(Tool::PgVerifybackup, &args)?
         .finish()
         .await;
     match outcome.failure() {
@@ -409,10 +323,10 @@ async fn verify(config: &PhysicalDestination) -> Result<(), String> {
             );
             Ok(())
         }
-        Some(why) => Err(format!(
+        Some(why) => Err(Error::Verify(format!(
             "the restored directory {} does not match its backup_manifest: {why}",
             dir.display()
-        )),
+        ))),
     }
 }
 

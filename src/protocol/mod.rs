@@ -1,9 +1,15 @@
 //! Plakar's side of the wire: the generated gRPC code, the stdin/stdout
-//! transport, and the conversions between records and file metadata.
+//! transport, the conversions between records and file metadata, and the
+//! two sides every connector shares ([`source`], [`destination`]).
 //! Nothing here knows about PostgreSQL.
 
+pub mod destination;
 pub mod record;
+mod slot;
+pub mod source;
 pub mod stdio;
+
+pub use slot::Slot;
 
 /// The `plakar.*` proto packages; module paths mirror package names so the
 /// generated code's cross-references resolve.
@@ -39,3 +45,12 @@ pub type ResponseStream<T> =
 
 /// The largest chunk of file content sent in one message (Plakar's own size).
 pub const CHUNK_SIZE: usize = 1024 * 1024;
+
+/// An error a connector reports to Plakar: its message is what the user
+/// reads; its code is the gRPC status code it travels with.
+pub trait Failure: std::fmt::Display + Send + Sync + 'static {
+    /// The status code, when the call itself does not decide it.
+    fn code(&self) -> tonic::Code {
+        tonic::Code::FailedPrecondition
+    }
+}

@@ -12,33 +12,26 @@ mod apply;
 pub mod options;
 pub mod order;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use prost::bytes::Bytes;
 use serde_json::Value;
 use tempfile::NamedTempFile;
-use tokio::sync::mpsc;
 use tokio_postgres::Client;
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
 
 use crate::archive::{self, ArchiveError, DatabaseOptions};
-use crate::connection::{describe_pg_error, quote_ident, server_major};
+use crate::connection::{describe_pg_error, quote_ident, server_major, MAINTENANCE_DB};
+use crate::error::Error;
 use crate::names;
 use crate::pipe::{ChunkSink, ChunkWriter};
 use crate::progress::Progress;
-use crate::protocol::connectors::{Record, Result as RecordResult};
-use crate::protocol::exporter::export_request::Packet;
-use crate::protocol::exporter::{
-    exporter_server, CloseRequest, CloseResponse, ExportRequest, ExportResponse, InitRequest,
-    InitResponse, PingRequest, PingResponse,
-};
-use crate::protocol::ResponseStream;
-use crate::session::Slot;
+use crate::protocol::connectors::Record;
+use crate::protocol::destination::{Destination, Export, Results};
 use crate::tools::{Tool, Toolbox};
 use apply::{Feed, RoleFilter};
 use options::DestinationConfig;
-use order::{Action, Create, Seen, MAINTENANCE_DB};
+use order::{Action, Create, Seen};
 
 /// A restore in progress: what `Init` learnt.
 #[derive(Debug)]
@@ -52,24 +45,18 @@ pub struct Restore {
     parallel: bool,
 }
 
-/// The exporter service.
-#[derive(Debug, Default)]
-pub struct Exporter {
-    current: Slot<Restore>,
-}
-
 /// Connects to the maintenance database (never to one that may not exist
 /// yet), finds the tools, and refuses a `create_db` target that exists.
-async fn prepare(config: DestinationConfig) -> Result<Restore, String> {
+async fn prepare(config: DestinationConfig) -> Result<Restore, Error> {
     let conn = &config.conn;
-    let admin = conn
-        .connect(MAINTENANCE_DB)
-        .await
-        .map_err(|e| e.to_string())?;
+    let admin = conn.connect(MAINTENANCE_DB).await?;
     let server_major = server_major(&admin).await?;
-    let toolbox = Toolbox::locate(conn, server_major, false)
-        .await
-        .map_err(|e| e.to_string())?;
+    let toolbox = Toolbox::locate(conn, server_major, false).await?;
+    tracing::info!(
+        "restoring into {} (PostgreSQL {server_major}) with {}",
+        conn.target(),
+        toolbox.version
+    );
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let parallel = order::parallel_restore(&config, cpus).unwrap_or_else(|why| {
         tracing::info!("jobs={}: {why}", config.jobs.unwrap_or(1));
@@ -101,74 +88,38 @@ impl Restore {
     }
 
     /// The refusal of a `create_db` restore into a database that exists.
-    fn already_exists(&self, database: &str) -> String {
-        format!(
-            "database {database:?} already exists on {}, and create_db=true restores only into a new database; set clean=true to restore into the existing one (the dump's objects are dropped and recreated), or drop it first",
-            self.config.conn.target()
-        )
+    fn already_exists(&self, database: &str) -> Error {
+        Error::DatabaseExists {
+            database: database.to_string(),
+            target: self.config.conn.target(),
+        }
     }
 }
 
 #[tonic::async_trait]
-impl exporter_server::Exporter for Exporter {
-    async fn init(&self, request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
-        let config = DestinationConfig::parse(&request.into_inner().config)
-            .map_err(|e| Status::invalid_argument(format!("postgresql destination: {e}")))?;
-        let origin = config.conn.target();
-        let restore = prepare(config)
-            .await
-            .map_err(|e| Status::failed_precondition(format!("postgresql destination: {e}")))?;
-        tracing::info!(
-            "restoring into {} (PostgreSQL {}) with {}",
-            restore.config.conn.target(),
-            restore.server_major,
-            restore.toolbox.version
-        );
-        self.current.set(restore);
-        Ok(Response::new(InitResponse {
-            origin,
-            r#type: "postgresql".into(),
-            root: "/".into(),
-            flags: 0,
-        }))
+impl Destination for Restore {
+    type Error = Error;
+    type Export = Session;
+    const NAME: &'static str = "postgresql destination";
+
+    async fn init(config: &HashMap<String, String>) -> Result<Restore, Error> {
+        prepare(DestinationConfig::parse(config)?).await
     }
 
-    async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        let restore = self.current.get()?;
-        restore
-            .config
-            .conn
-            .ping(MAINTENANCE_DB)
-            .await
-            .map_err(|e| Status::unavailable(format!("postgresql destination: {e}")))?;
-        Ok(Response::new(PingResponse {}))
+    fn origin(&self) -> String {
+        self.config.conn.target()
     }
 
-    type ExportStream = ResponseStream<ExportResponse>;
-
-    async fn export(
-        &self,
-        request: Request<Streaming<ExportRequest>>,
-    ) -> Result<Response<Self::ExportStream>, Status> {
-        let restore = self.current.get()?;
-        let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(16);
-        tokio::spawn(async move {
-            let mut session = Session {
-                restore,
-                tx,
-                seen: Seen::default(),
-                held: Vec::new(),
-                failed: Vec::new(),
-            };
-            session.run(inbound).await;
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    async fn ping(&self) -> Result<(), Error> {
+        Ok(self.config.conn.ping(MAINTENANCE_DB).await?)
     }
 
-    async fn close(&self, _: Request<CloseRequest>) -> Result<Response<CloseResponse>, Status> {
-        self.current.clear();
-        Ok(Response::new(CloseResponse {}))
+    fn export(self: Arc<Self>) -> Session {
+        Session {
+            restore: self,
+            seen: Seen::default(),
+            held: Vec::new(),
+        }
     }
 }
 
@@ -190,7 +141,7 @@ enum Sink {
 }
 
 /// The file being received.
-struct Current {
+pub struct Current {
     record: Record,
     action: Action,
     sink: Sink,
@@ -206,108 +157,52 @@ struct Held {
 }
 
 /// One `Export` call.
-struct Session {
+pub struct Session {
     restore: Arc<Restore>,
-    tx: mpsc::Sender<Result<ExportResponse, Status>>,
     seen: Seen,
     held: Vec<Held>,
-    /// The files that failed, with their error, for the call's final status.
-    failed: Vec<(String, String)>,
 }
 
-impl Session {
-    async fn run(&mut self, mut inbound: Streaming<ExportRequest>) {
-        let mut current: Option<Current> = None;
-        loop {
-            let packet = match inbound.message().await {
-                Ok(Some(ExportRequest { packet: Some(p) })) => p,
-                Ok(Some(ExportRequest { packet: None })) => continue,
-                Ok(None) => break,
-                Err(status) => {
-                    // Plakar went away: whatever was running is killed when dropped.
-                    tracing::error!("restore interrupted: {}", status.message());
-                    return;
-                }
-            };
-            match packet {
-                Packet::Record(record) if names::is_data_directory(&record.pathname) => {
-                    // Before anything of it is written: its first file says what it is.
-                    let refusal = format!(
-                        "postgresql destination: {} belongs to a physical backup (postgres+bin://), which pg_restore cannot read; nothing was restored. Restore the snapshot into a new data directory with a physical destination: plakar destination add mydata postgres+bin:///path/to/empty/directory",
-                        record.pathname
-                    );
-                    tracing::error!("{refusal}");
-                    drain(inbound).await;
-                    let _ = self
-                        .tx
-                        .send(Err(Status::failed_precondition(refusal)))
-                        .await;
-                    return;
-                }
-                Packet::Record(record) => {
-                    if let Some(unfinished) = current.take() {
-                        self.reply(&unfinished.record, Err("its content ended early".into()))
-                            .await;
-                    }
-                    let has_content = record.has_reader;
-                    let file = self.begin(record).await;
-                    if has_content {
-                        current = Some(file);
-                    } else {
-                        self.end(file).await;
-                    }
-                }
-                Packet::Chunk(chunk) if chunk.is_empty() => match current.take() {
-                    Some(file) => self.end(file).await,
-                    None => tracing::warn!("an end-of-file marker came without a file"),
-                },
-                Packet::Chunk(chunk) => match &mut current {
-                    Some(file) => self.write(file, chunk).await,
-                    None => tracing::warn!("content came without a file; ignored"),
-                },
-            }
+#[tonic::async_trait]
+impl Export for Session {
+    type Error = Error;
+    type File = Current;
+
+    async fn begin(&mut self, record: Record, _: &mut Results) -> Result<Option<Current>, Error> {
+        if names::is_data_directory(&record.pathname) {
+            // Before anything of it is written: its first file says what it is.
+            return Err(Error::PhysicalSnapshot(record.pathname));
         }
-        if let Some(unfinished) = current.take() {
-            self.reply(
-                &unfinished.record,
-                Err("Plakar ended the restore before the end of this file".into()),
-            )
-            .await;
-        }
+        Ok(Some(self.start(record).await))
+    }
+
+    async fn write(&mut self, file: &mut Current, chunk: Bytes) {
+        self.write_chunk(file, chunk).await;
+    }
+
+    async fn end(&mut self, file: Current, results: &mut Results) {
+        self.finish_file(file, results).await;
+    }
+
+    async fn cut(&mut self, file: Current, why: &str, results: &mut Results) {
+        // Dropping the file's sink kills its tool and removes its copy.
+        results.send(&file.record, Err(why)).await;
+    }
+
+    async fn finish(&mut self, results: &mut Results) -> Result<(), Error> {
         if !self.held.is_empty() {
             tracing::warn!(
                 "restore_globals=true but the snapshot has no /globals.sql; restoring the held dumps without it"
             );
-            self.release_held().await;
+            self.release_held(results).await;
         }
-        if !self.failed.is_empty() {
-            let status = Status::aborted(failure_summary(&self.failed));
-            let _ = self.tx.send(Err(status)).await;
-        }
+        Ok(())
     }
+}
 
-    /// Sends one file's result; Plakar needs the record, file info included, echoed back.
-    async fn reply(&mut self, record: &Record, result: Result<(), String>) {
-        let error = match result {
-            Ok(()) => String::new(),
-            Err(e) => {
-                let message = format!("postgresql destination: {}: {e}", record.pathname);
-                tracing::error!("{message}");
-                self.failed.push((record.pathname.clone(), e));
-                message
-            }
-        };
-        let response = ExportResponse {
-            result: Some(RecordResult {
-                header: Some(record.clone()),
-                error,
-            }),
-        };
-        let _ = self.tx.send(Ok(response)).await;
-    }
-
+impl Session {
     /// Decides what to do with a new file and opens its sink.
-    async fn begin(&mut self, record: Record) -> Current {
+    async fn start(&mut self, record: Record) -> Current {
         let progress = Progress::start("restore", &record.pathname);
         let is_dir = crate::protocol::record::is_dir(&record);
         let action = match names::classify(&record.pathname) {
@@ -430,7 +325,9 @@ impl Session {
                 *connect_to = restored.clone();
                 *create = Create::No;
             }
-            Create::FromDump | Create::Renamed => return Err(r.already_exists(restored)),
+            Create::FromDump | Create::Renamed => {
+                return Err(r.already_exists(restored).to_string())
+            }
         }
         Ok(action)
     }
@@ -489,7 +386,7 @@ impl Session {
     }
 
     /// Finishes a file whose content has fully arrived.
-    async fn end(&mut self, file: Current) {
+    async fn finish_file(&mut self, file: Current, results: &mut Results) {
         let Current {
             record,
             action,
@@ -542,10 +439,10 @@ impl Session {
             Ok(()) => progress.done(),
             Err(why) => progress.failed(why),
         }
-        self.reply(&record, result).await;
+        results.send(&record, result).await;
         if let Action::Script { globals: true, .. } = action {
             self.seen.globals_applied = true;
-            self.release_held().await;
+            self.release_held(results).await;
         }
     }
 
@@ -560,14 +457,14 @@ impl Session {
     }
 
     /// Restores the dumps that waited for the globals, in the order they came.
-    async fn release_held(&mut self) {
+    async fn release_held(&mut self, results: &mut Results) {
         for held in std::mem::take(&mut self.held) {
             let result = self.restore_spooled(&held.action, held.file.path()).await;
             match &result {
                 Ok(()) => held.progress.done(),
                 Err(why) => held.progress.failed(why),
             }
-            self.reply(&held.record, result).await;
+            results.send(&held.record, result).await;
             // The temporary copy is removed here, as `held.file` is dropped.
         }
     }
@@ -649,7 +546,7 @@ impl Session {
 
 impl Session {
     /// Passes one chunk to the file's sink.
-    async fn write(&self, file: &mut Current, chunk: Bytes) {
+    async fn write_chunk(&self, file: &mut Current, chunk: Bytes) {
         file.progress.bytes += chunk.len() as u64;
         match &mut file.sink {
             Sink::Discard(_) | Sink::SpoolFailed(_) => {}
@@ -684,13 +581,6 @@ impl Session {
             }
         }
     }
-}
-
-/// Reads what Plakar still sends, writing nothing, until it closes its side.
-/// Plakar reports whichever fails first, sending or receiving: ending the call
-/// while it still sends would show the user a bare EOF instead of the reason.
-pub async fn drain(mut inbound: Streaming<ExportRequest>) {
-    while let Ok(Some(_)) = inbound.message().await {}
 }
 
 /// Why writing a temporary copy failed, naming its directory.
@@ -790,29 +680,6 @@ async fn read_database_options(path: &std::path::Path) -> Result<DatabaseOptions
             return Ok(options);
         }
     }
-}
-
-/// The message that ends a restore in which files failed: each file with the
-/// first of its errors; the whole detail is in the file's own result and the log.
-fn failure_summary(failed: &[(String, String)]) -> String {
-    const SHORT: usize = 300;
-    let files: Vec<String> = failed
-        .iter()
-        .map(|(path, error)| {
-            let first = error.split("; ").next().unwrap_or(error);
-            let mut short: String = first.chars().take(SHORT).collect();
-            if short.len() < first.len() {
-                short.push('…');
-            }
-            format!("{path}: {short}")
-        })
-        .collect();
-    format!(
-        "postgresql destination: the restore failed for {} file{}: {}",
-        failed.len(),
-        if failed.len() == 1 { "" } else { "s" },
-        files.join(" | ")
-    )
 }
 
 /// A new private temporary file, open for writing.

@@ -2,14 +2,11 @@
 //! order, so a dump may arrive before the globals it needs and is then held.
 
 use super::options::DestinationConfig;
+use crate::connection::MAINTENANCE_DB;
 use crate::names::Entry;
 
 /// The databases every cluster has, which a restore never creates.
 const PREEXISTING: &[&str] = &["postgres", "template1"];
-
-/// The maintenance database: where the plugin and `pg_restore --create` connect
-/// when the database to restore does not exist yet.
-pub const MAINTENANCE_DB: &str = "postgres";
 
 /// How the database a dump is restored into comes to exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! What `Init` leaves for the calls that follow it, in either connector.
+//! What `Init` leaves for the calls that follow it, in any connector.
 
 use std::sync::{Arc, Mutex};
 

@@ -1,0 +1,96 @@
+//! The errors of every connector, each worded for the user who reads it in
+//! `plakar`'s output; they become a gRPC status only in [`crate::protocol`].
+
+use std::path::PathBuf;
+
+use tonic::Code;
+
+use crate::archive::ArchiveError;
+use crate::connection::ConnectError;
+use crate::options::OptionError;
+use crate::protocol::source::Ended;
+use crate::protocol::Failure;
+use crate::tools::ToolError;
+
+/// Why a backup or a restore cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A configuration the option table refuses.
+    #[error(transparent)]
+    Options(#[from] OptionError),
+    /// The server cannot be reached.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// A client tool cannot be found or started.
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// Plakar ended the call first.
+    #[error(transparent)]
+    Ended(#[from] Ended),
+    /// A dump that is not what pg_restore reads.
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+
+    /// Plakar asked for a record the backup did not announce.
+    #[error("no record {0:?} in this backup")]
+    NoRecord(String),
+    /// A client tool failed while writing a record.
+    #[error("backup of {what} ({path}) failed: {why}")]
+    Dump {
+        what: String,
+        path: String,
+        why: String,
+    },
+    /// A create_db restore into a database that already exists.
+    #[error("database {database:?} already exists on {target}, and create_db=true restores only into a new database; set clean=true to restore into the existing one (the dump's objects are dropped and recreated), or drop it first")]
+    DatabaseExists { database: String, target: String },
+    /// A physical snapshot sent to the logical destination.
+    #[error("{0} belongs to a physical backup (postgres+bin://), which pg_restore cannot read; nothing was restored. Restore the snapshot into a new data directory with a physical destination: plakar destination add mydata postgres+bin:///path/to/empty/directory")]
+    PhysicalSnapshot(String),
+    /// A logical snapshot sent to the physical destination.
+    #[error("{0} comes from a logical backup (pg_dump), not a data directory; nothing was written. Restore the snapshot with a postgres:// destination: plakar destination add mypgdst postgres://user@host/")]
+    LogicalSnapshot(String),
+    /// The physical destination's directory is in use.
+    #[error("{} belongs to a running PostgreSQL server (it has a postmaster.pid); restore into a new, empty directory", .0.display())]
+    DirectoryInUse(PathBuf),
+    /// The physical destination's directory holds files.
+    #[error("{} is not empty; a physical restore writes a whole data directory and overwrites nothing: name a new or empty directory", .0.display())]
+    DirectoryNotEmpty(PathBuf),
+    /// A file or directory that cannot be read or written.
+    #[error("cannot {action} {}: {source}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// A physical snapshot without its data directory.
+    #[error("the snapshot holds no data directory file")]
+    NoDataDirectory,
+    /// pg_basebackup or its stream failed.
+    #[error("{0}")]
+    BaseBackup(String),
+    /// The restored directory does not pass pg_verifybackup.
+    #[error("{0}")]
+    Verify(String),
+    /// What this module does not yet type.
+    #[error("{0}")]
+    Message(String),
+}
+
+impl Failure for Error {
+    fn code(&self) -> Code {
+        match self {
+            Error::Options(_) => Code::InvalidArgument,
+            Error::NoRecord(_) => Code::NotFound,
+            Error::Ended(_) => Code::Cancelled,
+            Error::Dump { .. } => Code::Internal,
+            _ => Code::FailedPrecondition,
+        }
+    }
+}
+
+impl From<String> for Error {
+    fn from(message: String) -> Error {
+        Error::Message(message)
+    }
+}
