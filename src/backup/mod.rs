@@ -13,13 +13,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio_postgres::Client;
 
 use crate::connection::{describe_pg_error, server_major};
 use crate::error::Error;
-use crate::manifest::{self, BackupFacts};
+use crate::manifest::{self, BackupSection, LogicalFacts, LogicalOptions};
 use crate::protocol::record;
 use crate::protocol::source::{Content, ImportRun, Source};
 use crate::tools::Toolbox;
@@ -120,23 +119,24 @@ async fn prepare(config: SourceConfig) -> Result<Backup, Error> {
         toolbox.version,
         paths.join(", ")
     );
-    let facts = BackupFacts {
-        layout: layout.as_str(),
+    let facts = LogicalFacts {
         database: conn.database.clone(),
         files: records.iter().map(|r| r.path.clone()).collect(),
-        options: json!({
-            "compress": config.compress,
-            "schema_only": config.content == options::Content::SchemaOnly,
-            "data_only": config.content == options::Content::DataOnly,
-            "split_databases": config.split_databases,
-            "exclude_databases": config.exclude_databases,
-            "ssl_mode": conn.tls.mode.as_str(),
-        }),
-        pg_dump_version: toolbox.version.clone(),
+        options: LogicalOptions {
+            compress: config.compress,
+            schema_only: config.content == options::Content::SchemaOnly,
+            data_only: config.content == options::Content::DataOnly,
+            split_databases: config.split_databases,
+            exclude_databases: config.exclude_databases.clone(),
+            ssl_mode: conn.tls.mode.as_str().into(),
+        },
         no_role_passwords: !can_read_authid,
     };
-    let manifest = manifest::collect(conn, &admin, &databases, &facts).await;
-    let manifest = serde_json::to_vec_pretty(&manifest).expect("JSON values serialise");
+    let backup = BackupSection::logical(layout, facts);
+    let pg_dump_version = toolbox.version.clone();
+    let manifest = manifest::collect(conn, &admin, &databases, pg_dump_version, backup)
+        .await
+        .to_json();
     Ok(Backup {
         jobs: Semaphore::new(config.jobs),
         config,

@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
@@ -23,7 +22,7 @@ use super::preflight;
 use super::tar::{self, Kind};
 use crate::connection::{server_major, MAINTENANCE_DB};
 use crate::error::Error;
-use crate::manifest;
+use crate::manifest::{self, Checkpoint, Manifest, PhysicalFacts, PhysicalOptions, WalRange};
 use crate::progress::Progress;
 use crate::protocol::record::{self, Entry, EntryKind};
 use crate::protocol::source::{Content, Ended, ImportRun, Source};
@@ -43,7 +42,7 @@ pub struct PhysicalBackup {
     /// Holds the temporary replication slot for as long as it lives.
     _admin: Client,
     /// The manifest as `Init` knew it.
-    manifest: serde_json::Map<String, Value>,
+    manifest: Manifest,
     opens_tx: mpsc::Sender<OpenCall>,
     opens_rx: Mutex<Option<mpsc::Receiver<OpenCall>>>,
     started: SystemTime,
@@ -69,17 +68,20 @@ async fn prepare(config: PhysicalSource) -> Result<PhysicalBackup, Error> {
     );
     preflight::check(&admin, conn, &toolbox).await?;
     let slot = preflight::reserve_wal(&admin).await?;
-    let backup = json!({
-        "layout": "physical",
-        "options": {
-            "checkpoint": if config.fast_checkpoint { "fast" } else { "spread" },
-            "max_rate": config.max_rate,
-            "verify_checksums": config.verify_checksums,
-            "ssl_mode": conn.tls.mode.as_str(),
+    let backup = PhysicalFacts {
+        options: PhysicalOptions {
+            checkpoint: if config.fast_checkpoint {
+                Checkpoint::Fast
+            } else {
+                Checkpoint::Spread
+            },
+            max_rate: config.max_rate.clone(),
+            verify_checksums: config.verify_checksums,
+            ssl_mode: conn.tls.mode.as_str().into(),
         },
-        "pg_basebackup_version": toolbox.version.replace("pg_dump", "pg_basebackup"),
-        "replication_slot": slot,
-    });
+        pg_basebackup_version: toolbox.version.replace("pg_dump", "pg_basebackup"),
+        replication_slot: slot,
+    };
     let manifest = manifest::physical(conn, &admin, backup).await;
     let (opens_tx, opens_rx) = mpsc::channel(4);
     Ok(PhysicalBackup {
@@ -205,8 +207,11 @@ impl Copy<'_> {
         progress.done();
 
         let mut manifest = backup.manifest.clone();
-        manifest.insert("wal".into(), wal_range(&backup_manifest));
-        let bytes = serde_json::to_vec_pretty(&Value::Object(manifest)).expect("JSON serialises");
+        manifest.wal = WalRange::from_backup_manifest(&backup_manifest);
+        if manifest.wal.is_none() {
+            tracing::warn!("backup_manifest has no WAL range; the manifest leaves it out");
+        }
+        let bytes = manifest.to_json();
         let entry = Entry {
             path: crate::names::MANIFEST.into(),
             kind: EntryKind::File(bytes.len() as u64),
@@ -369,36 +374,4 @@ fn basebackup_args(config: &PhysicalSource) -> Vec<std::ffi::OsString> {
         args.push("--no-verify-checksums".into());
     }
     args
-}
-
-/// The WAL range of the copy, from PostgreSQL's own `backup_manifest`.
-fn wal_range(backup_manifest: &[u8]) -> Value {
-    let parsed: Value = serde_json::from_slice(backup_manifest).unwrap_or(Value::Null);
-    match parsed["WAL-Ranges"].as_array().and_then(|r| r.first()) {
-        Some(range) => json!({
-            "timeline": range["Timeline"],
-            "start_lsn": range["Start-LSN"],
-            "stop_lsn": range["End-LSN"],
-        }),
-        None => {
-            tracing::warn!("backup_manifest has no WAL range; the manifest leaves it out");
-            Value::Null
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_wal_range_comes_from_postgresqls_manifest() {
-        let m = br#"{"PostgreSQL-Backup-Manifest-Version": 1, "Files": [],
-            "WAL-Ranges": [ { "Timeline": 1, "Start-LSN": "0/2000028", "End-LSN": "0/2000100" } ]}"#;
-        assert_eq!(
-            wal_range(m),
-            json!({"timeline": 1, "start_lsn": "0/2000028", "stop_lsn": "0/2000100"})
-        );
-        assert_eq!(wal_range(b"not json"), Value::Null);
-    }
 }

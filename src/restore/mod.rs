@@ -16,13 +16,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use prost::bytes::Bytes;
-use serde_json::Value;
 use tempfile::NamedTempFile;
 use tokio_postgres::Client;
 
 use crate::archive::{self, ArchiveError, DatabaseOptions};
 use crate::connection::{describe_pg_error, quote_ident, server_major, MAINTENANCE_DB};
 use crate::error::Error;
+use crate::manifest::Manifest;
 use crate::names;
 use crate::pipe::{ChunkSink, ChunkWriter};
 use crate::progress::Progress;
@@ -711,23 +711,23 @@ fn describe(action: &Action) -> String {
 
 /// Logs what the snapshot says of itself, and warns about a downgrade.
 fn read_manifest(bytes: &[u8], target_major: u32) {
-    let manifest: Value = match serde_json::from_slice(bytes) {
-        Ok(v) => v,
+    let manifest = match Manifest::from_json(bytes) {
+        Ok(m) => m,
         Err(e) => {
             tracing::warn!(
-                "/manifest.json is not valid JSON ({e}); the restore goes on without it"
+                "{} cannot be read ({e}); the restore goes on without it",
+                names::MANIFEST
             );
             return;
         }
     };
-    let version = manifest["server"]["version"].as_str().unwrap_or("unknown");
-    let layout = manifest["backup"]["layout"].as_str().unwrap_or("unknown");
-    let created = manifest["created_at"].as_str().unwrap_or("an unknown time");
+    let version = manifest.server.version.as_deref().unwrap_or("unknown");
+    let layout = manifest.backup.layout();
+    let created = manifest.created_at.as_deref().unwrap_or("an unknown time");
     tracing::info!(
         "snapshot taken at {created} of PostgreSQL {version} ({layout} layout), restored into PostgreSQL {target_major}"
     );
-    if let Some(num) = manifest["server"]["version_num"].as_i64() {
-        let source_major = (num / 10000) as u32;
+    if let Some(source_major) = manifest.server.major() {
         if source_major > target_major {
             tracing::warn!(
                 "the snapshot comes from PostgreSQL {source_major} but the target runs PostgreSQL {target_major}: restoring into an older server may fail"
