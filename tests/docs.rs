@@ -4,10 +4,8 @@
 
 use std::path::Path;
 
-use plakar_postgresql::backup::options::SOURCE_OPTIONS;
+use plakar_postgresql::connectors::{Connector, Side, CONNECTORS};
 use plakar_postgresql::options::Table;
-use plakar_postgresql::physical::options::{PHYSICAL_DESTINATION_OPTIONS, PHYSICAL_SOURCE_OPTIONS};
-use plakar_postgresql::restore::options::DESTINATION_OPTIONS;
 
 fn bless() -> bool {
     std::env::var_os("BLESS").is_some()
@@ -54,59 +52,40 @@ fn schema(table: &Table) -> String {
     serde_json::to_string_pretty(&table.json_schema()).unwrap() + "\n"
 }
 
+/// The README's marker and the man page's section for a connector's options.
+fn doc_names(connector: &Connector) -> (String, String) {
+    let name = connector.options.connector;
+    (
+        format!("{}-options", name.replace(' ', "-")),
+        format!("{} OPTIONS", name.to_uppercase()),
+    )
+}
+
 #[test]
 fn validators_match_the_option_tables() {
-    check_file(
-        "validators/postgresql-importer.json",
-        &schema(&SOURCE_OPTIONS),
-    );
-    check_file(
-        "validators/postgresql-exporter.json",
-        &schema(&DESTINATION_OPTIONS),
-    );
-    check_file(
-        "validators/postgresql-physical-importer.json",
-        &schema(&PHYSICAL_SOURCE_OPTIONS),
-    );
-    check_file(
-        "validators/postgresql-physical-exporter.json",
-        &schema(&PHYSICAL_DESTINATION_OPTIONS),
-    );
+    for connector in &CONNECTORS {
+        check_file(
+            &format!("validators/{}", connector.validator()),
+            &schema(connector.options),
+        );
+    }
 }
 
 #[test]
 fn readme_tables_match_the_option_tables() {
-    check_section("README.md", "source-options", &SOURCE_OPTIONS.markdown());
-    check_section(
-        "README.md",
-        "destination-options",
-        &DESTINATION_OPTIONS.markdown(),
-    );
-    check_section(
-        "README.md",
-        "physical-source-options",
-        &PHYSICAL_SOURCE_OPTIONS.markdown(),
-    );
-    check_section(
-        "README.md",
-        "physical-destination-options",
-        &PHYSICAL_DESTINATION_OPTIONS.markdown(),
-    );
+    for connector in &CONNECTORS {
+        let (marker, _) = doc_names(connector);
+        check_section("README.md", &marker, &connector.options.markdown());
+    }
 }
 
 #[test]
 fn man_page_lists_every_option() {
     let man = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("postgresql.1"))
         .unwrap();
-    for (section, table) in [
-        ("SOURCE OPTIONS", &*SOURCE_OPTIONS),
-        ("DESTINATION OPTIONS", &*DESTINATION_OPTIONS),
-        ("PHYSICAL SOURCE OPTIONS", &*PHYSICAL_SOURCE_OPTIONS),
-        (
-            "PHYSICAL DESTINATION OPTIONS",
-            &*PHYSICAL_DESTINATION_OPTIONS,
-        ),
-    ] {
+    for connector in &CONNECTORS {
+        let (_, section) = doc_names(connector);
+        let table = connector.options;
         let start = man
             .find(&format!(".Sh {section}"))
             .unwrap_or_else(|| panic!("no {section}"));
@@ -129,24 +108,52 @@ fn man_page_lists_every_option() {
 }
 
 #[test]
-fn manifest_names_the_validators_and_the_stream_flag() {
+fn manifest_declares_exactly_the_connectors_the_plugin_serves() {
     let manifest =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("manifest.yaml"))
             .unwrap();
-    for needle in [
-        "name: postgresql",
-        "validator: postgresql-importer.json",
-        "validator: postgresql-exporter.json",
-        "location_flags: [stream]",
-        "args: [importer]",
-        "args: [exporter]",
-        "protocols: [postgres]",
-        "validator: postgresql-physical-importer.json",
-        "validator: postgresql-physical-exporter.json",
-        "args: [physical-importer]",
-        "args: [physical-exporter]",
-        "protocols: [postgres+bin]",
-    ] {
-        assert!(manifest.contains(needle), "manifest.yaml lacks {needle:?}");
+    assert!(manifest.contains("name: postgresql"));
+    // One block per connector, each starting at its `- type:` line.
+    let blocks: Vec<&str> = manifest.split("  - type: ").skip(1).collect();
+    assert_eq!(
+        blocks.len(),
+        CONNECTORS.len(),
+        "manifest.yaml declares {} connectors, the plugin serves {}",
+        blocks.len(),
+        CONNECTORS.len()
+    );
+    for connector in &CONNECTORS {
+        let block = blocks
+            .iter()
+            .find(|b| b.contains(&format!("args: [{}]\n", connector.role)))
+            .unwrap_or_else(|| {
+                panic!(
+                    "manifest.yaml has no connector with args: [{}]",
+                    connector.role
+                )
+            });
+        let kind = match connector.side {
+            Side::Source => "importer",
+            Side::Destination => "exporter",
+        };
+        for needle in [
+            format!("{kind}\n"),
+            format!("protocols: [{}]\n", connector.scheme),
+            format!("validator: {}\n", connector.validator()),
+            "executable: postgresql\n".to_string(),
+        ] {
+            assert!(
+                block.contains(&needle),
+                "manifest.yaml's {} connector lacks {needle:?}",
+                connector.role
+            );
+        }
+        // A source runs a dump or a copy once: Plakar must not import it twice.
+        assert_eq!(
+            block.contains("location_flags: [stream]"),
+            connector.side == Side::Source,
+            "manifest.yaml's {} connector: the stream flag belongs to sources only",
+            connector.role
+        );
     }
 }
