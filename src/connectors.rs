@@ -27,6 +27,8 @@ pub enum Side {
 pub struct Connector {
     /// The argument Plakar passes (`args` in manifest.yaml).
     pub role: &'static str,
+    /// What the user calls it: the first words of its every message.
+    pub name: &'static str,
     /// Importer or exporter.
     pub side: Side,
     /// The URI scheme it serves (`protocols` in manifest.yaml).
@@ -50,6 +52,7 @@ impl Connector {
 pub static CONNECTORS: [Connector; 4] = [
     Connector {
         role: "importer",
+        name: "postgresql source",
         side: Side::Source,
         scheme: "postgres",
         summary: "serve the backup source (postgres:// in `plakar source add`)",
@@ -58,6 +61,7 @@ pub static CONNECTORS: [Connector; 4] = [
     },
     Connector {
         role: "exporter",
+        name: "postgresql destination",
         side: Side::Destination,
         scheme: "postgres",
         summary: "serve the restore destination (`plakar destination add`)",
@@ -66,6 +70,7 @@ pub static CONNECTORS: [Connector; 4] = [
     },
     Connector {
         role: "physical-importer",
+        name: "postgresql physical source",
         side: Side::Source,
         scheme: "postgres+bin",
         summary: "serve the physical backup source (postgres+bin://)",
@@ -74,6 +79,7 @@ pub static CONNECTORS: [Connector; 4] = [
     },
     Connector {
         role: "physical-exporter",
+        name: "postgresql physical destination",
         side: Side::Destination,
         scheme: "postgres+bin",
         summary: "serve the physical restore destination (postgres+bin:///dir)",

@@ -12,25 +12,25 @@ use crate::protocol::importer::importer_server::ImporterServer;
 use crate::protocol::source::{Source, SourceService};
 use crate::protocol::stdio;
 
-/// Adds a connector's service to the server.
-pub type Service = fn(&mut Server) -> Router;
+/// Adds the service of a connector, named as the user calls it, to the server.
+pub type Service = fn(&mut Server, &'static str) -> Router;
 
 /// Plakar's own limit is 4 MiB per message; accept up to that, send 1 MiB chunks.
 const MAX_MESSAGE: usize = 4 * 1024 * 1024;
 
 /// The importer service of a source.
-pub fn source<S: Source>(builder: &mut Server) -> Router {
+pub fn source<S: Source>(builder: &mut Server, name: &'static str) -> Router {
     builder.add_service(
-        ImporterServer::new(SourceService::<S>::default())
+        ImporterServer::new(SourceService::<S>::new(name))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
     )
 }
 
 /// The exporter service of a destination.
-pub fn destination<D: Destination>(builder: &mut Server) -> Router {
+pub fn destination<D: Destination>(builder: &mut Server, name: &'static str) -> Router {
     builder.add_service(
-        ExporterServer::new(DestinationService::<D>::default())
+        ExporterServer::new(DestinationService::<D>::new(name))
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
     )
@@ -45,6 +45,6 @@ pub async fn run(connector: &Connector) -> Result<(), Box<dyn std::error::Error 
         .http2_keepalive_interval(None)
         .tcp_nodelay(false)
         .timeout(Duration::from_secs(7 * 24 * 3600));
-    let router = (connector.service)(&mut builder);
+    let router = (connector.service)(&mut builder, connector.name);
     stdio::serve(router).await
 }

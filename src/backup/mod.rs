@@ -184,7 +184,6 @@ async fn databases(config: &SourceConfig, admin: &Client) -> Result<Vec<String>,
 #[tonic::async_trait]
 impl Source for Backup {
     type Error = Error;
-    const NAME: &'static str = "postgresql source";
 
     async fn init(config: &HashMap<String, String>) -> Result<Backup, Error> {
         prepare(SourceConfig::parse(config)?).await

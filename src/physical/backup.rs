@@ -98,7 +98,6 @@ async fn prepare(config: PhysicalSource) -> Result<PhysicalBackup, Error> {
 #[tonic::async_trait]
 impl Source for PhysicalBackup {
     type Error = Error;
-    const NAME: &'static str = "postgresql physical source";
 
     async fn init(config: &HashMap<String, String>) -> Result<PhysicalBackup, Error> {
         prepare(PhysicalSource::parse(config)?).await

@@ -49,7 +49,6 @@ fn check_directory(dir: &Path) -> Result<(), Error> {
 impl Destination for PhysicalDestination {
     type Error = Error;
     type Export = Writer;
-    const NAME: &'static str = "postgresql physical destination";
 
     async fn init(config: &HashMap<String, String>) -> Result<PhysicalDestination, Error> {
         let config = PhysicalDestination::parse(config)?;

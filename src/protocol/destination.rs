@@ -28,9 +28,6 @@ pub trait Destination: Send + Sync + Sized + 'static {
     /// One `Export` call.
     type Export: Export<Error = Self::Error>;
 
-    /// What the user calls it, the first words of its every message.
-    const NAME: &'static str;
-
     /// Checks the configuration and the target; nothing is written yet.
     async fn init(config: &HashMap<String, String>) -> Result<Self, Self::Error>;
 
@@ -221,12 +218,16 @@ async fn run<R: Export>(
 /// The gRPC exporter service of a [`Destination`].
 #[derive(Debug)]
 pub struct DestinationService<D> {
+    /// What the user calls the connector, the first words of its every message.
+    name: &'static str,
     current: Slot<D>,
 }
 
-impl<D> Default for DestinationService<D> {
-    fn default() -> Self {
+impl<D> DestinationService<D> {
+    /// The service of a destination the user calls `name`.
+    pub fn new(name: &'static str) -> Self {
         DestinationService {
+            name,
             current: Slot::default(),
         }
     }
@@ -237,7 +238,7 @@ impl<D: Destination> exporter_server::Exporter for DestinationService<D> {
     async fn init(&self, request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
         let destination = D::init(&request.into_inner().config)
             .await
-            .map_err(|e| Status::new(e.code(), format!("{}: {e}", D::NAME)))?;
+            .map_err(|e| Status::new(e.code(), format!("{}: {e}", self.name)))?;
         let response = InitResponse {
             origin: destination.origin(),
             r#type: "postgresql".into(),
@@ -253,7 +254,7 @@ impl<D: Destination> exporter_server::Exporter for DestinationService<D> {
         destination
             .ping()
             .await
-            .map_err(|e| Status::unavailable(format!("{}: {e}", D::NAME)))?;
+            .map_err(|e| Status::unavailable(format!("{}: {e}", self.name)))?;
         Ok(Response::new(PingResponse {}))
     }
 
@@ -266,7 +267,7 @@ impl<D: Destination> exporter_server::Exporter for DestinationService<D> {
         let destination = self.current.get()?;
         let (tx, rx) = mpsc::channel(16);
         let restore = destination.export();
-        tokio::spawn(run(D::NAME, restore, request.into_inner(), tx));
+        tokio::spawn(run(self.name, restore, request.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

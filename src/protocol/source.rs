@@ -27,9 +27,6 @@ pub trait Source: Send + Sync + Sized + 'static {
     /// The connector's errors; they become a gRPC status only at this edge.
     type Error: Failure + From<Ended>;
 
-    /// What the user calls it, the first words of its every message.
-    const NAME: &'static str;
-
     /// Checks the configuration and prepares the backup; nothing is copied yet.
     async fn init(config: &HashMap<String, String>) -> Result<Self, Self::Error>;
 
@@ -137,7 +134,7 @@ impl ImportRun {
 
     /// Waits for every acknowledgement, then ends the call: `finished`, or
     /// the error that keeps Plakar from committing.
-    async fn finish<S: Source>(mut self, source: &S, imported: Result<(), S::Error>) {
+    async fn finish<S: Source>(mut self, name: &str, source: &S, imported: Result<(), S::Error>) {
         let mut result = imported.map_err(|e| e.to_string());
         while result.is_ok() && !self.pending.is_empty() {
             match self.acks.message().await {
@@ -165,10 +162,8 @@ impl ImportRun {
                 }
             }
             Err(why) => {
-                let message = format!(
-                    "{}: the backup is incomplete and was not committed: {why}",
-                    S::NAME
-                );
+                let message =
+                    format!("{name}: the backup is incomplete and was not committed: {why}");
                 tracing::error!("{message}");
                 let _ = self.tx.send(Err(Status::aborted(message))).await;
             }
@@ -211,20 +206,24 @@ impl Content {
 /// The gRPC importer service of a [`Source`].
 #[derive(Debug)]
 pub struct SourceService<S> {
+    /// What the user calls the connector, the first words of its every message.
+    name: &'static str,
     current: Slot<S>,
 }
 
-impl<S> Default for SourceService<S> {
-    fn default() -> Self {
+impl<S: Source> SourceService<S> {
+    /// The service of a source the user calls `name`.
+    pub fn new(name: &'static str) -> Self {
         SourceService {
+            name,
             current: Slot::default(),
         }
     }
-}
 
-/// The status Plakar shows for a connector's error.
-fn status<S: Source>(error: &S::Error, code: Code) -> Status {
-    Status::new(code, format!("{}: {error}", S::NAME))
+    /// The status Plakar shows for one of its errors.
+    fn status(&self, error: &S::Error, code: Code) -> Status {
+        Status::new(code, format!("{}: {error}", self.name))
+    }
 }
 
 #[tonic::async_trait]
@@ -232,7 +231,7 @@ impl<S: Source> importer_server::Importer for SourceService<S> {
     async fn init(&self, request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
         let source = S::init(&request.into_inner().config)
             .await
-            .map_err(|e| status::<S>(&e, e.code()))?;
+            .map_err(|e| self.status(&e, e.code()))?;
         let response = InitResponse {
             origin: source.origin(),
             r#type: "postgresql".into(),
@@ -248,7 +247,7 @@ impl<S: Source> importer_server::Importer for SourceService<S> {
         source
             .ping()
             .await
-            .map_err(|e| status::<S>(&e, Code::Unavailable))?;
+            .map_err(|e| self.status(&e, Code::Unavailable))?;
         Ok(Response::new(PingResponse {}))
     }
 
@@ -266,9 +265,10 @@ impl<S: Source> importer_server::Importer for SourceService<S> {
             pending: BTreeSet::new(),
             unstored: Vec::new(),
         };
+        let name = self.name;
         tokio::spawn(async move {
             let imported = source.clone().import(&mut run).await;
-            run.finish(&*source, imported).await;
+            run.finish(name, &*source, imported).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -286,9 +286,11 @@ impl<S: Source> importer_server::Importer for SourceService<S> {
             .map(|r| r.pathname)
             .unwrap_or_default();
         let (tx, rx) = mpsc::channel(4);
+        let name = self.name;
         tokio::spawn(async move {
             if let Err(e) = source.open(path, Content(tx.clone())).await {
-                let _ = tx.send(Err(status::<S>(&e, e.code()))).await;
+                let status = Status::new(e.code(), format!("{name}: {e}"));
+                let _ = tx.send(Err(status)).await;
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -100,7 +100,6 @@ impl Restore {
 impl Destination for Restore {
     type Error = Error;
     type Export = Session;
-    const NAME: &'static str = "postgresql destination";
 
     async fn init(config: &HashMap<String, String>) -> Result<Restore, Error> {
         prepare(DestinationConfig::parse(config)?).await
