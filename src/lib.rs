@@ -6,6 +6,7 @@
 //! - [`pipe`]: the client tools' pipes, and the threads that move bytes through them.
 //! - [`backup`] and [`restore`]: the logical connectors, each a short story.
 //! - [`physical`]: the physical connectors (`postgres+bin://`).
+//! - [`replication`]: replication checks, the replication connection, and slots.
 
 pub mod archive;
 pub mod backup;
@@ -17,6 +18,7 @@ pub mod physical;
 pub mod pipe;
 pub mod progress;
 pub mod protocol;
+pub mod replication;
 pub mod restore;
 pub mod server;
 pub mod session;

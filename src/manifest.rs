@@ -9,7 +9,7 @@ use futures::stream::{self, StreamExt};
 use serde_json::{json, Map, Value};
 use tokio_postgres::Client;
 
-use crate::connection::{describe_pg_error, Connection};
+use crate::connection::{Connection, PgError};
 
 /// Settings copied into `cluster_config`.
 const SETTINGS: &[&str] = &[
@@ -119,7 +119,7 @@ pub async fn physical(conn: &Connection, admin: &Client, backup: Value) -> Map<S
                 .collect();
             m.insert("databases".into(), Value::Array(dbs));
         }
-        Err(e) => tracing::warn!("manifest: databases left out: {}", describe_pg_error(&e)),
+        Err(e) => tracing::warn!("manifest: databases left out: {}", PgError::from(e)),
     }
     m
 }
@@ -154,7 +154,7 @@ async fn best_effort<T>(
     match fut.await {
         Ok(v) => Some(v),
         Err(e) => {
-            tracing::warn!("manifest: {what} left out: {}", describe_pg_error(&e));
+            tracing::warn!("manifest: {what} left out: {}", PgError::from(e));
             None
         }
     }
@@ -328,7 +328,7 @@ async fn database(conn: &Connection, admin: &Client, name: &str) -> Value {
         Ok(None) => return Value::Object(d),
         Err(e) => tracing::warn!(
             "manifest: database {name:?} details left out: {}",
-            describe_pg_error(&e)
+            PgError::from(e)
         ),
     }
     let client = match conn.connect(name).await {
@@ -344,7 +344,7 @@ async fn database(conn: &Connection, admin: &Client, name: &str) -> Value {
         .simple_query(&format!("SET lock_timeout = '{}s'", LOCK_TIMEOUT_SECS))
         .await
     {
-        tracing::debug!("manifest: lock_timeout not set: {}", describe_pg_error(&e));
+        tracing::debug!("manifest: lock_timeout not set: {}", PgError::from(e));
     }
     if let Some(v) = best_effort("extensions", extensions(&client)).await {
         d.insert("extensions".into(), v);

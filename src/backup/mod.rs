@@ -20,7 +20,7 @@ use tokio_postgres::Client;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::connection::{describe_pg_error, server_major};
+use crate::connection::{server_major, PgError};
 use crate::manifest::{self, BackupFacts};
 use crate::protocol::importer::{
     importer_server, CloseRequest, CloseResponse, ImportRequest, ImportResponse, InitRequest,
@@ -29,7 +29,7 @@ use crate::protocol::importer::{
 use crate::protocol::ResponseStream;
 use crate::protocol::{flags, record, CHUNK_SIZE};
 use crate::session::Slot;
-use crate::tools::Toolbox;
+use crate::tools::{Kit, Toolbox};
 use options::SourceConfig;
 use plan::{Item, Layout, Planned};
 
@@ -112,8 +112,8 @@ async fn prepare(config: SourceConfig) -> Result<Backup, String> {
     let conn = &config.conn;
     let admin_db = conn.database.clone().unwrap_or_else(|| "postgres".into());
     let admin = conn.connect(&admin_db).await.map_err(|e| e.to_string())?;
-    let server_major = server_major(&admin).await?;
-    let toolbox = Toolbox::locate(conn, server_major, true)
+    let server_major = server_major(&admin).await.map_err(|e| e.to_string())?;
+    let toolbox = Toolbox::locate(conn, server_major, Kit::LOGICAL_BACKUP)
         .await
         .map_err(|e| e.to_string())?;
 
@@ -176,7 +176,7 @@ async fn databases(config: &SourceConfig, admin: &Client) -> Result<Vec<String>,
             &[],
         )
         .await
-        .map_err(|e| format!("cannot list the databases: {}", describe_pg_error(&e)))?;
+        .map_err(|e| PgError::new("cannot list the databases", &e).to_string())?;
     let all: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     for excluded in &config.exclude_databases {
         if !all.contains(excluded) {

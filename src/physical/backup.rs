@@ -21,8 +21,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::options::PhysicalSource;
-use super::preflight;
 use super::tar::{self, Kind};
+use super::{explain, preflight};
 use crate::connection::server_major;
 use crate::manifest;
 use crate::progress::Progress;
@@ -34,7 +34,7 @@ use crate::protocol::record::{self, Entry, EntryKind};
 use crate::protocol::{flags, ResponseStream, CHUNK_SIZE};
 use crate::restore::order::MAINTENANCE_DB;
 use crate::session::Slot;
-use crate::tools::{Tool, Toolbox};
+use crate::tools::{Kit, Tool, Toolbox};
 
 /// An `Open` call waiting for its file's bytes.
 struct OpenCall {
@@ -75,12 +75,16 @@ async fn prepare(config: PhysicalSource) -> Result<PhysicalBackup, String> {
         .connect(MAINTENANCE_DB)
         .await
         .map_err(|e| e.to_string())?;
-    let major = server_major(&admin).await?;
-    let toolbox = Toolbox::locate(conn, major, true)
+    let major = server_major(&admin).await.map_err(|e| e.to_string())?;
+    let toolbox = Toolbox::locate(conn, major, Kit::PHYSICAL_BACKUP)
         .await
         .map_err(|e| e.to_string())?;
-    preflight::check(&admin, conn, &toolbox).await?;
-    let slot = preflight::reserve_wal(&admin).await?;
+    preflight::check(&admin, conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let slot = preflight::reserve_wal(&admin)
+        .await
+        .map_err(|e| e.to_string())?;
     let backup = json!({
         "layout": "physical",
         "options": {
@@ -89,8 +93,8 @@ async fn prepare(config: PhysicalSource) -> Result<PhysicalBackup, String> {
             "verify_checksums": config.verify_checksums,
             "ssl_mode": conn.tls.mode.as_str(),
         },
-        "pg_basebackup_version": toolbox.version.replace("pg_dump", "pg_basebackup"),
-        "replication_slot": slot,
+        "pg_basebackup_version": toolbox.version_of(Tool::PgBasebackup),
+        "replication_slot": slot.as_str(),
     });
     let manifest = manifest::physical(conn, &admin, backup).await;
     let (opens_tx, opens_rx) = mpsc::channel(4);
@@ -258,15 +262,16 @@ impl Run {
         }
         drop(stream);
         let outcome = running.finish().await;
+        let user = &backup.config.conn.user;
         // pg_basebackup's own failure is usually the cause of a broken stream,
         // so it comes first; a stream we stopped reading explains the rest.
         let failed = match (outcome.failure(), copied) {
             (None, Ok(())) => None,
-            (Some(why), Ok(())) => Some(preflight::explain_basebackup_failure(&why)),
+            (Some(why), Ok(())) => Some(explain::basebackup_failure(&why, user)),
             (None, Err(copy)) => Some(copy),
             (Some(why), Err(copy)) => Some(format!(
                 "{}; {copy}",
-                preflight::explain_basebackup_failure(&why)
+                explain::basebackup_failure(&why, user)
             )),
         };
         if let Some(why) = failed {

@@ -4,6 +4,7 @@
 //! beside the logical `backup` and `restore`, sharing `connection` and `tools`.
 
 pub mod backup;
+mod explain;
 pub mod options;
 mod preflight;
 pub mod restore;

@@ -23,7 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::archive::{self, ArchiveError, DatabaseOptions};
-use crate::connection::{describe_pg_error, quote_ident, server_major};
+use crate::connection::{quote_ident, server_major, PgError};
 use crate::names;
 use crate::pipe::{ChunkSink, ChunkWriter};
 use crate::progress::Progress;
@@ -35,7 +35,7 @@ use crate::protocol::exporter::{
 };
 use crate::protocol::ResponseStream;
 use crate::session::Slot;
-use crate::tools::{Tool, Toolbox};
+use crate::tools::{Kit, Tool, Toolbox};
 use apply::{Feed, RoleFilter};
 use options::DestinationConfig;
 use order::{Action, Create, Seen, MAINTENANCE_DB};
@@ -66,8 +66,8 @@ async fn prepare(config: DestinationConfig) -> Result<Restore, String> {
         .connect(MAINTENANCE_DB)
         .await
         .map_err(|e| e.to_string())?;
-    let server_major = server_major(&admin).await?;
-    let toolbox = Toolbox::locate(conn, server_major, false)
+    let server_major = server_major(&admin).await.map_err(|e| e.to_string())?;
+    let toolbox = Toolbox::locate(conn, server_major, Kit::LOGICAL_RESTORE)
         .await
         .map_err(|e| e.to_string())?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -97,7 +97,7 @@ impl Restore {
             .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
             .await
             .map(|row| row.is_some())
-            .map_err(|e| format!("cannot look up the databases: {}", describe_pg_error(&e)))
+            .map_err(|e| PgError::new("cannot look up the databases", &e).to_string())
     }
 
     /// The refusal of a `create_db` restore into a database that exists.
@@ -392,8 +392,8 @@ impl Session {
             Ok(rows) => rows.iter().map(|row| row.get(0)).collect(),
             Err(e) => {
                 tracing::warn!(
-                    "cannot list the roles on the target: {}",
-                    describe_pg_error(&e)
+                    "{}",
+                    PgError::new("cannot list the roles on the target", &e)
                 );
                 Vec::new()
             }
@@ -479,10 +479,7 @@ impl Session {
         };
         let sql = options.create_statement(&quote_ident(restored));
         self.restore.admin.simple_query(&sql).await.map_err(|e| {
-            format!(
-                "cannot create database {restored:?}: {}",
-                describe_pg_error(&e)
-            )
+            PgError::new(format!("cannot create database {restored:?}"), &e).to_string()
         })?;
         tracing::info!("created database {restored:?} like the dump's {source:?}: {sql}");
         Ok(())
@@ -636,7 +633,7 @@ impl Session {
                     .simple_query("ANALYZE")
                     .await
                     .map(|_| ())
-                    .map_err(|e| describe_pg_error(&e)),
+                    .map_err(|e| PgError::from(e).to_string()),
                 Err(e) => Err(e.to_string()),
             };
             match result {
