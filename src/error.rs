@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use tonic::Code;
 
 use crate::archive::ArchiveError;
-use crate::connection::ConnectError;
+use crate::connection::{ConnectError, PgError};
 use crate::options::OptionError;
+use crate::physical::preflight::PreflightError;
 use crate::protocol::source::Ended;
 use crate::protocol::Failure;
 use crate::tools::ToolError;
@@ -21,6 +22,12 @@ pub enum Error {
     /// The server cannot be reached.
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    /// The server refused or failed a query.
+    #[error(transparent)]
+    Postgres(#[from] PgError),
+    /// The server or the role cannot take a physical backup.
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
     /// A client tool cannot be found or started.
     #[error(transparent)]
     Tool(#[from] ToolError),

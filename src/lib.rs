@@ -10,6 +10,7 @@
 //! - [`connectors`]: the table of connectors; [`server`] serves one of them.
 //! - [`backup`] and [`restore`]: the logical connectors (`postgres://`).
 //! - [`physical`]: the physical connectors (`postgres+bin://`).
+//! - [`replication`]: replication checks, the replication connection, and slots.
 //! - [`options`], [`connection`], [`tools`], [`names`], [`manifest`], [`archive`]:
 //!   PostgreSQL knowledge the connectors share; [`pipe`] moves bytes through the
 //!   client tools' pipes; [`error`] is what fails, worded for the user.
@@ -26,6 +27,7 @@ pub mod physical;
 pub mod pipe;
 pub mod progress;
 pub mod protocol;
+pub mod replication;
 pub mod restore;
 pub mod server;
 pub mod tools;

@@ -37,6 +37,44 @@ impl Tool {
     }
 }
 
+/// The tools one connector runs: the first is probed for the version that
+/// decides, the others must be found beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kit {
+    /// The tools, the deciding one first.
+    pub tools: &'static [Tool],
+    /// Whether tools older than the server are refused: a dump or a base
+    /// backup of a newer server fails, a restore into one may work.
+    pub strict: bool,
+    /// What the tools do to a server, for the refusal of old ones.
+    verb: &'static str,
+}
+
+impl Kit {
+    /// The logical source: pg_dump, and pg_dumpall for the globals and whole clusters.
+    pub const LOGICAL_BACKUP: Kit = Kit {
+        tools: &[Tool::PgDump, Tool::PgDumpall],
+        strict: true,
+        verb: "dump",
+    };
+    /// The logical destination: pg_restore for dumps, psql for SQL scripts.
+    pub const LOGICAL_RESTORE: Kit = Kit {
+        tools: &[Tool::PgRestore, Tool::Psql],
+        strict: false,
+        verb: "restore into",
+    };
+    /// The physical source: pg_basebackup alone.
+    pub const PHYSICAL_BACKUP: Kit = Kit {
+        tools: &[Tool::PgBasebackup],
+        strict: true,
+        verb: "back up",
+    };
+
+    fn lead(self) -> Tool {
+        self.tools[0]
+    }
+}
+
 /// Errors finding or running a client tool.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
@@ -44,9 +82,16 @@ pub enum ToolError {
     NotInBinDir { tool: &'static str, dir: PathBuf },
     #[error("{tool} was not found on $PATH nor in the usual PostgreSQL install locations; install the PostgreSQL {major} client tools or set pg_bin_dir")]
     NotFound { tool: &'static str, major: u32 },
-    #[error("the server runs PostgreSQL {server}, but the newest {tool} found is version {found} ({path}) and it cannot dump a newer server; install the PostgreSQL {server} client tools (or newer) or set pg_bin_dir to their directory")]
+    #[error("{tool} was not found beside {beside} in {dir}; install the whole PostgreSQL client tools package there or set pg_bin_dir to a directory that has both")]
+    NotBeside {
+        tool: &'static str,
+        beside: &'static str,
+        dir: PathBuf,
+    },
+    #[error("the server runs PostgreSQL {server}, but the newest {tool} found is version {found} ({path}) and it cannot {verb} a newer server; install the PostgreSQL {server} client tools (or newer) or set pg_bin_dir to their directory")]
     TooOld {
         tool: &'static str,
+        verb: &'static str,
         server: u32,
         found: u32,
         path: PathBuf,
@@ -64,10 +109,20 @@ pub enum ToolError {
 pub struct Toolbox {
     /// The directory of the tools, or None for `$PATH`.
     dir: Option<PathBuf>,
-    /// The tools' major version (from `pg_dump --version`).
+    /// The major version of the kit's deciding tool.
     pub major: u32,
-    /// The full version line of the tools.
+    /// The version line of the kit's deciding tool (pg_dump, pg_restore, pg_basebackup).
     pub version: String,
+    /// Each tool's own version line, as `--version` prints it.
+    versions: Vec<(Tool, String)>,
+}
+
+/// A tool found and asked for its version.
+struct Probed {
+    tool: Tool,
+    path: PathBuf,
+    major: u32,
+    version: String,
 }
 
 /// Directories where PostgreSQL packages put their binaries, `{}` standing for the major version.
@@ -81,54 +136,50 @@ const INSTALL_PATTERNS: &[&str] = &[
 ];
 
 impl Toolbox {
-    /// Finds client tools able to talk to a server of `server_major`: `pg_bin_dir` when
-    /// set, else `$PATH`, else the newest suitable version in the usual locations.
-    /// `strict` (for dumps) refuses tools older than the server.
+    /// Finds the tools of `kit`, able to talk to a server of `server_major`:
+    /// in `pg_bin_dir` when set, else on `$PATH`, else the newest suitable
+    /// version in the usual locations. A strict kit refuses tools older than
+    /// the server.
     pub async fn locate(
         conn: &Connection,
         server_major: u32,
-        strict: bool,
+        kit: Kit,
     ) -> Result<Toolbox, ToolError> {
         if let Some(dir) = &conn.pg_bin_dir {
-            let path = dir.join(Tool::PgDump.name());
-            let Some((major, version)) = probe(&path).await else {
-                return Err(ToolError::NotInBinDir {
-                    tool: Tool::PgDump.name(),
+            let found = probe_kit(kit, |tool| Some(dir.join(tool.name()))).await;
+            let probed = found.map_err(|tool| match tool == kit.lead() {
+                true => ToolError::NotInBinDir {
+                    tool: tool.name(),
                     dir: dir.clone(),
-                });
-            };
-            let toolbox = Toolbox {
-                dir: Some(dir.clone()),
-                major,
-                version,
-            };
-            return toolbox.check(server_major, strict, path);
+                },
+                false => ToolError::NotBeside {
+                    tool: tool.name(),
+                    beside: kit.lead().name(),
+                    dir: dir.clone(),
+                },
+            })?;
+            return Toolbox::checked(Some(dir.clone()), probed, server_major, kit);
         }
-        let found_on_path = find_on_path(Tool::PgDump.name());
+        let found_on_path = find_on_path(kit.lead().name());
         if found_on_path.as_deref().is_some_and(is_pg_wrapper) {
             // Debian's pg_wrapper, a Perl script that costs about 30 ms at every
             // run, runs the newest installed version when the host is explicit
             // (the tools always get PGHOST): run that version's own binaries.
-            if let Some(found) = newest_installed(server_major).await {
+            if let Some(found) = newest_installed(server_major, kit).await {
                 return Ok(found);
             }
         }
         let on_path = match found_on_path {
-            Some(path) => probe(&path)
-                .await
-                .map(|(major, version)| (path, major, version)),
-            None => None,
+            Some(_) => probe_kit(kit, find_on_path_of).await,
+            None => Err(kit.lead()),
         };
-        if let Some((_, major, version)) = &on_path {
-            if *major >= server_major {
-                return Ok(Toolbox {
-                    dir: None,
-                    major: *major,
-                    version: version.clone(),
-                });
+        let on_path = match on_path {
+            Ok(probed) if probed[0].major >= server_major => {
+                return Ok(Toolbox::from_probes(None, probed));
             }
-        }
-        if let Some(found) = newest_installed(server_major).await {
+            other => other,
+        };
+        if let Some(found) = newest_installed(server_major, kit).await {
             tracing::info!(
                 "using the PostgreSQL {} client tools in {} for a PostgreSQL {server_major} server",
                 found.major,
@@ -137,36 +188,56 @@ impl Toolbox {
             return Ok(found);
         }
         match on_path {
-            Some((path, major, version)) => Toolbox {
-                dir: None,
-                major,
-                version,
-            }
-            .check(server_major, strict, path),
-            None => Err(ToolError::NotFound {
-                tool: Tool::PgDump.name(),
+            Ok(probed) => Toolbox::checked(None, probed, server_major, kit),
+            Err(tool) => Err(ToolError::NotFound {
+                tool: tool.name(),
                 major: server_major,
             }),
         }
     }
 
-    fn check(self, server_major: u32, strict: bool, path: PathBuf) -> Result<Toolbox, ToolError> {
-        if self.major >= server_major {
-            return Ok(self);
+    /// The toolbox of probed tools, the deciding one first.
+    fn from_probes(dir: Option<PathBuf>, probed: Vec<Probed>) -> Toolbox {
+        Toolbox {
+            dir,
+            major: probed[0].major,
+            version: probed[0].version.clone(),
+            versions: probed.into_iter().map(|p| (p.tool, p.version)).collect(),
         }
-        if strict {
-            return Err(ToolError::TooOld {
-                tool: Tool::PgDump.name(),
-                server: server_major,
-                found: self.major,
-                path,
-            });
+    }
+
+    /// Probed tools as a toolbox, unless the kit is strict and they are
+    /// older than the server.
+    fn checked(
+        dir: Option<PathBuf>,
+        probed: Vec<Probed>,
+        server_major: u32,
+        kit: Kit,
+    ) -> Result<Toolbox, ToolError> {
+        let (found, path) = (probed[0].major, probed[0].path.clone());
+        if found < server_major {
+            if kit.strict {
+                return Err(ToolError::TooOld {
+                    tool: kit.lead().name(),
+                    verb: kit.verb,
+                    server: server_major,
+                    found,
+                    path,
+                });
+            }
+            tracing::warn!(
+                "the client tools are version {found} but the server runs PostgreSQL {server_major}; restoring may fail"
+            );
         }
-        tracing::warn!(
-            "the client tools are version {} but the server runs PostgreSQL {server_major}; restoring may fail",
-            self.major
-        );
-        Ok(self)
+        Ok(Toolbox::from_probes(dir, probed))
+    }
+
+    /// The version line `tool --version` printed, for the tools this toolbox was made for.
+    pub fn version_of(&self, tool: Tool) -> Option<&str> {
+        self.versions
+            .iter()
+            .find(|(t, _)| *t == tool)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Client tools of exactly `major` (a restored data directory's version):
@@ -199,6 +270,7 @@ impl Toolbox {
                     return Some(Toolbox {
                         dir: dir.or_else(|| path.parent().map(Path::to_path_buf)),
                         major,
+                        versions: vec![(probe_tool, version.clone())],
                         version,
                     });
                 }
@@ -473,30 +545,48 @@ fn is_pg_wrapper(path: &Path) -> bool {
     std::fs::canonicalize(path).is_ok_and(|p| p.file_name().is_some_and(|n| n == "pg_wrapper"))
 }
 
-async fn newest_installed(at_least: u32) -> Option<Toolbox> {
-    let mut best: Option<Toolbox> = None;
+/// The newest install of at least `at_least` that has every tool of `kit`.
+async fn newest_installed(at_least: u32, kit: Kit) -> Option<Toolbox> {
     for major in (at_least..=at_least + 10).rev() {
         for pattern in INSTALL_PATTERNS {
             let dir = PathBuf::from(pattern.replace("{}", &major.to_string()));
-            let path = dir.join(Tool::PgDump.name());
-            if !path.is_file() {
+            if !kit.tools.iter().all(|t| dir.join(t.name()).is_file()) {
                 continue;
             }
-            if let Some((found, version)) = probe(&path).await {
-                if found >= at_least && best.as_ref().is_none_or(|b| found > b.major) {
-                    best = Some(Toolbox {
-                        dir: Some(dir),
-                        major: found,
-                        version,
-                    });
+            if let Ok(probed) = probe_kit(kit, |tool| Some(dir.join(tool.name()))).await {
+                if probed[0].major >= at_least {
+                    return Some(Toolbox::from_probes(Some(dir), probed));
                 }
             }
         }
-        if best.is_some() {
-            break;
-        }
     }
-    best
+    None
+}
+
+/// Asks every tool of `kit` for its version, at the path `locate` gives it;
+/// the first tool missing or mute is the error.
+async fn probe_kit(
+    kit: Kit,
+    locate: impl Fn(Tool) -> Option<PathBuf>,
+) -> Result<Vec<Probed>, Tool> {
+    let asked = kit.tools.iter().map(|&tool| {
+        let path = locate(tool);
+        async move {
+            let path = path.ok_or(tool)?;
+            let (major, version) = probe(&path).await.ok_or(tool)?;
+            Ok(Probed {
+                tool,
+                path,
+                major,
+                version,
+            })
+        }
+    });
+    futures::future::join_all(asked).await.into_iter().collect()
+}
+
+fn find_on_path_of(tool: Tool) -> Option<PathBuf> {
+    find_on_path(tool.name())
 }
 
 #[cfg(test)]

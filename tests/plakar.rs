@@ -82,6 +82,10 @@ const CASES: &[(&str, fn())] = &[
         "physical_backup_fails_on_a_damaged_page_and_names_the_file",
         physical_checksums,
     ),
+    (
+        "physical_backup_and_restore_need_only_the_physical_tools",
+        physical_tools_alone,
+    ),
 ];
 
 fn main() {
@@ -812,4 +816,46 @@ fn physical_checksums() {
         store.snapshots().is_empty(),
         "a damaged backup was committed"
     );
+}
+
+fn physical_tools_alone() {
+    let src = Cluster::start_with(physical_options());
+    seed(&src, "app", 50);
+    // pg_basebackup and pg_verifybackup, and no other PostgreSQL program.
+    let bin = tempfile::Builder::new().prefix("pgbin-").tempdir().unwrap();
+    let installed = common::cluster::default_bin_dir();
+    for tool in ["pg_basebackup", "pg_verifybackup"] {
+        std::os::unix::fs::symlink(installed.join(tool), bin.path().join(tool)).unwrap();
+    }
+    let pg_bin_dir = format!("pg_bin_dir={}", bin.path().display());
+    let pk = Plakar::new();
+    let store = pk.store("store");
+    pk.source("mybin", &src.bin_uri(), &[&pg_bin_dir]);
+    let snap = store.backed_up("mybin");
+
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&store.cat(&snap, "/manifest.json")).unwrap();
+    let version = std::process::Command::new(installed.join("pg_basebackup"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8(version.stdout).unwrap();
+    assert!(
+        version.starts_with("pg_basebackup (PostgreSQL) "),
+        "{version}"
+    );
+    assert_eq!(
+        manifest["backup"]["pg_basebackup_version"],
+        version.trim(),
+        "{manifest:#}"
+    );
+
+    let target = open_dir();
+    let data = target.path().join("restored");
+    pk.destination("mydata", &bin_location(&data), &[&pg_bin_dir]);
+    store
+        .restore("mydata", &snap)
+        .ok_saying(&["matches its backup_manifest", "--no-parse-wal"]);
+    let copy = Cluster::adopt(&data);
+    assert_eq!(items(&copy, "app"), items(&src, "app"));
 }

@@ -16,12 +16,12 @@ use std::time::SystemTime;
 use tokio::sync::Semaphore;
 use tokio_postgres::Client;
 
-use crate::connection::{describe_pg_error, server_major};
+use crate::connection::{server_major, PgError};
 use crate::error::Error;
 use crate::manifest::{self, BackupSection, LogicalFacts, LogicalOptions};
 use crate::protocol::record;
 use crate::protocol::source::{Content, ImportRun, Source};
-use crate::tools::Toolbox;
+use crate::tools::{Kit, Toolbox};
 use options::SourceConfig;
 use plan::{Item, Layout, Planned};
 
@@ -94,7 +94,7 @@ async fn prepare(config: SourceConfig) -> Result<Backup, Error> {
     let admin_db = conn.database.clone().unwrap_or_else(|| "postgres".into());
     let admin = conn.connect(&admin_db).await?;
     let server_major = server_major(&admin).await?;
-    let toolbox = Toolbox::locate(conn, server_major, true).await?;
+    let toolbox = Toolbox::locate(conn, server_major, Kit::LOGICAL_BACKUP).await?;
 
     // A restricted superuser (managed services) cannot read role passwords.
     let can_read_authid: bool = admin
@@ -163,12 +163,7 @@ async fn databases(config: &SourceConfig, admin: &Client) -> Result<Vec<String>,
             &[],
         )
         .await
-        .map_err(|e| {
-            Error::Message(format!(
-                "cannot list the databases: {}",
-                describe_pg_error(&e)
-            ))
-        })?;
+        .map_err(|e| PgError::new("cannot list the databases", &e))?;
     let all: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     for excluded in &config.exclude_databases {
         if !all.contains(excluded) {

@@ -12,7 +12,7 @@ use super::{
     BackupSection, ClusterConfig, Column, Constraint, ConstraintKind, Database, Extension, Index,
     Manifest, PhysicalFacts, Relation, RelationKind, Role, Schema, Server, Tablespace,
 };
-use crate::connection::{describe_pg_error, Connection};
+use crate::connection::{Connection, PgError};
 
 /// Settings copied into `cluster_config`.
 const SETTINGS: &[&str] = &[
@@ -88,7 +88,7 @@ pub async fn physical(conn: &Connection, admin: &Client, backup: PhysicalFacts) 
                     .collect(),
             );
         }
-        Err(e) => tracing::warn!("manifest: databases left out: {}", describe_pg_error(&e)),
+        Err(e) => tracing::warn!("manifest: databases left out: {}", PgError::from(e)),
     }
     m
 }
@@ -113,7 +113,7 @@ async fn best_effort<T>(
     match fut.await {
         Ok(v) => Some(v),
         Err(e) => {
-            tracing::warn!("manifest: {what} left out: {}", describe_pg_error(&e));
+            tracing::warn!("manifest: {what} left out: {}", PgError::from(e));
             None
         }
     }
@@ -270,7 +270,7 @@ async fn database(conn: &Connection, admin: &Client, name: &str) -> Database {
         Ok(None) => return d,
         Err(e) => tracing::warn!(
             "manifest: database {name:?} details left out: {}",
-            describe_pg_error(&e)
+            PgError::from(e)
         ),
     }
     let client = match conn.connect(name).await {
@@ -286,7 +286,7 @@ async fn database(conn: &Connection, admin: &Client, name: &str) -> Database {
         .simple_query(&format!("SET lock_timeout = '{}s'", LOCK_TIMEOUT_SECS))
         .await
     {
-        tracing::debug!("manifest: lock_timeout not set: {}", describe_pg_error(&e));
+        tracing::debug!("manifest: lock_timeout not set: {}", PgError::from(e));
     }
     d.extensions = best_effort("extensions", extensions(&client)).await;
     d.schemas = best_effort("schemas", schemas(&client)).await;

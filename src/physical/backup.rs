@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
 use super::options::PhysicalSource;
-use super::preflight;
 use super::tar::{self, Kind};
+use super::{explain, preflight};
 use crate::connection::{server_major, MAINTENANCE_DB};
 use crate::error::Error;
 use crate::manifest::{self, Checkpoint, Manifest, PhysicalFacts, PhysicalOptions, WalRange};
@@ -27,7 +27,7 @@ use crate::progress::Progress;
 use crate::protocol::record::{self, Entry, EntryKind};
 use crate::protocol::source::{Content, Ended, ImportRun, Source};
 use crate::protocol::CHUNK_SIZE;
-use crate::tools::{Tool, Toolbox};
+use crate::tools::{Kit, Tool, Toolbox};
 
 /// An `Open` call waiting for its file's bytes.
 struct OpenCall {
@@ -60,13 +60,13 @@ async fn prepare(config: PhysicalSource) -> Result<PhysicalBackup, Error> {
     let conn = &config.conn;
     let admin = conn.connect(MAINTENANCE_DB).await?;
     let major = server_major(&admin).await?;
-    let toolbox = Toolbox::locate(conn, major, true).await?;
+    let toolbox = Toolbox::locate(conn, major, Kit::PHYSICAL_BACKUP).await?;
     tracing::info!(
         "physical backup of {} with {}",
         conn.target(),
         toolbox.version
     );
-    preflight::check(&admin, conn, &toolbox).await?;
+    preflight::check(&admin, conn).await?;
     let slot = preflight::reserve_wal(&admin).await?;
     let backup = PhysicalFacts {
         options: PhysicalOptions {
@@ -79,8 +79,8 @@ async fn prepare(config: PhysicalSource) -> Result<PhysicalBackup, Error> {
             verify_checksums: config.verify_checksums,
             ssl_mode: conn.tls.mode.as_str().into(),
         },
-        pg_basebackup_version: toolbox.version.replace("pg_dump", "pg_basebackup"),
-        replication_slot: slot,
+        pg_basebackup_version: toolbox.version.clone(),
+        replication_slot: slot.as_str().to_string(),
     };
     let manifest = manifest::physical(conn, &admin, backup).await;
     let (opens_tx, opens_rx) = mpsc::channel(4);
@@ -188,15 +188,16 @@ impl Copy<'_> {
         }
         drop(stream);
         let outcome = running.finish().await;
+        let user = &backup.config.conn.user;
         // pg_basebackup's own failure is usually the cause of a broken stream,
         // so it comes first; a stream we stopped reading explains the rest.
         let failed = match (outcome.failure(), copied) {
             (None, Ok(())) => None,
-            (Some(why), Ok(())) => Some(preflight::explain_basebackup_failure(&why)),
+            (Some(why), Ok(())) => Some(explain::basebackup_failure(&why, user)),
             (None, Err(copy)) => Some(copy),
             (Some(why), Err(copy)) => Some(format!(
                 "{}; {copy}",
-                preflight::explain_basebackup_failure(&why)
+                explain::basebackup_failure(&why, user)
             )),
         };
         if let Some(why) = failed {

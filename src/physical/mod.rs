@@ -4,8 +4,9 @@
 //! beside the logical `backup` and `restore`, sharing `connection` and `tools`.
 
 pub mod backup;
+mod explain;
 pub mod options;
-mod preflight;
+pub mod preflight;
 pub mod restore;
 mod tar;
 

@@ -20,7 +20,7 @@ use tempfile::NamedTempFile;
 use tokio_postgres::Client;
 
 use crate::archive::{self, ArchiveError, DatabaseOptions};
-use crate::connection::{describe_pg_error, quote_ident, server_major, MAINTENANCE_DB};
+use crate::connection::{quote_ident, server_major, PgError, MAINTENANCE_DB};
 use crate::error::Error;
 use crate::manifest::Manifest;
 use crate::names;
@@ -28,7 +28,7 @@ use crate::pipe::{ChunkSink, ChunkWriter};
 use crate::progress::Progress;
 use crate::protocol::connectors::Record;
 use crate::protocol::destination::{Destination, Export, Results};
-use crate::tools::{Tool, Toolbox};
+use crate::tools::{Kit, Tool, Toolbox};
 use apply::{Feed, RoleFilter};
 use options::DestinationConfig;
 use order::{Action, Create, Seen};
@@ -51,7 +51,7 @@ async fn prepare(config: DestinationConfig) -> Result<Restore, Error> {
     let conn = &config.conn;
     let admin = conn.connect(MAINTENANCE_DB).await?;
     let server_major = server_major(&admin).await?;
-    let toolbox = Toolbox::locate(conn, server_major, false).await?;
+    let toolbox = Toolbox::locate(conn, server_major, Kit::LOGICAL_RESTORE).await?;
     tracing::info!(
         "restoring into {} (PostgreSQL {server_major}) with {}",
         conn.target(),
@@ -84,7 +84,7 @@ impl Restore {
             .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
             .await
             .map(|row| row.is_some())
-            .map_err(|e| format!("cannot look up the databases: {}", describe_pg_error(&e)))
+            .map_err(|e| PgError::new("cannot look up the databases", &e).to_string())
     }
 
     /// The refusal of a `create_db` restore into a database that exists.
@@ -286,8 +286,8 @@ impl Session {
             Ok(rows) => rows.iter().map(|row| row.get(0)).collect(),
             Err(e) => {
                 tracing::warn!(
-                    "cannot list the roles on the target: {}",
-                    describe_pg_error(&e)
+                    "{}",
+                    PgError::new("cannot list the roles on the target", &e)
                 );
                 Vec::new()
             }
@@ -375,10 +375,7 @@ impl Session {
         };
         let sql = options.create_statement(&quote_ident(restored));
         self.restore.admin.simple_query(&sql).await.map_err(|e| {
-            format!(
-                "cannot create database {restored:?}: {}",
-                describe_pg_error(&e)
-            )
+            PgError::new(format!("cannot create database {restored:?}"), &e).to_string()
         })?;
         tracing::info!("created database {restored:?} like the dump's {source:?}: {sql}");
         Ok(())
@@ -532,7 +529,7 @@ impl Session {
                     .simple_query("ANALYZE")
                     .await
                     .map(|_| ())
-                    .map_err(|e| describe_pg_error(&e)),
+                    .map_err(|e| PgError::from(e).to_string()),
                 Err(e) => Err(e.to_string()),
             };
             match result {

@@ -1,24 +1,34 @@
 //! How to reach a PostgreSQL server: the shared connection options, the
-//! plugin's own metadata connection, and the environment of every client tool.
+//! plugin's own metadata connection, and (in `env`) the environment of every
+//! client tool.
+//!
+//! - `uri`: the `location` URI's parts.
+//! - `tls`: `ssl_mode` and the certificates.
+//! - `secrets`: the password and the private files that carry it and inline PEM.
+//! - `env`: the environment of the client tools.
+//! - `error`: [`PgError`] (PostgreSQL's errors, SQLSTATE kept) and [`ConnectError`].
 
-use std::ffi::OsString;
-use std::fmt;
-use std::future::Future;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
+mod env;
+mod error;
+mod secrets;
+mod tls;
+mod uri;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use native_tls::{Certificate, Identity, TlsConnector};
-use tempfile::NamedTempFile;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_postgres::config::SslMode as PgSslMode;
-use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
 use tokio_postgres::Client;
-use url::Url;
 
 use crate::options::{Kind, OptionError, Spec, Values};
+use secrets::{file_or_data, pgpass_line, PrivateFiles};
+use tls::TlsCache;
+use uri::parse_uri;
+
+pub use error::{ConnectError, PgError};
+pub use secrets::{write_private, Password};
+pub use tls::{SslMode, Tls};
 
 /// SSL modes, as libpq names them.
 pub const SSL_MODES: &[&str] = &[
@@ -78,7 +88,7 @@ pub static CLIENT_OPTIONS: &[Spec] = &[
         name: "pg_bin_dir",
         kind: Kind::Text,
         default: None,
-        description: "Directory of the PostgreSQL client tools (pg_dump, pg_dumpall, pg_restore, psql; pg_basebackup for a physical source). Without it they are looked up on `$PATH`, then in the usual install locations.",
+        description: "Directory of the PostgreSQL client tools the connector runs: pg_dump and pg_dumpall for a logical source, pg_restore and psql for a logical destination, pg_basebackup alone for a physical source. Without it they are looked up on `$PATH`, then in the usual install locations.",
     },
     Spec {
         name: "ssl_mode",
@@ -130,196 +140,6 @@ pub static CLIENT_OPTIONS: &[Spec] = &[
     },
 ];
 
-/// Connection errors, worded for the user reading `plakar`'s output.
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error("cannot connect to PostgreSQL at {target}: {reason}")]
-    Connect { target: String, reason: String },
-    #[error("cannot use the TLS settings: {0}")]
-    Tls(String),
-    #[error("cannot write a private temporary file for {what}: {source}")]
-    TempFile {
-        what: &'static str,
-        source: std::io::Error,
-    },
-}
-
-/// A password that never shows in `Debug` output.
-#[derive(Clone)]
-pub struct Password(String);
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password(hidden)")
-    }
-}
-
-/// A TLS mode, as libpq understands it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
-    Disable,
-    Allow,
-    Prefer,
-    Require,
-    VerifyCa,
-    VerifyFull,
-}
-
-impl SslMode {
-    fn parse(word: &str) -> SslMode {
-        match word {
-            "disable" => SslMode::Disable,
-            "allow" => SslMode::Allow,
-            "require" => SslMode::Require,
-            "verify-ca" => SslMode::VerifyCa,
-            "verify-full" => SslMode::VerifyFull,
-            _ => SslMode::Prefer,
-        }
-    }
-
-    /// The word libpq takes for `sslmode`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SslMode::Disable => "disable",
-            SslMode::Allow => "allow",
-            SslMode::Prefer => "prefer",
-            SslMode::Require => "require",
-            SslMode::VerifyCa => "verify-ca",
-            SslMode::VerifyFull => "verify-full",
-        }
-    }
-}
-
-/// TLS settings; file paths point at the user's files or at private copies of inline PEM.
-#[derive(Debug, Clone)]
-pub struct Tls {
-    pub mode: SslMode,
-    pub cert: Option<PathBuf>,
-    pub key: Option<PathBuf>,
-    pub root_cert: Option<PathBuf>,
-}
-
-impl Tls {
-    /// Whether the connector reads the user's files: a CA to check the server
-    /// against, or a client certificate.
-    fn reads_files(&self) -> bool {
-        self.root_cert.is_some() || (self.cert.is_some() && self.key.is_some())
-    }
-
-    /// The native-tls connector for these settings.
-    fn connector(&self) -> Result<TlsConnector, ConnectError> {
-        let mut builder = TlsConnector::builder();
-        match self.mode {
-            SslMode::VerifyFull => {}
-            SslMode::VerifyCa => {
-                builder.danger_accept_invalid_hostnames(true);
-            }
-            // libpq's require checks the CA when a root certificate is given, and nothing else.
-            SslMode::Require if self.root_cert.is_some() => {
-                builder.danger_accept_invalid_hostnames(true);
-            }
-            _ => {
-                builder
-                    .danger_accept_invalid_certs(true)
-                    .danger_accept_invalid_hostnames(true);
-            }
-        }
-        if let Some(root) = &self.root_cert {
-            builder.disable_built_in_roots(true);
-            let pem = read_file(root, "ssl_root_cert")?;
-            let certs = split_pem_certificates(&pem);
-            if certs.is_empty() {
-                return Err(ConnectError::Tls(format!(
-                    "{} holds no PEM certificate",
-                    root.display()
-                )));
-            }
-            for c in certs {
-                let cert = Certificate::from_pem(c.as_bytes()).map_err(|e| {
-                    ConnectError::Tls(format!(
-                        "{} is not a valid certificate: {e}",
-                        root.display()
-                    ))
-                })?;
-                builder.add_root_certificate(cert);
-            }
-        }
-        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
-            let c = read_file(cert, "ssl_cert")?;
-            let k = read_file(key, "ssl_key")?;
-            let identity = Identity::from_pkcs8(c.as_bytes(), k.as_bytes()).map_err(|e| {
-                ConnectError::Tls(format!(
-                    "the client certificate {} and key {} cannot be used (the key must be PEM, PKCS#8 \"BEGIN PRIVATE KEY\"): {e}",
-                    cert.display(),
-                    key.display()
-                ))
-            })?;
-            builder.identity(identity);
-        }
-        builder
-            .build()
-            .map_err(|e| ConnectError::Tls(e.to_string()))
-    }
-}
-
-/// TLS for the plugin's own connections, building its connector at the first
-/// handshake. With `ssl_mode=prefer` (the default) and a server without TLS,
-/// no connector is ever built: building one loads the system's trust store
-/// (about 40 ms, more than the connection itself).
-#[derive(Clone)]
-struct LazyTls {
-    settings: Tls,
-    cache: Arc<TlsCache>,
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-impl<S> MakeTlsConnect<S> for LazyTls
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Stream = postgres_native_tls::TlsStream<S>;
-    type TlsConnect = LazyTlsConnect;
-    type Error = BoxError;
-
-    fn make_tls_connect(&mut self, domain: &str) -> Result<LazyTlsConnect, BoxError> {
-        Ok(LazyTlsConnect {
-            tls: self.clone(),
-            domain: domain.to_string(),
-        })
-    }
-}
-
-/// One handshake of [`LazyTls`].
-struct LazyTlsConnect {
-    tls: LazyTls,
-    domain: String,
-}
-
-impl<S> TlsConnect<S> for LazyTlsConnect
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    type Stream = postgres_native_tls::TlsStream<S>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Stream, BoxError>> + Send>>;
-
-    fn connect(self, stream: S) -> Self::Future {
-        Box::pin(async move {
-            let cache = &self.tls.cache.0;
-            let connector = match cache.get() {
-                Some(c) => c.clone(),
-                None => {
-                    let built = self.tls.settings.connector()?;
-                    cache.get_or_init(|| built).clone()
-                }
-            };
-            let handshake = postgres_native_tls::TlsConnector::new(connector, &self.domain);
-            Ok(handshake.connect(stream).await?)
-        })
-    }
-}
-
 /// Everything needed to reach one server, shared by the metadata connection and the tools.
 #[derive(Debug, Clone)]
 pub struct Connection {
@@ -342,22 +162,6 @@ pub struct Connection {
     files: Arc<PrivateFiles>,
     /// Built once: loading the trust store for every connection costs more than the connection.
     tls_connector: Arc<TlsCache>,
-}
-
-/// The TLS connector, built on first use.
-#[derive(Default)]
-struct TlsCache(std::sync::OnceLock<TlsConnector>);
-
-impl fmt::Debug for TlsCache {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TlsCache")
-    }
-}
-
-#[derive(Debug)]
-struct PrivateFiles {
-    passfile: NamedTempFile,
-    _pem: Vec<NamedTempFile>,
 }
 
 impl Connection {
@@ -456,7 +260,7 @@ impl Connection {
                 values.integer("connect_timeout").unwrap_or(10) as u64
             ),
             pg_bin_dir: values.text("pg_bin_dir").map(PathBuf::from),
-            password: password.map(Password),
+            password: password.map(Password::new),
             files: Arc::new(PrivateFiles {
                 passfile,
                 _pem: pem,
@@ -496,25 +300,17 @@ impl Connection {
                 SslMode::Allow | SslMode::Prefer => PgSslMode::Prefer,
                 _ => PgSslMode::Require,
             });
-        if let Some(p) = &self.password {
-            config.password(&p.0);
+        if let Some(p) = self.password() {
+            config.password(p);
         }
         // A connector that checks the server against the user's files is built
         // now, so that a bad file is reported as such; one that checks nothing is
-        // built only if the server accepts TLS (see `LazyTls`).
-        if self.tls.reads_files() && self.tls_connector.0.get().is_none() {
-            let built = self.tls.connector()?;
-            let _ = self.tls_connector.0.set(built);
+        // built only if the server accepts TLS (see `tls::LazyTls`).
+        if self.tls.reads_files() {
+            self.tls_connector()?;
         }
-        let tls = LazyTls {
-            settings: self.tls.clone(),
-            cache: self.tls_connector.clone(),
-        };
-        let target = format!(
-            "{} as user \"{}\" (database \"{database}\")",
-            self.target(),
-            self.user
-        );
+        let tls = self.tls.lazy(self.tls_connector.clone());
+        let target = self.target_as(&format!("database \"{database}\""));
         let connect = config.connect(tls);
         // connect_timeout covers the TCP connect only; a server that accepts and stays mute must time out too.
         let (client, connection) = match tokio::time::timeout(self.connect_timeout, connect).await {
@@ -522,16 +318,13 @@ impl Connection {
             Ok(Err(e)) => {
                 return Err(ConnectError::Connect {
                     target,
-                    reason: describe_pg_error(&e),
+                    source: PgError::new("", &e),
                 })
             }
             Err(_) => {
-                return Err(ConnectError::Connect {
+                return Err(ConnectError::Timeout {
                     target,
-                    reason: format!(
-                        "the server did not answer within {} s (connect_timeout)",
-                        self.connect_timeout.as_secs()
-                    ),
+                    seconds: self.connect_timeout.as_secs(),
                 })
             }
         };
@@ -544,49 +337,32 @@ impl Connection {
     }
 
     /// Connects anew and runs `SELECT 1`: is the server there, and does it let us in?
-    pub async fn ping(&self, database: &str) -> Result<(), String> {
-        let client = self.connect(database).await.map_err(|e| e.to_string())?;
+    pub async fn ping(&self, database: &str) -> Result<(), ConnectError> {
+        let client = self.connect(database).await?;
         client
             .simple_query("SELECT 1")
             .await
             .map(|_| ())
-            .map_err(|e| describe_pg_error(&e))
+            .map_err(|e| ConnectError::Connect {
+                target: self.target_as(&format!("database \"{database}\"")),
+                source: PgError::new("", &e),
+            })
     }
 
-    /// The environment of a client tool: explicit settings only, so that the
-    /// user's own PG* variables, service files and ~/.pgpass change nothing.
-    pub fn tool_env(&self) -> Vec<(OsString, OsString)> {
-        let mut env: Vec<(OsString, OsString)> = Vec::new();
-        let mut set = |k: &str, v: &dyn AsRef<std::ffi::OsStr>| {
-            env.push((k.into(), v.as_ref().to_os_string()));
-        };
-        if let Some(path) = std::env::var_os("PATH") {
-            set("PATH", &path);
-        }
-        if let Some(tmp) = std::env::var_os("TMPDIR") {
-            set("TMPDIR", &tmp);
-        }
-        set("LC_ALL", &"C.UTF-8");
-        set("PGHOST", &self.host);
-        set("PGPORT", &self.port.to_string());
-        set("PGUSER", &self.user);
-        set("PGPASSFILE", &self.files.passfile.path());
-        set("PGSSLMODE", &self.tls.mode.as_str());
-        set(
-            "PGCONNECT_TIMEOUT",
-            &self.connect_timeout.as_secs().to_string(),
-        );
-        set("PGAPPNAME", &"plakar-postgresql");
-        if let Some(p) = &self.tls.cert {
-            set("PGSSLCERT", p);
-        }
-        if let Some(p) = &self.tls.key {
-            set("PGSSLKEY", p);
-        }
-        if let Some(p) = &self.tls.root_cert {
-            set("PGSSLROOTCERT", p);
-        }
-        env
+    /// The target as connection errors name it: where, as whom, and `what` for.
+    pub(crate) fn target_as(&self, what: &str) -> String {
+        format!("{} as user \"{}\" ({what})", self.target(), self.user)
+    }
+
+    /// The password, for the plugin's own connections only: the tools read it
+    /// from the password file, never from argv or their environment.
+    pub(crate) fn password(&self) -> Option<&str> {
+        self.password.as_ref().map(Password::expose)
+    }
+
+    /// The TLS connector of these settings, built at the first call and kept.
+    pub(crate) fn tls_connector(&self) -> Result<native_tls::TlsConnector, ConnectError> {
+        self.tls.cached_connector(&self.tls_connector)
     }
 }
 
@@ -609,141 +385,13 @@ pub fn dbname_conninfo(database: &str) -> String {
 }
 
 /// The major version of the server a client is connected to.
-pub async fn server_major(client: &Client) -> Result<u32, String> {
+pub async fn server_major(client: &Client) -> Result<u32, PgError> {
     let num: i32 = client
         .query_one("SELECT current_setting('server_version_num')::int4", &[])
         .await
-        .map_err(|e| format!("cannot read the server version: {}", describe_pg_error(&e)))?
+        .map_err(|e| PgError::new("cannot read the server version", &e))?
         .get(0);
     Ok((num / 10000) as u32)
-}
-
-/// Explains a tokio-postgres error with the server's own words when it sent any.
-pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        return db.message().to_string();
-    }
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
-}
-
-/// The parts of a `postgres://` URI, percent-decoded.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct UriParts {
-    host: Option<String>,
-    port: Option<u16>,
-    user: Option<String>,
-    password: Option<String>,
-    database: Option<String>,
-}
-
-fn parse_uri(location: &str) -> Result<UriParts, OptionError> {
-    let bad = |why: &str| {
-        OptionError::Conflict(format!(
-            "option `location` is not a valid PostgreSQL URI ({why}); expected postgres://[user[:password]@]host[:port][/database]"
-        ))
-    };
-    let url = Url::parse(location).map_err(|e| bad(&e.to_string()))?;
-    if !["postgres", "postgresql", "postgres+bin"].contains(&url.scheme()) {
-        return Err(bad(&format!("the scheme is {:?}", url.scheme())));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad(
-            "query parameters are not read; use the options ssl_mode, connect_timeout, ... instead",
-        ));
-    }
-    if has_dot_segment(location) {
-        return Err(bad(
-            "a path part `.` or `..` would be dropped, leaving another database or none; give such a name with the option `database`",
-        ));
-    }
-    let decode = |s: &str| -> Result<String, OptionError> {
-        percent_decode(s).ok_or_else(|| bad("a percent-encoded part is not valid UTF-8"))
-    };
-    let host = match url.host_str() {
-        Some(h) if !h.is_empty() => {
-            let h = h.trim_start_matches('[').trim_end_matches(']');
-            Some(decode(h)?)
-        }
-        _ => None,
-    };
-    let user = if url.username().is_empty() {
-        None
-    } else {
-        Some(decode(url.username())?)
-    };
-    let password = url.password().map(decode).transpose()?;
-    let path = url.path();
-    let path = path.strip_prefix('/').unwrap_or(path);
-    let database = if path.is_empty() {
-        None
-    } else {
-        Some(decode(path)?)
-    };
-    if url.port() == Some(0) {
-        return Err(bad("port 0 is not a port a server listens on"));
-    }
-    Ok(UriParts {
-        host,
-        port: url.port(),
-        user,
-        password,
-        database,
-    })
-}
-
-/// Whether a URI's path has a `.` or `..` segment (percent-encoded or not),
-/// which URL parsing silently resolves away: `postgres://h/..` would name no database.
-fn has_dot_segment(location: &str) -> bool {
-    // What the URL parser reads: outer spaces and controls trimmed, tabs and line breaks dropped.
-    let cleaned: String = location
-        .trim_matches(|c: char| c <= ' ')
-        .chars()
-        .filter(|c| !matches!(c, '\t' | '\n' | '\r'))
-        .collect();
-    let Some((_, rest)) = cleaned.split_once(':') else {
-        return false;
-    };
-    let rest = rest.split(['?', '#']).next().unwrap_or_default();
-    let path = match rest.strip_prefix("//") {
-        Some(authority_and_path) => authority_and_path
-            .find('/')
-            .map_or("", |i| &authority_and_path[i..]),
-        None => rest,
-    };
-    // A path that does not start with `/` is opaque and kept as written.
-    path.starts_with('/')
-        && path.split('/').any(|segment| {
-            matches!(
-                segment.to_ascii_lowercase().as_str(),
-                "." | ".." | "%2e" | ".%2e" | "%2e." | "%2e%2e"
-            )
-        })
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok()?;
-            if let Ok(b) = u8::from_str_radix(hex, 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).ok()
 }
 
 /// The name of the system user running the plugin: libpq's default role name.
@@ -758,81 +406,6 @@ fn system_user() -> String {
         }
     }
     std::env::var("USER").unwrap_or_else(|_| "postgres".into())
-}
-
-/// One `~/.pgpass`-style line matching every server, with `\` and `:` escaped.
-fn pgpass_line(password: &str) -> String {
-    format!(
-        "*:*:*:*:{}\n",
-        password.replace('\\', "\\\\").replace(':', "\\:")
-    )
-}
-
-/// Writes bytes to a new file readable by this user only (tempfile creates it 0600).
-pub fn write_private(what: &'static str, bytes: &[u8]) -> Result<NamedTempFile, ConnectError> {
-    let mut file = tempfile::Builder::new()
-        .prefix("plakar-postgresql-")
-        .tempfile()
-        .map_err(|source| ConnectError::TempFile { what, source })?;
-    file.write_all(bytes)
-        .and_then(|_| file.flush())
-        .map_err(|source| ConnectError::TempFile { what, source })?;
-    Ok(file)
-}
-
-fn file_or_data(
-    values: &Values,
-    file_key: &'static str,
-    data_key: &'static str,
-    keep: &mut Vec<NamedTempFile>,
-) -> Result<Option<PathBuf>, OptionError> {
-    match (values.text(file_key), values.text(data_key)) {
-        (Some(_), Some(_)) => Err(OptionError::Conflict(format!(
-            "options `{file_key}` and `{data_key}` cannot both be set; give the file's path or its contents, not both"
-        ))),
-        (Some(path), None) => {
-            let path = PathBuf::from(path);
-            if !path.is_file() {
-                return Err(OptionError::Conflict(format!(
-                    "option `{file_key}`: {} is not a readable file",
-                    path.display()
-                )));
-            }
-            Ok(Some(path))
-        }
-        (None, Some(pem)) => {
-            if !pem.contains("-----BEGIN ") {
-                return Err(OptionError::Conflict(format!(
-                    "option `{data_key}` does not hold PEM text (a \"-----BEGIN ...\" block)"
-                )));
-            }
-            let file = write_private(data_key, pem.as_bytes())
-                .map_err(|e| OptionError::Conflict(e.to_string()))?;
-            let path = file.path().to_path_buf();
-            keep.push(file);
-            Ok(Some(path))
-        }
-        (None, None) => Ok(None),
-    }
-}
-
-fn read_file(path: &Path, option: &str) -> Result<String, ConnectError> {
-    std::fs::read_to_string(path).map_err(|e| {
-        ConnectError::Tls(format!(
-            "cannot read {} (option `{option}`): {e}",
-            path.display()
-        ))
-    })
-}
-
-fn split_pem_certificates(pem: &str) -> Vec<String> {
-    const END: &str = "-----END CERTIFICATE-----";
-    pem.split_inclusive(END)
-        .filter_map(|part| {
-            let start = part.find("-----BEGIN CERTIFICATE-----")?;
-            part.ends_with(END).then(|| part[start..].to_string())
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -859,7 +432,7 @@ mod tests {
         assert_eq!(c.host, "db.example.com");
         assert_eq!(c.port, 6543);
         assert_eq!(c.user, "béa");
-        assert_eq!(c.password.as_ref().unwrap().0, "p@ss:w/o%rd");
+        assert_eq!(c.password().unwrap(), "p@ss:w/o%rd");
         assert_eq!(c.database.as_deref(), Some("my db"));
     }
 
@@ -878,7 +451,7 @@ mod tests {
             (c.host.as_str(), c.port, c.user.as_str()),
             ("other", 2, "v")
         );
-        assert_eq!(c.password.unwrap().0, "q");
+        assert_eq!(c.password().unwrap(), "q");
         assert_eq!(c.database.as_deref(), Some("x"));
     }
 
@@ -982,12 +555,5 @@ mod tests {
         assert_eq!(dbname_conninfo("a b"), "dbname='a b'");
         assert_eq!(dbname_conninfo("it's\\"), "dbname='it\\'s\\\\'");
         assert_eq!(dbname_conninfo("host=x"), "dbname='host=x'");
-    }
-
-    #[test]
-    fn pem_bundles_are_split() {
-        let one = "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----\n";
-        let both = format!("{one}junk\n{one}");
-        assert_eq!(split_pem_certificates(&both).len(), 2);
     }
 }
