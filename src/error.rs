@@ -48,6 +48,15 @@ pub enum Error {
         path: String,
         why: String,
     },
+    /// A restore into a database that does not exist, without create_db.
+    #[error("database {database:?} does not exist on {target}; create it first, or set create_db=true to create it from the dump")]
+    DatabaseMissing { database: String, target: String },
+    /// A file this restore does not take, and why.
+    #[error("{0}")]
+    Refused(String),
+    /// A client tool failed, in its own words (a child process has no SQLSTATE to give).
+    #[error("{0}")]
+    ToolFailed(String),
     /// A create_db restore into a database that already exists.
     #[error("database {database:?} already exists on {target}, and create_db=true restores only into a new database; set clean=true to restore into the existing one (the dump's objects are dropped and recreated), or drop it first")]
     DatabaseExists { database: String, target: String },
@@ -70,6 +79,11 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A dump whose head does not describe its database.
+    #[error(
+        "the dump's table of contents does not describe its database within its first {0} MiB"
+    )]
+    NoDatabaseEntry(usize),
     /// A physical snapshot without its data directory.
     #[error("the snapshot holds no data directory file")]
     NoDataDirectory,

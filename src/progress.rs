@@ -38,7 +38,7 @@ impl Progress {
     }
 
     /// Logs a failed file.
-    pub fn failed(&self, why: &str) {
+    pub fn failed(&self, why: impl std::fmt::Display) {
         tracing::error!(
             "{} {}: failed after {} and {}: {why}",
             self.what,

@@ -8,6 +8,7 @@ use prost::bytes::Bytes;
 
 use super::options::DestinationConfig;
 use crate::connection::{dbname_conninfo, Connection};
+use crate::error::Error;
 use crate::pipe::{self, ChunkWriter, PipeSink};
 use crate::tools::{Outcome, Running, Tool, ToolError, Toolbox};
 
@@ -212,7 +213,7 @@ impl RoleFilter {
 
 /// Turns a tool's outcome into the file's result: Ok, or a message with the
 /// error count, the first errors, and what to do about the usual ones.
-pub fn judge(outcome: &Outcome, what: &str) -> Result<(), String> {
+pub fn judge(outcome: &Outcome, what: &str) -> Result<(), Error> {
     let reported = outcome
         .stderr
         .tail
@@ -261,7 +262,7 @@ pub fn judge(outcome: &Outcome, what: &str) -> Result<(), String> {
     } else if all.contains("could not read from input file: end of file") {
         message.push_str(". The dump is truncated: the file ends before the end of the archive");
     }
-    Err(message)
+    Err(Error::ToolFailed(message))
 }
 
 #[cfg(test)]

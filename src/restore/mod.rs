@@ -79,12 +79,13 @@ async fn prepare(config: DestinationConfig) -> Result<Restore, Error> {
 
 impl Restore {
     /// Whether a database exists on the target.
-    async fn database_exists(&self, database: &str) -> Result<bool, String> {
-        self.admin
+    async fn database_exists(&self, database: &str) -> Result<bool, Error> {
+        Ok(self
+            .admin
             .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&database])
             .await
             .map(|row| row.is_some())
-            .map_err(|e| PgError::new("cannot look up the databases", &e).to_string())
+            .map_err(|e| PgError::new("cannot look up the databases", &e))?)
     }
 
     /// The refusal of a `create_db` restore into a database that exists.
@@ -125,7 +126,7 @@ impl Destination for Restore {
 /// Where a file's content goes while it arrives.
 enum Sink {
     /// Nowhere: the result is already known.
-    Discard(Result<(), String>),
+    Discard(Result<(), Error>),
     /// Into memory (the manifest).
     Memory(Vec<u8>),
     /// Into a tool's stdin.
@@ -136,7 +137,7 @@ enum Sink {
     /// Into a private temporary file, written by a thread of its own.
     Spool(ChunkWriter<usize>, NamedTempFile),
     /// Nowhere, because writing the spool failed.
-    SpoolFailed(String),
+    SpoolFailed(Error),
 }
 
 /// The file being received.
@@ -219,7 +220,10 @@ impl Session {
                 self.seen.target_produced = true;
             }
         }
-        let action = self.resolve(action).await.unwrap_or_else(Action::Refuse);
+        let action = self
+            .resolve(action)
+            .await
+            .unwrap_or_else(|e| Action::Refuse(e.to_string()));
         let sink = self.open_sink(&action).await;
         Current {
             record,
@@ -238,7 +242,7 @@ impl Session {
                 tracing::info!("skipped: {why}");
                 Sink::Discard(Ok(()))
             }
-            Action::Refuse(why) => Sink::Discard(Err(why.clone())),
+            Action::Refuse(why) => Sink::Discard(Err(Error::Refused(why.clone()))),
             Action::ReadManifest => Sink::Memory(Vec::new()),
             Action::Script { database, .. } => {
                 let args = apply::psql_args(&r.config, database);
@@ -246,7 +250,7 @@ impl Session {
                 let filter = RoleFilter::new(existing.iter().map(String::as_str));
                 match Feed::start(&r.toolbox, Tool::Psql, conn, &args, Some(filter)) {
                     Ok(feed) => Sink::Tool(Box::new(feed)),
-                    Err(e) => Sink::Discard(Err(e.to_string())),
+                    Err(e) => Sink::Discard(Err(e.into())),
                 }
             }
             Action::Dump { spool: true, .. } => match spool_file() {
@@ -268,7 +272,7 @@ impl Session {
                 );
                 match Feed::start(&r.toolbox, Tool::PgRestore, conn, &args, None) {
                     Ok(feed) => Sink::Tool(Box::new(feed)),
-                    Err(e) => Sink::Discard(Err(e.to_string())),
+                    Err(e) => Sink::Discard(Err(e.into())),
                 }
             }
         }
@@ -299,7 +303,7 @@ impl Session {
     /// Checks a dump's target database before anything runs: the database to
     /// restore into must exist, and one to create must not (with `clean`, an
     /// existing one is restored into instead).
-    async fn resolve(&self, mut action: Action) -> Result<Action, String> {
+    async fn resolve(&self, mut action: Action) -> Result<Action, Error> {
         let Action::Dump {
             connect_to,
             restored,
@@ -313,10 +317,10 @@ impl Session {
         match create {
             Create::No if r.database_exists(connect_to).await? => {}
             Create::No => {
-                return Err(format!(
-                    "database {connect_to:?} does not exist on {}; create it first, or set create_db=true to create it from the dump",
-                    r.config.conn.target()
-                ))
+                return Err(Error::DatabaseMissing {
+                    database: connect_to.clone(),
+                    target: r.config.conn.target(),
+                })
             }
             Create::FromDump | Create::Renamed if !r.database_exists(restored).await? => {}
             Create::FromDump | Create::Renamed if r.config.clean => {
@@ -324,9 +328,7 @@ impl Session {
                 *connect_to = restored.clone();
                 *create = Create::No;
             }
-            Create::FromDump | Create::Renamed => {
-                return Err(r.already_exists(restored).to_string())
-            }
+            Create::FromDump | Create::Renamed => return Err(r.already_exists(restored)),
         }
         Ok(action)
     }
@@ -355,7 +357,7 @@ impl Session {
         let args = apply::pg_restore_args(&r.config, connect_to, false, None);
         let mut feed = match Feed::start(&r.toolbox, Tool::PgRestore, &r.config.conn, &args, None) {
             Ok(feed) => feed,
-            Err(e) => return Some(Sink::Discard(Err(e.to_string()))),
+            Err(e) => return Some(Sink::Discard(Err(e.into()))),
         };
         feed.write(Bytes::from(std::mem::take(head))).await;
         Some(Sink::Tool(Box::new(feed)))
@@ -366,7 +368,7 @@ impl Session {
         &self,
         action: &Action,
         options: &DatabaseOptions,
-    ) -> Result<(), String> {
+    ) -> Result<(), Error> {
         let Action::Dump {
             source, restored, ..
         } = action
@@ -374,9 +376,11 @@ impl Session {
             unreachable!("only dumps are renamed")
         };
         let sql = options.create_statement(&quote_ident(restored));
-        self.restore.admin.simple_query(&sql).await.map_err(|e| {
-            PgError::new(format!("cannot create database {restored:?}"), &e).to_string()
-        })?;
+        self.restore
+            .admin
+            .simple_query(&sql)
+            .await
+            .map_err(|e| PgError::new(format!("cannot create database {restored:?}"), &e))?;
         tracing::info!("created database {restored:?} like the dump's {source:?}: {sql}");
         Ok(())
     }
@@ -411,7 +415,7 @@ impl Session {
                     );
                 }
                 if let Err(e) = written {
-                    Err(spool_error(&path, &e))
+                    Err(spool_error(&path, e))
                 } else if matches!(action, Action::Dump { hold: true, .. })
                     && !self.seen.globals_applied
                 {
@@ -443,7 +447,7 @@ impl Session {
     }
 
     /// Closes a tool's input, judges what it said, and analyzes after a success.
-    async fn finish_feed(&self, feed: Feed, action: &Action) -> Result<(), String> {
+    async fn finish_feed(&self, feed: Feed, action: &Action) -> Result<(), Error> {
         let outcome = feed.finish().await;
         let result = apply::judge(&outcome, &describe(action));
         if result.is_ok() {
@@ -465,7 +469,7 @@ impl Session {
         }
     }
 
-    async fn restore_spooled(&self, action: &Action, path: &std::path::Path) -> Result<(), String> {
+    async fn restore_spooled(&self, action: &Action, path: &std::path::Path) -> Result<(), Error> {
         let Action::Dump {
             connect_to, create, ..
         } = action
@@ -483,16 +487,13 @@ impl Session {
             *create == Create::FromDump,
             Some(path),
         );
-        let running = r
-            .toolbox
-            .spawn(
-                Tool::PgRestore,
-                &r.config.conn,
-                &args,
-                std::process::Stdio::null(),
-                std::process::Stdio::null(),
-            )
-            .map_err(|e| e.to_string())?;
+        let running = r.toolbox.spawn(
+            Tool::PgRestore,
+            &r.config.conn,
+            &args,
+            std::process::Stdio::null(),
+            std::process::Stdio::null(),
+        )?;
         let outcome = running.finish().await;
         let result = apply::judge(&outcome, &describe(action));
         if result.is_ok() {
@@ -562,13 +563,16 @@ impl Session {
             Sink::Spool(writer, _) => {
                 if !writer.write(chunk).await {
                     let Sink::Spool(writer, path) =
-                        std::mem::replace(&mut file.sink, Sink::SpoolFailed(String::new()))
+                        std::mem::replace(&mut file.sink, Sink::Discard(Ok(())))
                     else {
                         unreachable!("matched above")
                     };
                     let why = match writer.finish().await {
-                        Err(e) => spool_error(&path, &e),
-                        Ok(_) => "the temporary copy stopped taking data".to_string(),
+                        Err(e) => spool_error(&path, e),
+                        Ok(_) => spool_error(
+                            &path,
+                            std::io::Error::other("the copy stopped taking data"),
+                        ),
                     };
                     // Dropping the path removes the partial copy at once.
                     drop(path);
@@ -580,14 +584,16 @@ impl Session {
 }
 
 /// Why writing a temporary copy failed, naming its directory.
-fn spool_error(path: &NamedTempFile, e: &std::io::Error) -> String {
-    format!(
-        "cannot write a temporary copy in {}: {e}",
-        path.path()
+fn spool_error(path: &NamedTempFile, source: std::io::Error) -> Error {
+    Error::Io {
+        action: "write a temporary copy in",
+        path: path
+            .path()
             .parent()
             .unwrap_or(std::path::Path::new("/"))
-            .display()
-    )
+            .to_path_buf(),
+        source,
+    }
 }
 
 /// A temporary copy of a dump: written in 1 MiB writes, and given the data
@@ -633,13 +639,11 @@ const HEAD_LIMIT: usize = 64 * 1024 * 1024;
 
 /// The `CREATE DATABASE` options of the dump's own database, from the head of
 /// its archive; None while more bytes are needed.
-fn database_options(head: &[u8], at_end: bool) -> Result<Option<DatabaseOptions>, String> {
+fn database_options(head: &[u8], at_end: bool) -> Result<Option<DatabaseOptions>, Error> {
     match archive::find_entry(head, |e| e.desc == "DATABASE") {
-        Ok(Some(Some(entry))) => {
-            DatabaseOptions::from_definition(entry.defn.as_deref().unwrap_or_default())
-                .map(Some)
-                .map_err(|e| e.to_string())
-        }
+        Ok(Some(Some(entry))) => Ok(Some(DatabaseOptions::from_definition(
+            entry.defn.as_deref().unwrap_or_default(),
+        )?)),
         Ok(Some(None)) => {
             tracing::warn!(
                 "the dump does not describe its database (a data-only or partial dump): the new database gets the server's default encoding and locale"
@@ -648,30 +652,30 @@ fn database_options(head: &[u8], at_end: bool) -> Result<Option<DatabaseOptions>
                 options: vec![("TEMPLATE".into(), "template0".into())],
             }))
         }
-        Ok(None) if at_end && head.len() < 5 => Err(ArchiveError::NotCustom.to_string()),
-        Ok(None) if at_end => Err(ArchiveError::Truncated.to_string()),
-        Ok(None) if head.len() > HEAD_LIMIT => Err(format!(
-            "the dump's table of contents does not describe its database within its first {} MiB",
-            HEAD_LIMIT >> 20
-        )),
+        Ok(None) if at_end && head.len() < 5 => Err(ArchiveError::NotCustom.into()),
+        Ok(None) if at_end => Err(ArchiveError::Truncated.into()),
+        Ok(None) if head.len() > HEAD_LIMIT => Err(Error::NoDatabaseEntry(HEAD_LIMIT >> 20)),
         Ok(None) => Ok(None),
-        Err(e) => Err(e.to_string()),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// [`database_options`] of a spooled copy.
-async fn read_database_options(path: &std::path::Path) -> Result<DatabaseOptions, String> {
+async fn read_database_options(path: &std::path::Path) -> Result<DatabaseOptions, Error> {
     use tokio::io::AsyncReadExt;
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| format!("cannot read the temporary copy: {e}"))?;
+    let unreadable = |source| Error::Io {
+        action: "read the temporary copy",
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = tokio::fs::File::open(path).await.map_err(unreadable)?;
     let mut head = Vec::new();
     loop {
         let read = (&mut file)
             .take(1 << 20)
             .read_to_end(&mut head)
             .await
-            .map_err(|e| format!("cannot read the temporary copy: {e}"))?;
+            .map_err(unreadable)?;
         if let Some(options) = database_options(&head, read == 0)? {
             return Ok(options);
         }
@@ -679,15 +683,21 @@ async fn read_database_options(path: &std::path::Path) -> Result<DatabaseOptions
 }
 
 /// A new private temporary file, open for writing.
-fn spool_file() -> Result<(std::fs::File, NamedTempFile), String> {
+fn spool_file() -> Result<(std::fs::File, NamedTempFile), Error> {
     let path = tempfile::Builder::new()
         .prefix("plakar-postgresql-")
         .suffix(".dump")
         .tempfile()
-        .map_err(|e| format!("cannot create a temporary copy: {e}"))?;
-    let file = path
-        .reopen()
-        .map_err(|e| format!("cannot open the temporary copy: {e}"))?;
+        .map_err(|source| Error::Io {
+            action: "create a temporary copy in",
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let file = path.reopen().map_err(|source| Error::Io {
+        action: "open",
+        path: path.path().to_path_buf(),
+        source,
+    })?;
     Ok((file, path))
 }
 
