@@ -6,29 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::caught::wait_until;
 use common::host::{self, BackupRun};
-use common::{ident, items, seed, Cluster, ClusterOptions, Snapshot, PASSWORD};
+use common::{ident, items, seed, Cluster, ClusterOptions, Snapshot, PASSWORD, SUPERUSER};
 use plakar_postgresql::names::{self, Entry};
 use serde_json::Value;
-
-/// The snapshot of a backup that must have succeeded.
-fn snapshot(run: &BackupRun) -> Snapshot {
-    match &run.snapshot {
-        Ok(s) => s.clone(),
-        Err(e) => panic!(
-            "the backup failed: {e}\n--- plugin stderr ---\n{}",
-            run.stderr
-        ),
-    }
-}
-
-/// The error of a backup that must have failed, checking that it stored nothing.
-fn failure(run: &BackupRun) -> String {
-    match &run.snapshot {
-        Ok(s) => panic!("the backup succeeded: {:?}\n{}", s.paths(), run.stderr),
-        Err(e) => e.clone(),
-    }
-}
 
 /// Whether `needle` occurs in `hay`.
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -59,6 +41,20 @@ fn borrow(v: &[(String, String)]) -> Vec<(&str, &str)> {
 async fn restore_ok(config: &[(&str, &str)], snapshot: &Snapshot) {
     let run = host::restore(config, snapshot).await;
     run.assert_ok();
+}
+
+/// A new cluster with the snapshot of `app` restored into a database `app`,
+/// globals included, row for row.
+async fn restored_with_globals(src: &Cluster, snap: &Snapshot) -> Cluster {
+    let dst = Cluster::start();
+    dst.sql("postgres", "CREATE DATABASE app");
+    restore_ok(
+        &borrow(&destination(&dst, &[("restore_globals", "true")])),
+        snap,
+    )
+    .await;
+    assert_eq!(items(&dst, "app"), items(src, "app"));
+    dst
 }
 
 /// A snapshot holding only some of another's files.
@@ -108,7 +104,7 @@ async fn one_database_by_uri_path_or_database_option_restores_row_for_row() {
 
     // The URI's path names the database.
     let by_uri = host::backup(&[("location", &src.uri("app"))]).await;
-    let snap = snapshot(&by_uri);
+    let snap = by_uri.committed();
     assert_eq!(
         by_uri.order,
         ["/", "/manifest.json", "/globals.sql", "/app.dump"]
@@ -126,7 +122,7 @@ async fn one_database_by_uri_path_or_database_option_restores_row_for_row() {
     // The `database` option, with or without a database in the URI, names it too.
     for location in [src.uri(""), src.uri("other")] {
         let run = host::backup(&[("location", &location), ("database", "app")]).await;
-        let s = snapshot(&run);
+        let s = run.committed();
         assert_eq!(
             run.order,
             ["/", "/manifest.json", "/globals.sql", "/app.dump"]
@@ -135,7 +131,9 @@ async fn one_database_by_uri_path_or_database_option_restores_row_for_row() {
     }
 
     // A database that does not exist is named in the error.
-    let err = failure(&host::backup(&[("location", &src.uri("no such db"))]).await);
+    let err = host::backup(&[("location", &src.uri("no such db"))])
+        .await
+        .failure();
     assert!(
         err.contains("database \"no such db\" does not exist"),
         "{err}"
@@ -166,7 +164,7 @@ async fn whole_cluster_is_one_script_and_excluded_databases_are_left_out() {
     seed(&src, "dropped.three", 5);
 
     let run = host::backup(&[("location", &src.uri(""))]).await;
-    let snap = snapshot(&run);
+    let snap = run.committed();
     assert_eq!(run.order, ["/", "/manifest.json", "/all.sql"]);
     assert_eq!(snap.paths(), ["/all.sql", "/manifest.json"]);
     let all = text(&snap, "/all.sql");
@@ -192,7 +190,7 @@ async fn whole_cluster_is_one_script_and_excluded_databases_are_left_out() {
         ),
     ])
     .await;
-    let snap = snapshot(&run);
+    let snap = run.committed();
     assert_eq!(run.order, ["/", "/manifest.json", "/all.sql"]);
     let all = text(&snap, "/all.sql");
     let lines = database_lines(&all);
@@ -262,7 +260,7 @@ async fn split_databases_gives_globals_and_one_dump_per_connectable_database() {
             ("jobs", jobs),
         ])
         .await;
-        let snap = snapshot(&run);
+        let snap = run.committed();
         assert_eq!(
             run.order,
             [
@@ -301,7 +299,7 @@ async fn split_databases_gives_globals_and_one_dump_per_connectable_database() {
 
     // Without exclusions every connectable database is there, never template0.
     let run = host::backup(&[("location", &src.uri("")), ("split_databases", "true")]).await;
-    let snap = snapshot(&run);
+    let snap = run.committed();
     assert_eq!(
         snap.paths(),
         [
@@ -333,16 +331,14 @@ async fn dumps_are_uncompressed_unless_compress_is_true() {
     let src = Cluster::start();
     seed_with_marker(&src);
 
-    let plain = snapshot(&host::backup(&[("location", &src.uri("app"))]).await);
+    let plain = host::snapshot_of(&[("location", &src.uri("app"))]).await;
     let plain_dump = &plain.files["/app.dump"];
     assert!(contains(plain_dump, MARKER.as_bytes()));
     assert_eq!(plain.manifest()["backup"]["options"]["compress"], false);
-    let explicit =
-        snapshot(&host::backup(&[("location", &src.uri("app")), ("compress", "false")]).await);
+    let explicit = host::snapshot_of(&[("location", &src.uri("app")), ("compress", "false")]).await;
     assert!(contains(&explicit.files["/app.dump"], MARKER.as_bytes()));
 
-    let packed =
-        snapshot(&host::backup(&[("location", &src.uri("app")), ("compress", "true")]).await);
+    let packed = host::snapshot_of(&[("location", &src.uri("app")), ("compress", "true")]).await;
     let packed_dump = &packed.files["/app.dump"];
     assert!(packed_dump.starts_with(b"PGDMP"));
     assert!(!contains(packed_dump, MARKER.as_bytes()));
@@ -368,15 +364,13 @@ async fn schema_only_and_data_only_split_the_dump_in_two() {
     let src = Cluster::start();
     seed_with_marker(&src);
 
-    let schema =
-        snapshot(&host::backup(&[("location", &src.uri("app")), ("schema_only", "true")]).await);
+    let schema = host::snapshot_of(&[("location", &src.uri("app")), ("schema_only", "true")]).await;
     assert!(!contains(&schema.files["/app.dump"], MARKER.as_bytes()));
     assert!(contains(
         &schema.files["/app.dump"],
         b"CREATE TABLE public.items"
     ));
-    let data =
-        snapshot(&host::backup(&[("location", &src.uri("app")), ("data_only", "true")]).await);
+    let data = host::snapshot_of(&[("location", &src.uri("app")), ("data_only", "true")]).await;
     assert!(contains(&data.files["/app.dump"], MARKER.as_bytes()));
     assert!(!contains(&data.files["/app.dump"], b"CREATE TABLE"));
 
@@ -432,7 +426,7 @@ async fn connection_options_override_the_uri() {
         ("password", PASSWORD),
     ])
     .await;
-    let snap = snapshot(&run);
+    let snap = run.committed();
     assert_eq!(
         run.order,
         ["/", "/manifest.json", "/globals.sql", "/app.dump"]
@@ -446,8 +440,8 @@ async fn connection_options_override_the_uri() {
     let wrong_port = src.uri("app").replace(&format!(":{}/", src.port), ":1/");
     assert_ne!(wrong_port, src.uri("app"));
     let run = host::backup(&[("location", &wrong_port), ("port", &port)]).await;
-    snapshot(&run);
-    let err = failure(&host::backup(&[("location", &wrong_port)]).await);
+    run.committed();
+    let err = host::backup(&[("location", &wrong_port)]).await.failure();
     assert!(
         err.contains("cannot connect to PostgreSQL at 127.0.0.1:1"),
         "{err}"
@@ -459,7 +453,7 @@ async fn connection_options_override_the_uri() {
         ("password", PASSWORD),
     ])
     .await;
-    let snap = snapshot(&run);
+    let snap = run.committed();
     assert!(!run.stderr.contains(PASSWORD));
     let dst = Cluster::start();
     dst.sql("postgres", "CREATE DATABASE app");
@@ -467,8 +461,9 @@ async fn connection_options_override_the_uri() {
     assert_eq!(items(&dst, "app"), items(&src, "app"));
 
     // Without any password it fails with the server's words.
-    let err =
-        failure(&host::backup(&[("location", &src.uri_without_password("postgres", "app"))]).await);
+    let err = host::backup(&[("location", &src.uri_without_password("postgres", "app"))])
+        .await
+        .failure();
     assert!(
         err.contains("password") && err.contains("postgres"),
         "{err}"
@@ -531,7 +526,7 @@ async fn every_invalid_configuration_is_refused_before_anything_runs() {
     ];
     for (config, expected) in cases {
         let run = host::backup(&config).await;
-        let err = failure(&run);
+        let err = run.failure();
         assert_eq!(err, expected, "config {config:?}");
         assert!(run.order.is_empty(), "{config:?} announced {:?}", run.order);
         assert!(
@@ -591,7 +586,7 @@ async fn databases_with_any_name_are_backed_up_and_restored_under_that_name() {
             config.push(("database", name));
         }
         let run = host::backup(&config).await;
-        let snap = snapshot(&run);
+        let snap = run.committed();
         assert_eq!(
             run.order,
             ["/", "/manifest.json", "/globals.sql", path],
@@ -612,7 +607,7 @@ async fn databases_with_any_name_are_backed_up_and_restored_under_that_name() {
 
     // The same names in one split backup.
     let run = host::backup(&[("location", &src.uri("")), ("split_databases", "true")]).await;
-    let snap = snapshot(&run);
+    let snap = run.committed();
     for (_, path) in ODD_NAMES {
         assert!(
             run.order.contains(&path.to_string()),
@@ -674,7 +669,7 @@ async fn a_role_without_pg_authid_access_backs_up_without_password_hashes() {
     );
 
     let run = backup_as(&src, "reader", "reader-secret").await;
-    let snap = snapshot(&run);
+    let snap = run.committed();
     assert_eq!(
         run.order,
         ["/", "/manifest.json", "/globals.sql", "/app.dump"]
@@ -699,14 +694,7 @@ async fn a_role_without_pg_authid_access_backs_up_without_password_hashes() {
     assert!(!run.stderr.contains("reader-secret"));
 
     // The dump is complete all the same, and the roles come back without passwords.
-    let dst = Cluster::start();
-    dst.sql("postgres", "CREATE DATABASE app");
-    restore_ok(
-        &borrow(&destination(&dst, &[("restore_globals", "true")])),
-        &snap,
-    )
-    .await;
-    assert_eq!(items(&dst, "app"), items(&src, "app"));
+    let dst = restored_with_globals(&src, &snap).await;
     assert_eq!(
         dst.rows(
             "postgres",
@@ -723,7 +711,7 @@ async fn a_role_without_pg_authid_access_backs_up_without_password_hashes() {
     );
     for (role, password) in [("all_reader", "all-secret"), ("postgres", PASSWORD)] {
         let run = backup_as(&src, role, password).await;
-        let snap = snapshot(&run);
+        let snap = run.committed();
         assert!(
             text(&snap, "/globals.sql").contains("SCRAM-SHA-256$"),
             "{role}"
@@ -734,14 +722,7 @@ async fn a_role_without_pg_authid_access_backs_up_without_password_hashes() {
             run.stderr
         );
         assert_eq!(snap.manifest()["backup"]["no_role_passwords"], false);
-        let dst = Cluster::start();
-        dst.sql("postgres", "CREATE DATABASE app");
-        restore_ok(
-            &borrow(&destination(&dst, &[("restore_globals", "true")])),
-            &snap,
-        )
-        .await;
-        assert_eq!(items(&dst, "app"), items(&src, "app"));
+        let dst = restored_with_globals(&src, &snap).await;
         assert_eq!(
             dst.sql(
                 "postgres",
@@ -767,39 +748,21 @@ async fn a_dump_killed_half_way_fails_the_backup_and_commits_nothing() {
     );
     eprintln!("filler table made in {:?}", started.elapsed());
 
-    let port = src.port;
+    // Ends the dump's COPY as soon as it is seen.
+    let mut terminate = src.psql_command(
+        SUPERUSER,
+        PASSWORD,
+        "postgres",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE application_name = 'plakar-postgresql' AND query ILIKE 'COPY%'",
+    );
     let killer = tokio::task::spawn_blocking(move || {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let out = std::process::Command::new(common::cluster::default_bin_dir().join("psql"))
-                .env_clear()
-                .env("PGPASSWORD", PASSWORD)
-                .args([
-                    "-X",
-                    "-At",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                ])
-                .arg("-p")
-                .arg(port.to_string())
-                .arg("-c")
-                .arg(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                     WHERE application_name = 'plakar-postgresql' AND query ILIKE 'COPY%'",
-                )
-                .output()
-                .unwrap();
-            let said = String::from_utf8_lossy(&out.stdout);
-            if said.lines().any(|l| l.trim() == "t") {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
+        wait_until(Duration::from_secs(30), "the dump's COPY", || {
+            let out = terminate.output().unwrap();
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l.trim() == "t")
+        })
     });
     // At debug level the plugin logs every line pg_dump writes, for a failing run's report.
     let debug = [(
@@ -807,8 +770,8 @@ async fn a_dump_killed_half_way_fails_the_backup_and_commits_nothing() {
         "debug,h2=info,hyper=info,tonic=info,tower=info",
     )];
     let run = host::backup_with_env(&[("location", &src.uri("big db"))], &debug).await;
-    assert!(killer.await.unwrap(), "the COPY was never seen");
-    let err = failure(&run);
+    killer.await.expect("the COPY was seen and ended");
+    let err = run.failure();
     eprintln!("backup error: {err}");
     assert!(err.contains("database \"big db\""), "{err}");
     assert!(err.contains("/big db.dump"), "{err}");
@@ -832,18 +795,16 @@ async fn a_dump_killed_half_way_fails_the_backup_and_commits_nothing() {
         run.stderr
     );
     // The plugin left no session behind (closing ones may take a moment to go).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let left = src.sql(
+    wait_until(
+        Duration::from_secs(5),
+        "the plugin's sessions to end",
+        || {
+            src.sql(
             "postgres",
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'plakar-postgresql'",
-        );
-        if left == "0" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{left} sessions left behind");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        ) == "0"
+        },
+    );
 }
 
 // 9. The manifest ------------------------------------------------------------------------
@@ -880,7 +841,7 @@ async fn the_manifest_describes_the_source_cluster_without_secrets() {
     src.sql("app", "ANALYZE items");
 
     let run = host::backup(&[("location", &src.uri("app"))]).await;
-    let snap = snapshot(&run);
+    let snap = run.committed();
     let raw = text(&snap, "/manifest.json");
     let m = snap.manifest();
 
@@ -1073,7 +1034,7 @@ async fn the_client_tools_ignore_the_users_environment() {
     ];
 
     let run = host::backup_with_env(&[("location", &src.uri("app"))], &env).await;
-    let snap = snapshot(&run);
+    let snap = run.committed();
     assert_eq!(
         run.order,
         ["/", "/manifest.json", "/globals.sql", "/app.dump"]
@@ -1085,7 +1046,7 @@ async fn the_client_tools_ignore_the_users_environment() {
 
     // pg_dumpall, which connects to several databases, too.
     let run = host::backup_with_env(&[("location", &src.uri(""))], &env).await;
-    let snap = snapshot(&run);
+    let snap = run.committed();
     let all = text(&snap, "/all.sql");
     assert!(all.contains("\\connect app"), "{all}");
     // The script is UTF-8, whatever PGCLIENTENCODING says.
@@ -1097,6 +1058,6 @@ async fn the_client_tools_ignore_the_users_environment() {
         &env,
     )
     .await;
-    let snap = snapshot(&run);
+    let snap = run.committed();
     assert!(snap.files.contains_key("/app.dump"));
 }

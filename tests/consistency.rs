@@ -8,16 +8,10 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::host::{self, Snapshot};
+use common::caught::wait_until;
+use common::host::{self, snapshot_of};
 use common::load::{client, pgbench_sums, succeed, Background};
 use common::Cluster;
-
-/// Backs up with these options and returns the snapshot, or panics with the plugin's words.
-async fn snapshot_of(config: &[(&str, &str)]) -> Snapshot {
-    let run = host::backup(config).await;
-    run.snapshot
-        .unwrap_or_else(|e| panic!("backup failed: {e}\n{}", run.stderr))
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_under_pgbench_load_restores_to_a_consistent_state() {
@@ -39,22 +33,18 @@ async fn a_backup_under_pgbench_load_restores_to_a_consistent_state() {
             .expect("pgbench starts"),
     );
     // The backup starts only once transactions are being committed.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let n: i64 = src
-            .sql("bench", "SELECT count(*) FROM pgbench_history")
-            .parse()
-            .unwrap();
-        if n >= 50 {
-            break;
-        }
-        assert!(load.running(), "pgbench ended before writing");
-        assert!(
-            Instant::now() < deadline,
-            "pgbench wrote {n} transactions in 15 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(15),
+        "pgbench to write 50 transactions",
+        || {
+            let n: i64 = src
+                .sql("bench", "SELECT count(*) FROM pgbench_history")
+                .parse()
+                .unwrap();
+            assert!(n >= 50 || load.running(), "pgbench ended before writing");
+            n >= 50
+        },
+    );
     let before: i64 = src
         .sql("bench", "SELECT count(*) FROM pgbench_history")
         .parse()

@@ -1,26 +1,30 @@
-//! Faults: servers that go away, tools and the plugin killed, a full disk.
+//! Faults: servers that go away, tools and the plugin killed, a full disk,
+//! a Plakar that cannot store a file or stops acknowledging.
 //! A dump is caught in the act (`common::caught`), so every fault lands while
 //! the dump is surely running.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::caught::{kill, parent, pg_dumps, processes, wait_for_blocked_tool, Lock};
-use common::host::{self, PLUGIN};
+use common::caught::{kill, parent, pg_dumps, processes, wait_for_blocked_tool, wait_until, Lock};
+use common::host::{self, Backup, PLUGIN};
 use common::{seed, Cluster};
 
-fn spawn_backup(location: String) -> tokio::task::JoinHandle<host::BackupRun> {
-    tokio::spawn(async move { host::backup(&[("location", &location)]).await })
+/// A backup of `db` whose dump is caught waiting on a lock, held until dropped.
+fn caught_backup(src: &Cluster, db: &str) -> (Lock, tokio::task::JoinHandle<host::BackupRun>) {
+    let lock = Lock::take(src, db);
+    let location = src.uri(db);
+    let backup = tokio::spawn(async move { host::backup(&[("location", &location)]).await });
+    wait_for_blocked_tool(src, "LOCK TABLE");
+    (lock, backup)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_server_going_away_mid_dump_fails_the_backup() {
     let src = Cluster::start();
     seed(&src, "app", 1000);
-    let lock = Lock::take(&src, "app");
-    let backup = spawn_backup(src.uri("app"));
-    wait_for_blocked_tool(&src, "LOCK TABLE");
+    let (lock, backup) = caught_backup(&src, "app");
     src.stop();
     drop(lock);
     let run = backup.await.unwrap();
@@ -41,9 +45,7 @@ async fn the_server_going_away_mid_dump_fails_the_backup() {
 async fn a_killed_pg_dump_fails_the_backup() {
     let src = Cluster::start();
     seed(&src, "victim", 1000);
-    let _lock = Lock::take(&src, "victim");
-    let backup = spawn_backup(src.uri("victim"));
-    wait_for_blocked_tool(&src, "LOCK TABLE");
+    let (_lock, backup) = caught_backup(&src, "victim");
     let pids = pg_dumps("victim");
     assert_eq!(pids.len(), 1, "one pg_dump runs: {pids:?}");
     kill(pids[0]);
@@ -80,11 +82,11 @@ async fn a_killed_plugin_leaves_no_dump_behind() {
         "a backup whose plugin died must fail"
     );
     // The kernel kills the plugin's tools with it (PR_SET_PDEATHSIG).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !pg_dumps("orphan").is_empty() {
-        assert!(Instant::now() < deadline, "pg_dump outlived the plugin");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        Duration::from_secs(5),
+        "pg_dump to die with the plugin",
+        || pg_dumps("orphan").is_empty(),
+    );
     // And the server is fine for the next backup.
     drop(_lock);
     let again = host::backup(&[("location", &src.uri("orphan"))]).await;
@@ -95,10 +97,7 @@ async fn a_killed_plugin_leaves_no_dump_behind() {
 async fn the_server_going_away_mid_restore_fails_the_file() {
     let src = Cluster::start();
     seed(&src, "app", 1000);
-    let snapshot = host::backup(&[("location", &src.uri("app"))])
-        .await
-        .snapshot
-        .unwrap();
+    let snapshot = host::snapshot_of(&[("location", &src.uri("app"))]).await;
 
     let dst = Cluster::start();
     seed(&dst, "app", 10);
@@ -127,10 +126,7 @@ async fn the_server_going_away_mid_restore_fails_the_file() {
 async fn a_full_disk_fails_a_spooled_restore_and_removes_the_copy() {
     let src = Cluster::start();
     seed(&src, "app", 20000);
-    let snapshot = host::backup(&[("location", &src.uri("app"))])
-        .await
-        .snapshot
-        .unwrap();
+    let snapshot = host::snapshot_of(&[("location", &src.uri("app"))]).await;
     assert!(
         snapshot.files["/app.dump"].len() > 2 << 20,
         "the dump must not fit the small disk"
@@ -180,4 +176,33 @@ async fn a_full_disk_fails_a_spooled_restore_and_removes_the_copy() {
         ),
         "0"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_plakar_cannot_store_fails_the_backup_by_name() {
+    let src = Cluster::start();
+    seed(&src, "app", 100);
+    Backup::logical(&[("location", &src.uri("app"))])
+        .failing_to_store("/app.dump", "no space left on device")
+        .run()
+        .await
+        .fails_saying(&[
+            "Plakar could not store /app.dump: no space left on device",
+            "the backup is incomplete and was not committed",
+        ]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plakar_that_stops_acknowledging_fails_the_backup() {
+    let src = Cluster::start();
+    seed(&src, "app", 100);
+    Backup::logical(&[("location", &src.uri("app"))])
+        .ending_acks_at("/globals.sql")
+        .run()
+        .await
+        .fails_saying(&[
+            "Plakar ended the backup before storing",
+            "/globals.sql",
+            "not committed",
+        ]);
 }

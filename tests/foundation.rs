@@ -5,7 +5,7 @@ mod common;
 
 use std::process::Command;
 
-use common::host::{self, PLUGIN};
+use common::host::{self, Connector, PLUGIN};
 use common::{items, seed, Cluster};
 
 #[test]
@@ -44,9 +44,7 @@ async fn a_database_goes_through_backup_and_restore_row_for_row() {
     let src = Cluster::start();
     seed(&src, "app", 500);
     let run = host::backup(&[("location", &src.uri("app"))]).await;
-    let snapshot = run
-        .snapshot
-        .unwrap_or_else(|e| panic!("{e}\n{}", run.stderr));
+    let snapshot = run.committed();
     assert_eq!(
         run.order,
         ["/", "/manifest.json", "/globals.sql", "/app.dump"]
@@ -114,14 +112,16 @@ async fn a_wrong_password_is_a_readable_error() {
 async fn ping_says_whether_the_server_is_there() {
     let cluster = Cluster::start();
     let location = cluster.uri("postgres");
-    for role in ["importer", "exporter"] {
-        host::ping_after(role, &[("location", &location)], || {})
+    for connector in [Connector::Importer, Connector::Exporter] {
+        host::ping_after(connector, &[("location", &location)], || {})
             .await
-            .unwrap_or_else(|e| panic!("{role}: {e}"));
+            .unwrap_or_else(|e| panic!("{connector:?}: {e}"));
     }
-    let err = host::ping_after("importer", &[("location", &location)], || cluster.stop())
-        .await
-        .unwrap_err();
+    let err = host::ping_after(Connector::Importer, &[("location", &location)], || {
+        cluster.stop()
+    })
+    .await
+    .unwrap_err();
     assert!(
         err.starts_with("postgresql source: cannot connect to PostgreSQL at 127.0.0.1:"),
         "{err}"

@@ -9,9 +9,10 @@
 mod common;
 
 use std::process::Stdio;
+use std::time::Duration;
 
-use common::caught::{kill, pg_dumps, wait_for_blocked_tool, Lock};
-use common::cluster::pg18_bin;
+use common::caught::{kill, pg_dumps, wait_for, wait_for_blocked_tool, wait_until, Lock};
+use common::cluster::{bin_location, open_dir, pg18_bin};
 use common::load::{client, pgbench_sums, succeed, Background};
 use common::plakar::{self, Plakar};
 use common::{
@@ -514,34 +515,8 @@ fn peer_auth() {
     assert_eq!(items(&src, "copy"), items(&src, "app"));
 }
 
-/// A cluster that accepts replication connections from 127.0.0.1, as pg_basebackup needs.
-fn physical_options() -> ClusterOptions {
-    let mut options = ClusterOptions::default();
-    options.hba.extend([
-        "local replication all scram-sha-256".into(),
-        "host replication all 127.0.0.1/32 scram-sha-256".into(),
-    ]);
-    options
-}
-
-/// A directory the `postgres` system user can reach, for data directories and tablespaces.
-fn open_dir() -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::Builder::new()
-        .prefix("pgdata-")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    dir
-}
-
-/// `postgres+bin:///<dir>`.
-fn bin_location(dir: &std::path::Path) -> String {
-    format!("postgres+bin://{}", dir.display())
-}
-
 fn physical_under_load() {
-    let src = Cluster::start_with(physical_options());
+    let src = Cluster::start_with(ClusterOptions::physical());
     seed(&src, "app", 200);
     succeed(
         client(&src, "pgbench").args(["-i", "-s", "5", "-q", "postgres"]),
@@ -555,15 +530,11 @@ fn physical_under_load() {
             .spawn()
             .expect("pgbench starts"),
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while src.sql("postgres", "SELECT count(*) FROM pgbench_history") == "0" {
-        assert!(load.running(), "pgbench ended before writing");
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pgbench wrote nothing in 30 s"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_until(Duration::from_secs(30), "pgbench to write", || {
+        let wrote = src.sql("postgres", "SELECT count(*) FROM pgbench_history") != "0";
+        assert!(wrote || load.running(), "pgbench ended before writing");
+        wrote
+    });
     let pk = Plakar::new();
     let store = pk.store("store");
     pk.source("mybin", &src.bin_uri(), &[]);
@@ -634,14 +605,14 @@ fn physical_refusals() {
 
     let minimal = Cluster::start_with(ClusterOptions {
         config: vec!["wal_level = minimal".into(), "max_wal_senders = 0".into()],
-        ..physical_options()
+        ..ClusterOptions::physical()
     });
     pk.source("minimal", &minimal.bin_uri(), &[]);
     store
         .backup("minimal")
         .fails_saying(&["wal_level=minimal", "set wal_level=replica"]);
 
-    let src = Cluster::start_with(physical_options());
+    let src = Cluster::start_with(ClusterOptions::physical());
     src.sql("postgres", "CREATE ROLE plain LOGIN PASSWORD 'plain'");
     pk.source(
         "plain",
@@ -669,7 +640,7 @@ fn physical_busy_or_old() {
 
     let busy = Cluster::start_with(ClusterOptions {
         config: vec!["max_wal_senders = 1".into()],
-        ..physical_options()
+        ..ClusterOptions::physical()
     });
     let wal = open_dir();
     let _receiver = Background(
@@ -681,14 +652,12 @@ fn physical_busy_or_old() {
             .spawn()
             .unwrap(),
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while busy.sql("postgres", "SELECT count(*) FROM pg_stat_replication") == "0" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "pg_receivewal never took the WAL sender"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    // pg_receivewal holds the only WAL sender.
+    wait_for(
+        &busy,
+        "postgres",
+        "SELECT count(*) FROM pg_stat_replication",
+    );
     pk.source("busy", &busy.bin_uri(), &[]);
     store
         .backup("busy")
@@ -696,7 +665,7 @@ fn physical_busy_or_old() {
 
     let new = Cluster::start_with(ClusterOptions {
         bin: pg18_bin(),
-        ..physical_options()
+        ..ClusterOptions::physical()
     });
     pk.source(
         "new",
@@ -713,7 +682,7 @@ fn physical_busy_or_old() {
 }
 
 fn physical_logical_mix() {
-    let src = Cluster::start_with(physical_options());
+    let src = Cluster::start_with(ClusterOptions::physical());
     seed(&src, "app", 20);
     let pk = Plakar::new();
     let store = pk.store("store");
@@ -749,7 +718,7 @@ fn physical_logical_mix() {
 }
 
 fn physical_targets() {
-    let src = Cluster::start_with(physical_options());
+    let src = Cluster::start_with(ClusterOptions::physical());
     let pk = Plakar::new();
     let store = pk.store("store");
     pk.source("mybin", &src.bin_uri(), &[]);
@@ -789,7 +758,7 @@ fn physical_targets() {
 fn physical_checksums() {
     let src = Cluster::start_with(ClusterOptions {
         initdb: vec!["--data-checksums".into()],
-        ..physical_options()
+        ..ClusterOptions::physical()
     });
     seed(&src, "app", 500);
     let file = src.sql("app", "SELECT pg_relation_filepath('items')");

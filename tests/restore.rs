@@ -6,15 +6,8 @@ mod common;
 
 use std::path::Path;
 
-use common::host::{self, RestoreRun, Snapshot};
-use common::{databases, items, owned_source, seed, table_owner, Cluster};
-
-/// Backs up with these options and returns the snapshot, or panics with the plugin's words.
-async fn snapshot_of(config: &[(&str, &str)]) -> Snapshot {
-    let run = host::backup(config).await;
-    run.snapshot
-        .unwrap_or_else(|e| panic!("backup failed: {e}\n{}", run.stderr))
-}
+use common::host::{self, snapshot_of, RestoreRun, Snapshot};
+use common::{databases, items, notes_read_by_owner, owned_source, seed, table_owner, Cluster};
 
 /// Every row of a table, in key order, as text.
 fn rows(cluster: &Cluster, db: &str, table: &str, key: &str) -> Vec<String> {
@@ -184,15 +177,7 @@ async fn restore_globals_accepts_roles_that_already_exist() {
         assert_eq!(table_owner(&dst, "app", "items"), "app_owner");
         assert_eq!(items(&dst, "app"), items(&src, "app"));
         // The role's attributes and password come from the globals all the same.
-        assert_eq!(
-            dst.sql_as(
-                "app_owner",
-                "owner-secret",
-                "app",
-                "SELECT count(*) FROM notes"
-            ),
-            "50"
-        );
+        assert_eq!(notes_read_by_owner(&dst), "50");
     }
 }
 
@@ -264,15 +249,7 @@ async fn a_whole_cluster_script_brings_back_every_database_role_and_row() {
     assert_eq!(dst.rows("postgres", roles), src.rows("postgres", roles));
     assert_eq!(table_owner(&dst, "app", "items"), "app_owner");
     // The role's password came along: it can log in.
-    assert_eq!(
-        dst.sql_as(
-            "app_owner",
-            "owner-secret",
-            "app",
-            "SELECT count(*) FROM notes"
-        ),
-        "50"
-    );
+    assert_eq!(notes_read_by_owner(&dst), "50");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -611,8 +588,9 @@ async fn jobs_copy_a_dump_only_where_a_parallel_restore_can_win() {
 
 #[test]
 fn filled_in_offsets_are_those_pg_dump_records_in_a_file() {
+    use common::load::{client, succeed};
     use plakar_postgresql::archive::{self, K_OFFSET_POS_NOT_SET, K_OFFSET_POS_SET};
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
 
     let src = Cluster::start();
     seed(&src, "app", 5000);
@@ -626,14 +604,8 @@ fn filled_in_offsets_are_those_pg_dump_records_in_a_file() {
     );
     let dir = tempfile::tempdir().unwrap();
     let pg_dump = |out: Stdio, extra: &[&str]| {
-        let mut cmd = Command::new(common::cluster::default_bin_dir().join("pg_dump"));
-        cmd.env_clear()
-            .env("PGPASSWORD", common::cluster::PASSWORD)
-            .args(["-h", src.socket_dir().to_str().unwrap()])
-            .args(["-p", &src.port.to_string(), "-U", "postgres", "-Fc", "-Z0"])
-            .args(extra)
-            .arg("app")
-            .stdout(out);
+        let mut cmd = client(&src, "pg_dump");
+        cmd.args(["-Fc", "-Z0"]).args(extra).arg("app").stdout(out);
         cmd
     };
     // Into a file, which pg_dump can seek: it records the data offsets.
@@ -679,18 +651,9 @@ fn filled_in_offsets_are_those_pg_dump_records_in_a_file() {
 
     // And pg_restore reads the filled-in copy, in parallel.
     src.sql("postgres", "CREATE DATABASE copy");
-    let restored = Command::new(common::cluster::default_bin_dir().join("pg_restore"))
-        .env_clear()
-        .env("PGPASSWORD", common::cluster::PASSWORD)
-        .args(["-h", src.socket_dir().to_str().unwrap()])
-        .args(["-p", &src.port.to_string(), "-U", "postgres", "-j", "2"])
-        .args(["-d", "copy", to_pipe.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        restored.status.success(),
-        "{}",
-        String::from_utf8_lossy(&restored.stderr)
+    succeed(
+        client(&src, "pg_restore").args(["-j", "2", "-d", "copy", to_pipe.to_str().unwrap()]),
+        "pg_restore of the filled-in copy",
     );
     assert_eq!(items(&src, "copy"), items(&src, "app"));
 }

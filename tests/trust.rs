@@ -49,9 +49,8 @@ impl Pki {
         );
     }
 
-    fn ca(&self, name: &str) {
-        let key = format!("{name}.key");
-        let crt = format!("{name}.crt");
+    /// A new P-256 private key in `key`.
+    fn new_key(&self, key: &str) {
         self.openssl(&[
             "genpkey",
             "-algorithm",
@@ -59,8 +58,14 @@ impl Pki {
             "-pkeyopt",
             "ec_paramgen_curve:P-256",
             "-out",
-            &key,
+            key,
         ]);
+    }
+
+    fn ca(&self, name: &str) {
+        let key = format!("{name}.key");
+        let crt = format!("{name}.crt");
+        self.new_key(&key);
         self.openssl(&[
             "req",
             "-x509",
@@ -82,15 +87,7 @@ impl Pki {
         let crt = format!("{name}.crt");
         let extfile = format!("{name}.ext");
         std::fs::write(self.path(&extfile), format!("{ext}\n")).unwrap();
-        self.openssl(&[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            &key,
-        ]);
+        self.new_key(&key);
         self.openssl(&[
             "req",
             "-new",
@@ -158,11 +155,7 @@ async fn tls_modes_reach_the_verdicts_libpq_would() {
     let other_ca = path_str(&pki.path("other-ca.crt"));
 
     let ok = |run: &host::BackupRun| {
-        let snapshot = run
-            .snapshot
-            .as_ref()
-            .unwrap_or_else(|e| panic!("{e}\n{}", run.stderr));
-        assert!(snapshot.files["/app.dump"].starts_with(b"PGDMP"));
+        assert!(run.committed().files["/app.dump"].starts_with(b"PGDMP"));
     };
     ok(&host::backup(&[
         ("location", &by_ip),
@@ -263,9 +256,7 @@ async fn client_certificates_authenticate_backup_and_restore() {
         ("ssl_key", key.as_str()),
     ];
     let run = host::backup(&tls).await;
-    let snapshot = run
-        .snapshot
-        .unwrap_or_else(|e| panic!("{e}\n{}", run.stderr));
+    let snapshot = run.committed();
 
     cluster.sql("postgres", "CREATE DATABASE copy");
     let target = format!("postgres://postgres@localhost:{}/copy", cluster.port);
@@ -344,9 +335,7 @@ async fn passwords_never_leak_into_argv_environment_snapshot_or_logs() {
         src.port
     );
     let run = host::backup(&[("location", &in_uri)]).await;
-    let snapshot = run
-        .snapshot
-        .unwrap_or_else(|e| panic!("{e}\n{}", run.stderr));
+    let snapshot = run.committed();
     let as_option = src.uri_without_password("backup_admin", "app");
     let run2 = host::backup(&[("location", &as_option), ("password", TRICKY)]).await;
     assert!(run2.snapshot.is_ok(), "{:?}", run2.snapshot.err());
@@ -475,9 +464,7 @@ async fn md5_password_servers_work_too() {
         cluster.port
     );
     let run = host::backup(&[("location", &location)]).await;
-    let snapshot = run
-        .snapshot
-        .unwrap_or_else(|e| panic!("{e}\n{}", run.stderr));
+    let snapshot = run.committed();
     cluster.sql("postgres", "CREATE DATABASE copy");
     let target = format!("postgres://old_app@127.0.0.1:{}/copy", cluster.port);
     let restored = host::restore(

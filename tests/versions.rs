@@ -4,17 +4,32 @@
 mod common;
 
 use common::cluster::pg18_bin;
-use common::host;
+use common::host::{self, Snapshot};
 use common::{items, seed, Cluster};
+
+/// A new PostgreSQL 18 cluster with the snapshot restored by the 18 tools.
+async fn restored_into_18(snapshot: &Snapshot) -> Cluster {
+    let dst = Cluster::start_18();
+    let bin = pg18_bin().to_str().unwrap().to_string();
+    host::restore(
+        &[
+            ("location", &dst.uri("")),
+            ("create_db", "true"),
+            ("pg_bin_dir", &bin),
+        ],
+        snapshot,
+    )
+    .await
+    .assert_ok();
+    dst
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_15_backup_restores_into_18_with_the_18_tools() {
     let src = Cluster::start();
     seed(&src, "app", 300);
     let run = host::backup(&[("location", &src.uri("app"))]).await;
-    let snapshot = run
-        .snapshot
-        .unwrap_or_else(|e| panic!("{e}\n{}", run.stderr));
+    let snapshot = run.committed();
     assert_eq!(
         snapshot.manifest()["server"]["version_num"]
             .as_i64()
@@ -23,18 +38,7 @@ async fn a_15_backup_restores_into_18_with_the_18_tools() {
         15
     );
 
-    let dst = Cluster::start_18();
-    let bin = pg18_bin().to_str().unwrap().to_string();
-    let restored = host::restore(
-        &[
-            ("location", &dst.uri("")),
-            ("create_db", "true"),
-            ("pg_bin_dir", &bin),
-        ],
-        &snapshot,
-    )
-    .await;
-    restored.assert_ok();
+    let dst = restored_into_18(&snapshot).await;
     assert!(dst
         .sql("postgres", "SHOW server_version_num")
         .starts_with("18"));
@@ -65,23 +69,11 @@ async fn an_18_server_needs_18_tools_and_says_so() {
 
     let bin = pg18_bin().to_str().unwrap().to_string();
     let run = host::backup(&[("location", &src.uri("app")), ("pg_bin_dir", &bin)]).await;
-    let snapshot = run
-        .snapshot
-        .unwrap_or_else(|e| panic!("{e}\n{}", run.stderr));
+    let snapshot = run.committed();
     assert!(snapshot.manifest()["pg_dump_version"]
         .as_str()
         .unwrap()
         .contains("18."));
-    let dst = Cluster::start_18();
-    let restored = host::restore(
-        &[
-            ("location", &dst.uri("")),
-            ("create_db", "true"),
-            ("pg_bin_dir", &bin),
-        ],
-        &snapshot,
-    )
-    .await;
-    restored.assert_ok();
+    let dst = restored_into_18(&snapshot).await;
     assert_eq!(items(&dst, "app"), items(&src, "app"));
 }

@@ -1,6 +1,7 @@
 //! Catching a tool in the act: a dump is made to wait on a table lock that
-//! another session holds, so that a fault lands while it surely runs; and
-//! finding the plugin's processes from outside.
+//! another session holds, so that a fault lands while it surely runs; waiting
+//! for a condition with a deadline; and finding the plugin's processes from
+//! outside.
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -55,13 +56,21 @@ impl Drop for Lock {
     }
 }
 
-/// Polls a count query until it is positive.
-pub fn wait_for(cluster: &Cluster, db: &str, sql: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cluster.sql(db, sql) == "0" {
-        assert!(Instant::now() < deadline, "timed out waiting for: {sql}");
+/// Polls `done` every 50 ms until it holds; panics, naming `what`, after `within`.
+pub fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Polls a count query until it is positive.
+pub fn wait_for(cluster: &Cluster, db: &str, sql: &str) {
+    wait_until(Duration::from_secs(30), sql, || cluster.sql(db, sql) != "0");
 }
 
 /// Waits until one of the plugin's tools waits on the lock in a statement

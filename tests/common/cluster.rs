@@ -91,6 +91,54 @@ impl Default for ClusterOptions {
     }
 }
 
+impl ClusterOptions {
+    /// A cluster that accepts replication connections, as pg_basebackup needs.
+    pub fn physical() -> ClusterOptions {
+        let mut options = ClusterOptions::default();
+        options.hba.extend([
+            "local replication all scram-sha-256".into(),
+            "host replication all 127.0.0.1/32 scram-sha-256".into(),
+        ]);
+        options
+    }
+}
+
+/// A directory the `postgres` system user can reach, for data directories and tablespaces.
+pub fn open_dir() -> TempDir {
+    reachable("pgdata-")
+}
+
+/// `postgres+bin:///<dir>`: a physical destination.
+pub fn bin_location(dir: &Path) -> String {
+    format!("postgres+bin://{}", dir.display())
+}
+
+/// A server's own directory, which the `postgres` system user can reach:
+/// its socket and log, and the data directory of a cluster made here.
+fn home() -> TempDir {
+    reachable("pgtest-")
+}
+
+/// A new temporary directory that every user may enter.
+fn reachable(prefix: &str) -> TempDir {
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// `pg_ctl start`, waiting up to `seconds`, with the log in the server's own directory.
+fn pg_ctl_start(bin: &Path, data: &Path, home: &Path, seconds: u32, what: &str) {
+    run(
+        as_server(&mut Command::new(bin.join("pg_ctl")))
+            .arg("-D")
+            .arg(data)
+            .arg("-l")
+            .arg(home.join("log"))
+            .args(["-w", "-t", &seconds.to_string(), "start"]),
+        what,
+    );
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -136,14 +184,10 @@ impl Cluster {
 
     /// Starts a cluster: initdb, configuration, pg_ctl start.
     pub fn start_with(options: ClusterOptions) -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("pgtest-")
-            .tempdir()
-            .unwrap();
+        let dir = home();
         let data = dir.path().join("data");
         let pwfile = dir.path().join("pw");
         std::fs::write(&pwfile, PASSWORD).unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         if let Some((uid, gid)) = server_identity() {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
             std::os::unix::fs::chown(&pwfile, Some(uid), Some(gid)).unwrap();
@@ -177,15 +221,7 @@ impl Cluster {
                 std::os::unix::fs::chown(&path, Some(uid), Some(gid)).unwrap();
             }
         }
-        run(
-            as_server(&mut Command::new(options.bin.join("pg_ctl")))
-                .arg("-D")
-                .arg(&data)
-                .arg("-l")
-                .arg(dir.path().join("log"))
-                .args(["-w", "-t", "60", "start"]),
-            "pg_ctl start",
-        );
+        pg_ctl_start(&options.bin, &data, dir.path(), 60, "pg_ctl start");
         Cluster {
             port,
             bin: options.bin,
@@ -197,11 +233,7 @@ impl Cluster {
     /// Starts a server on a data directory restored from a physical backup,
     /// on a port and socket of its own; it runs as `postgres`, who gets the files.
     pub fn adopt(data: &Path) -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("pgtest-")
-            .tempdir()
-            .unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = home();
         if let Some((uid, gid)) = server_identity() {
             run(
                 Command::new("chown")
@@ -221,13 +253,11 @@ impl Cluster {
             ),
         );
         let bin = default_bin_dir();
-        run(
-            as_server(&mut Command::new(bin.join("pg_ctl")))
-                .arg("-D")
-                .arg(data)
-                .arg("-l")
-                .arg(dir.path().join("log"))
-                .args(["-w", "-t", "120", "start"]),
+        pg_ctl_start(
+            &bin,
+            data,
+            dir.path(),
+            120,
             "pg_ctl start on the restored data directory",
         );
         Cluster {

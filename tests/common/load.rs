@@ -1,7 +1,7 @@
 //! Client programs against a test cluster, pgbench's write load, and the
 //! invariants that load keeps.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 
 use super::{Cluster, PASSWORD, SUPERUSER};
@@ -9,14 +9,6 @@ use super::{Cluster, PASSWORD, SUPERUSER};
 /// The PostgreSQL 15 client programs (pgbench, pg_dump).
 pub fn tool(name: &str) -> PathBuf {
     super::cluster::default_bin_dir().join(name)
-}
-
-/// The cluster's Unix socket directory (the parent of its data directory).
-pub fn socket_dir(cluster: &Cluster) -> &Path {
-    cluster
-        .data_dir()
-        .parent()
-        .expect("the data directory has a parent")
 }
 
 /// A client program connected to `cluster` as the superuser, over the Unix socket.
@@ -27,7 +19,7 @@ pub fn client(cluster: &Cluster, program: &str) -> Command {
         .env("PGPASSWORD", PASSWORD)
         .env("LC_ALL", "C.UTF-8")
         .arg("-h")
-        .arg(socket_dir(cluster))
+        .arg(cluster.socket_dir())
         .arg("-p")
         .arg(cluster.port.to_string())
         .arg("-U")

@@ -69,6 +69,16 @@ pub fn owned_source() -> Cluster {
     src
 }
 
+/// How many notes `app_owner` of [`owned_source`] reads in `app`, logged in with its own password.
+pub fn notes_read_by_owner(cluster: &Cluster) -> String {
+    cluster.sql_as(
+        "app_owner",
+        "owner-secret",
+        "app",
+        "SELECT count(*) FROM notes",
+    )
+}
+
 /// A quoted SQL identifier.
 pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

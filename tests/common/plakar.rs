@@ -133,15 +133,7 @@ impl Ran {
 
     /// Panics unless the command exited 0 and said every word.
     pub fn ok_saying(self, words: &[&str]) -> Ran {
-        let ran = self.ok();
-        let said = ran.output();
-        for w in words {
-            assert!(
-                said.contains(w),
-                "{w:?} missing from plakar's output:\n{said}"
-            );
-        }
-        ran
+        self.ok().saying(words)
     }
 
     /// Panics unless the command failed with a non-zero exit status and said every word.
@@ -152,6 +144,11 @@ impl Ran {
             self.status,
             self.output()
         );
+        self.saying(words)
+    }
+
+    /// Panics unless the command's output holds every word.
+    fn saying(self, words: &[&str]) -> Ran {
         let said = self.output();
         for w in words {
             assert!(

@@ -1,0 +1,220 @@
+//! The physical connectors (`postgres+bin://`) through the project's own
+//! host, for what the real Plakar cannot be made to do: fail to store one
+//! file, stop acknowledging, cut a file's content short; and the exact wire
+//! of a restore. What a user sees through plakar is in tests/plakar.rs.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use common::cluster::{bin_location, open_dir};
+use common::host::{self, Backup, Connector, Restore, Snapshot};
+use common::load::{succeed, tool};
+use common::{items, seed, Cluster, ClusterOptions};
+
+/// A cluster that allows base backups, with a database `app` of `rows` rows.
+fn physical_source(rows: u32) -> Cluster {
+    let src = Cluster::start_with(ClusterOptions::physical());
+    seed(&src, "app", rows);
+    src
+}
+
+/// The snapshot of a physical backup of the whole cluster, which must succeed.
+async fn physical_snapshot(src: &Cluster) -> Snapshot {
+    host::physical_backup(&[("location", &src.bin_uri())])
+        .await
+        .committed()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_physical_snapshot_restores_into_a_directory_that_verifies_and_starts() {
+    let src = physical_source(200);
+    let snapshot = physical_snapshot(&src).await;
+    for path in [
+        "/PG_VERSION",
+        "/backup_label",
+        "/backup_manifest",
+        "/manifest.json",
+    ] {
+        assert!(snapshot.files.contains_key(path), "{path} missing");
+    }
+    assert_eq!(snapshot.manifest()["backup"]["layout"], "physical");
+
+    let target = open_dir();
+    let data = target.path().join("restored");
+    let run = host::physical_restore(&[("location", &bin_location(&data))], &snapshot).await;
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("matches its backup_manifest"),
+        "{}",
+        run.stderr
+    );
+    // The wire: one result per record, in the order sent, each echoing its
+    // record whole (fileInfo included); so a directory is answered as it comes,
+    // before anything it holds.
+    assert_eq!(run.headers.len(), run.sent.len());
+    for (sent, echoed) in run.sent.iter().zip(&run.headers) {
+        assert_eq!(echoed, sent, "the result for {}", sent.pathname);
+    }
+    let directories = run
+        .sent
+        .iter()
+        .filter(|r| r.file_info.as_ref().unwrap().mode & 0x8000_0000 != 0)
+        .count();
+    assert!(directories > 3, "only {directories} directories were sent");
+
+    succeed(
+        Command::new(tool("pg_verifybackup")).arg(&data),
+        "pg_verifybackup of the restored directory",
+    );
+    assert_eq!(
+        std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    assert!(!data.join("manifest.json").exists());
+    let copy = Cluster::adopt(&data);
+    assert_eq!(items(&copy, "app"), items(&src, "app"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_plakar_cannot_store_fails_the_physical_backup_by_name() {
+    let src = physical_source(50);
+    Backup::physical(&[("location", &src.bin_uri())])
+        .failing_to_store("/global/pg_control", "no space left on device")
+        .run()
+        .await
+        .fails_saying(&[
+            "Plakar could not store /global/pg_control: no space left on device",
+            "the backup is incomplete and was not committed",
+        ]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plakar_that_stops_acknowledging_fails_the_physical_backup() {
+    let src = physical_source(50);
+    Backup::physical(&[("location", &src.bin_uri())])
+        .ending_acks_at("/PG_VERSION")
+        .run()
+        .await
+        .fails_saying(&[
+            "Plakar ended the backup before storing every file",
+            "not committed",
+        ]);
+}
+
+/// The first WAL segment of a physical snapshot: a file of many chunks.
+fn wal_segment(snapshot: &Snapshot) -> String {
+    let path = snapshot
+        .paths()
+        .into_iter()
+        .find(|p| p.starts_with("/pg_wal/0"))
+        .unwrap_or_else(|| panic!("no WAL segment in {:?}", snapshot.paths()))
+        .to_string();
+    assert!(snapshot.files[&path].len() > 2 << 20, "{path} is small");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_whose_content_ends_early_fails_the_physical_restore_by_name() {
+    let src = physical_source(50);
+    let snapshot = physical_snapshot(&src).await;
+    let cut = wal_segment(&snapshot);
+
+    let target = open_dir();
+    let data = target.path().join("restored");
+    let location = bin_location(&data);
+    let config = [("location", location.as_str())];
+    // The plugin is checked to exit 0 once Plakar closes the pipes.
+    let run = Restore::physical(&config, &snapshot)
+        .cutting_short(&cut)
+        .run()
+        .await;
+    let err = run.error_of(&cut);
+    assert!(err.contains(&cut), "{err}");
+    assert!(err.contains("its content ended early"), "{err}");
+    let call = run
+        .error
+        .as_deref()
+        .expect("the restore ends with an error");
+    assert!(call.contains("1 file(s) could not be written"), "{call}");
+    assert!(
+        call.contains(&format!("{cut}: its content ended early")),
+        "{call}"
+    );
+    // Every other record, those after the cut one included, got its own result.
+    assert_eq!(run.results.len(), run.sent.len());
+    for (path, error) in &run.results {
+        assert!(path == &cut || error.is_empty(), "{path}: {error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logical_snapshot_is_refused_by_the_physical_destination_before_anything_is_written() {
+    let src = Cluster::start();
+    seed(&src, "app", 20);
+    let snapshot = host::snapshot_of(&[("location", &src.uri("app"))]).await;
+
+    let target = open_dir();
+    let absent = target.path().join("data");
+    let empty = target.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for dir in [&absent, &empty] {
+        let run = host::physical_restore(&[("location", &bin_location(dir))], &snapshot).await;
+        let err = run.error.as_deref().expect("the restore is refused");
+        for words in [
+            "comes from a logical backup",
+            "nothing was written",
+            "postgres://",
+        ] {
+            assert!(err.contains(words), "{words:?} missing: {err}");
+        }
+        assert!(
+            run.results.iter().all(|(p, e)| p == "/" || !e.is_empty()),
+            "a file was restored: {:?}",
+            run.results
+        );
+    }
+    assert!(
+        !absent.exists(),
+        "the refused restore made {}",
+        absent.display()
+    );
+    assert_eq!(std::fs::read_dir(&empty).unwrap().count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ping_says_whether_the_physical_connectors_can_work() {
+    let src = physical_source(1);
+    let source = [("location", src.bin_uri())];
+    let source = common::pairs(&source);
+    host::ping_after(Connector::PhysicalImporter, &source, || {})
+        .await
+        .unwrap();
+
+    let target = open_dir();
+    let dir = target.path().join("data");
+    let destination = [("location", bin_location(&dir))];
+    let destination = common::pairs(&destination);
+    host::ping_after(Connector::PhysicalExporter, &destination, || {})
+        .await
+        .unwrap();
+    let err = host::ping_after(Connector::PhysicalExporter, &destination, || {
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("keep.txt"), "mine").unwrap();
+    })
+    .await
+    .unwrap_err();
+    assert!(
+        err.starts_with("postgresql physical destination: ") && err.contains("is not empty"),
+        "{err}"
+    );
+
+    let err = host::ping_after(Connector::PhysicalImporter, &source, || src.stop())
+        .await
+        .unwrap_err();
+    assert!(
+        err.starts_with("postgresql physical source: cannot connect to PostgreSQL at 127.0.0.1:"),
+        "{err}"
+    );
+}
