@@ -98,7 +98,7 @@ async fn a_plakar_that_stops_acknowledging_fails_the_physical_backup() {
         .run()
         .await
         .fails_saying(&[
-            "Plakar ended the backup before storing every file",
+            "Plakar ended the backup before storing /",
             "not committed",
         ]);
 }
@@ -137,7 +137,7 @@ async fn a_file_whose_content_ends_early_fails_the_physical_restore_by_name() {
         .error
         .as_deref()
         .expect("the restore ends with an error");
-    assert!(call.contains("1 file(s) could not be written"), "{call}");
+    assert!(call.contains("the restore failed for 1 file:"), "{call}");
     assert!(
         call.contains(&format!("{cut}: its content ended early")),
         "{call}"

@@ -788,7 +788,7 @@ fn physical_checksums() {
 }
 
 fn physical_tools_alone() {
-    let src = Cluster::start_with(physical_options());
+    let src = Cluster::start_with(ClusterOptions::physical());
     seed(&src, "app", 50);
     // pg_basebackup and pg_verifybackup, and no other PostgreSQL program.
     let bin = tempfile::Builder::new().prefix("pgbin-").tempdir().unwrap();

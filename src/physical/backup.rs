@@ -254,7 +254,7 @@ impl Copy<'_> {
                 }
             };
             let entry = Entry {
-                path: format!("/{}", header.name),
+                path: record_path(&header.name),
                 kind,
                 perm: header.mode & 0o777,
                 modified: UNIX_EPOCH + Duration::from_secs(header.mtime.max(0) as u64),
@@ -349,6 +349,16 @@ async fn stream_to(
     Ok(())
 }
 
+/// The record path of a tar member: pg_basebackup names some members `./x`,
+/// which a path from `/` must not keep.
+fn record_path(member: &str) -> String {
+    let parts: Vec<&str> = member
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
+}
+
 /// pg_basebackup's arguments: the whole cluster as one tar stream on stdout,
 /// with the WAL it needs and PostgreSQL's own manifest inside.
 fn basebackup_args(config: &PhysicalSource) -> Vec<std::ffi::OsString> {
@@ -374,4 +384,19 @@ fn basebackup_args(config: &PhysicalSource) -> Vec<std::ffi::OsString> {
         args.push("--no-verify-checksums".into());
     }
     args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn member_names_become_clean_record_paths() {
+        assert_eq!(
+            record_path("./pg_wal/archive_status"),
+            "/pg_wal/archive_status"
+        );
+        assert_eq!(record_path("base/1/"), "/base/1");
+        assert_eq!(record_path("PG_VERSION"), "/PG_VERSION");
+    }
 }
