@@ -6,8 +6,9 @@ mod common;
 
 use std::collections::HashMap;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::caught;
 use common::load::{client, Background};
 use common::{Cluster, ClusterOptions};
 use plakar_postgresql::connection::Connection;
@@ -15,16 +16,6 @@ use plakar_postgresql::physical::options::PhysicalSource;
 use plakar_postgresql::replication::slot::{self, SlotError, SlotName, WalStatus};
 use plakar_postgresql::replication::{self, Refusal, ReplicationConnection};
 use tokio_postgres::Client;
-
-/// A cluster that accepts replication connections, as pg_basebackup needs.
-fn replication_options() -> ClusterOptions {
-    let mut options = ClusterOptions::default();
-    options.hba.extend([
-        "local replication all scram-sha-256".into(),
-        "host replication all 127.0.0.1/32 scram-sha-256".into(),
-    ]);
-    options
-}
 
 /// The connection a physical source with these options would use.
 fn connection(location: &str, extra: &[(&str, &str)]) -> Connection {
@@ -47,16 +38,14 @@ async fn admin(cluster: &Cluster) -> Client {
 
 /// Waits until `sql` answers `want` on the cluster, for up to 30 s.
 fn wait_for(cluster: &Cluster, sql: &str, want: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cluster.sql("postgres", sql) != want {
-        assert!(Instant::now() < deadline, "{sql} never gave {want:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    caught::wait_until(Duration::from_secs(30), sql, || {
+        cluster.sql("postgres", sql) == want
+    });
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_probe_identifies_the_server_over_tcp_and_the_socket() {
-    let cluster = Cluster::start_with(replication_options());
+    let cluster = Cluster::start_with(ClusterOptions::physical());
     let want = cluster.sql(
         "postgres",
         "SELECT system_identifier FROM pg_control_system()",
@@ -160,7 +149,7 @@ async fn the_probe_uses_tls_when_the_server_demands_it() {
         .unwrap_err();
     assert!(matches!(plain, Refusal::NoHbaLine(_)), "{plain}");
 
-    let no_tls = Cluster::start_with(replication_options());
+    let no_tls = Cluster::start_with(ClusterOptions::physical());
     let err = replication::probe(&connection(&no_tls.bin_uri(), &[("ssl_mode", "require")]))
         .await
         .unwrap_err()
@@ -187,7 +176,7 @@ async fn refusals_are_named_from_the_servers_sqlstate() {
     // A role without REPLICATION: 42501.
     let cluster = Cluster::start_with(ClusterOptions {
         config: vec!["max_wal_senders = 1".into()],
-        ..replication_options()
+        ..ClusterOptions::physical()
     });
     cluster.sql("postgres", "CREATE ROLE plain LOGIN PASSWORD 'plain'");
     let plain = connection(
@@ -224,7 +213,7 @@ async fn refusals_are_named_from_the_servers_sqlstate() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_permanent_slot_is_created_once_inspected_and_dropped() {
-    let cluster = Cluster::start_with(replication_options());
+    let cluster = Cluster::start_with(ClusterOptions::physical());
     let admin = admin(&cluster).await;
     let name = SlotName::new("plakar_archive_main").unwrap();
 
@@ -273,7 +262,7 @@ async fn a_permanent_slot_is_created_once_inspected_and_dropped() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_temporary_slot_goes_with_its_session_and_blocks_the_name() {
-    let cluster = Cluster::start_with(replication_options());
+    let cluster = Cluster::start_with(ClusterOptions::physical());
     let holder = admin(&cluster).await;
     let name = SlotName::for_this_process();
     let made = slot::create_temporary(&holder, &name).await.unwrap();
@@ -299,7 +288,7 @@ async fn a_temporary_slot_goes_with_its_session_and_blocks_the_name() {
 async fn slot_failures_name_their_cause() {
     let cluster = Cluster::start_with(ClusterOptions {
         config: vec!["max_replication_slots = 1".into()],
-        ..replication_options()
+        ..ClusterOptions::physical()
     });
     let admin = admin(&cluster).await;
     let taken = SlotName::new("taken").unwrap();
@@ -345,7 +334,7 @@ async fn slot_failures_name_their_cause() {
 async fn a_slot_whose_wal_was_removed_is_lost() {
     let cluster = Cluster::start_with(ClusterOptions {
         config: vec!["max_slot_wal_keep_size = 1MB".into()],
-        ..replication_options()
+        ..ClusterOptions::physical()
     });
     let admin = admin(&cluster).await;
     let name = SlotName::new("left_behind").unwrap();
