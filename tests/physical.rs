@@ -97,10 +97,7 @@ async fn a_plakar_that_stops_acknowledging_fails_the_physical_backup() {
         .ending_acks_at("/PG_VERSION")
         .run()
         .await
-        .fails_saying(&[
-            "Plakar ended the backup before storing /",
-            "not committed",
-        ]);
+        .fails_saying(&["Plakar ended the backup before storing /", "not committed"]);
 }
 
 /// The first WAL segment of a physical snapshot: a file of many chunks.
