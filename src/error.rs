@@ -93,9 +93,12 @@ pub enum Error {
     /// The restored directory does not pass pg_verifybackup.
     #[error("{0}")]
     Verify(String),
-    /// What this module does not yet type.
-    #[error("{0}")]
-    Message(String),
+    /// Plakar called `Import` a second time on a source that is read once.
+    #[error("a physical backup is imported once")]
+    ImportedTwice,
+    /// Plakar asked for content after the copy ended.
+    #[error("the physical backup is over: {0} was asked for after the copy ended")]
+    CopyOver(String),
 }
 
 impl Failure for Error {
@@ -107,11 +110,5 @@ impl Failure for Error {
             Error::Dump { .. } => Code::Internal,
             _ => Code::FailedPrecondition,
         }
-    }
-}
-
-impl From<String> for Error {
-    fn from(message: String) -> Error {
-        Error::Message(message)
     }
 }

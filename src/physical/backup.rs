@@ -117,7 +117,7 @@ impl Source for PhysicalBackup {
             .lock()
             .expect("not poisoned")
             .take()
-            .ok_or_else(|| Error::Message("a physical backup is imported once".into()))?;
+            .ok_or(Error::ImportedTwice)?;
         Copy { run, opens }.backup(&self).await.inspect_err(|why| {
             tracing::error!("physical backup failed: {why}");
         })
@@ -128,7 +128,7 @@ impl Source for PhysicalBackup {
         self.opens_tx
             .send(OpenCall { path, content })
             .await
-            .map_err(|_| Error::Message("the physical backup is over".into()))
+            .map_err(|refused| Error::CopyOver(refused.0.path))
     }
 }
 
