@@ -46,8 +46,18 @@ pub enum Error {
     Dump {
         what: String,
         path: String,
-        why: String,
+        why: Box<Error>,
     },
+    /// The pipe a tool writes into cannot be made or read.
+    #[error("cannot {action} {tool}'s output: {source}")]
+    Output {
+        action: &'static str,
+        tool: &'static str,
+        source: std::io::Error,
+    },
+    /// Plakar closed an `Open` stream before its end.
+    #[error("Plakar stopped reading the dump before its end")]
+    StoppedReading,
     /// A restore into a database that does not exist, without create_db.
     #[error("database {database:?} does not exist on {target}; create it first, or set create_db=true to create it from the dump")]
     DatabaseMissing { database: String, target: String },

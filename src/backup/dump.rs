@@ -28,20 +28,20 @@ pub struct Started {
 }
 
 /// Starts the tool behind a record, its stdout into a pipe of our own.
-pub fn start(backup: &Backup, record: &Planned) -> Result<Started, String> {
+pub fn start(backup: &Backup, record: &Planned) -> Result<Started, Error> {
     let (tool, args) = plan::command(&backup.config, &record.item, backup.no_role_passwords);
-    let (output, tool_end) = pipe::output_pipe()
-        .map_err(|e| format!("cannot create a pipe for {}: {e}", tool.name()))?;
-    let running = backup
-        .toolbox
-        .spawn(
-            tool,
-            &backup.config.conn,
-            &args,
-            Stdio::null(),
-            Stdio::from(tool_end),
-        )
-        .map_err(|e| e.to_string())?;
+    let (output, tool_end) = pipe::output_pipe().map_err(|source| Error::Output {
+        action: "create a pipe for",
+        tool: tool.name(),
+        source,
+    })?;
+    let running = backup.toolbox.spawn(
+        tool,
+        &backup.config.conn,
+        &args,
+        Stdio::null(),
+        Stdio::from(tool_end),
+    )?;
     Ok(Started {
         tool,
         running,
@@ -55,7 +55,7 @@ pub fn start(backup: &Backup, record: &Planned) -> Result<Started, String> {
 pub async fn stream(
     backup: Arc<Backup>,
     record: Planned,
-    ahead: Option<Result<Started, String>>,
+    ahead: Option<Result<Started, Error>>,
     content: Content,
 ) -> Result<(), Error> {
     let _permit = backup
@@ -75,7 +75,7 @@ pub async fn stream(
             let error = Error::Dump {
                 what: record.describe(),
                 path: record.path,
-                why,
+                why: Box::new(why),
             };
             backup.fail(error.to_string());
             Err(error)
@@ -84,10 +84,10 @@ pub async fn stream(
 }
 
 async fn run(
-    started: Result<Started, String>,
+    started: Result<Started, Error>,
     content: Content,
     progress: &mut Progress,
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let Started {
         tool,
         running,
@@ -100,22 +100,27 @@ async fn run(
             content.blocking_send(chunk.into())
         })
     });
+    let unreadable = |source| Error::Output {
+        action: "read",
+        tool: tool.name(),
+        source,
+    };
     let read = reader
         .await
-        .map_err(|e| format!("the reader of {}'s output failed: {e}", tool.name()))?;
+        .map_err(|e| unreadable(std::io::Error::other(e)))?;
     match read {
         Ok((bytes, stopped)) => {
             progress.bytes = bytes;
             if stopped {
                 // Plakar hung up: stop the tool (dropping it kills it) and say so.
-                return Err("Plakar stopped reading the dump before its end".into());
+                return Err(Error::StoppedReading);
             }
         }
-        Err(e) => return Err(format!("cannot read {}'s output: {e}", tool.name())),
+        Err(e) => return Err(unreadable(e)),
     }
     let outcome = running.finish().await;
     match outcome.failure() {
-        Some(why) => Err(why),
+        Some(why) => Err(Error::ToolFailed(why)),
         None => Ok(()),
     }
 }

@@ -39,7 +39,7 @@ pub struct Backup {
     /// The records Plakar has opened.
     opened: Mutex<HashSet<String>>,
     /// The dump started ahead of its turn ([`dump::Started`]), by path.
-    ahead: Mutex<Option<(String, Result<dump::Started, String>)>>,
+    ahead: Mutex<Option<(String, Result<dump::Started, Error>)>>,
 }
 
 impl Backup {
@@ -74,7 +74,7 @@ impl Backup {
     }
 
     /// Notes that Plakar opened `path`; the tool started ahead for it, if any.
-    fn mark_opened(&self, path: &str) -> Option<Result<dump::Started, String>> {
+    fn mark_opened(&self, path: &str) -> Option<Result<dump::Started, Error>> {
         self.opened
             .lock()
             .expect("not poisoned")
