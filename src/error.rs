@@ -82,6 +82,9 @@ pub enum Error {
     /// The physical destination's directory holds files.
     #[error("{} is not empty; a physical restore writes a whole data directory and overwrites nothing: name a new or empty directory", .0.display())]
     DirectoryNotEmpty(PathBuf),
+    /// `owner` names another user, and only root can give files away.
+    #[error("option `owner={owner}` needs root: only root can give files to another user, and this restore runs as {running}; run plakar as root (or as {owner} itself), or leave `owner` out and give the directory to {owner} afterwards with chown -R")]
+    OwnerNeedsRoot { owner: String, running: String },
     /// A file or directory that cannot be read or written.
     #[error("cannot {action} {}: {source}", .path.display())]
     Io {

@@ -78,6 +78,56 @@ async fn a_physical_snapshot_restores_into_a_directory_that_verifies_and_starts(
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn every_record_of_a_physical_snapshot_belongs_to_the_data_directorys_owner() {
+    use std::os::unix::fs::MetadataExt;
+    let src = physical_source(1);
+    let snapshot = physical_snapshot(&src).await;
+    let owner = |path: &str| {
+        let info = snapshot.records[path].file_info.clone().unwrap();
+        (info.uid, info.gid, info.username, info.groupname)
+    };
+    let data = std::fs::metadata(src.data_dir()).unwrap();
+    let server = owner("/PG_VERSION");
+    assert_eq!((server.0, server.1), (data.uid() as u64, data.gid() as u64));
+    // The records pg_basebackup or the plugin make up look like the rest:
+    // `/`, `/backup_manifest`, `/manifest.json`, and every other one.
+    for path in snapshot.records.keys() {
+        assert_eq!(owner(path), server, "the owner of {path}");
+    }
+    for path in ["/", "/backup_manifest", "/manifest.json"] {
+        assert!(snapshot.records.contains_key(path), "no record {path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn giving_the_restored_files_to_another_user_needs_root() {
+    let target = open_dir();
+    let data = target.path().join("data");
+    let location = bin_location(&data);
+    let config = [("location", location.as_str()), ("owner", "root")];
+    // The plugin runs as `postgres` (or as the user running the tests), and
+    // is asked to give the files to root.
+    let run = Restore::physical(&config, &Snapshot::default())
+        .not_as_root()
+        .run()
+        .await;
+    let err = run.error.as_deref().expect("the restore is refused");
+    for words in [
+        "option `owner=root` needs root",
+        "run plakar as root",
+        "chown -R",
+    ] {
+        assert!(err.contains(words), "{words:?} missing: {err}");
+    }
+    assert!(run.results.is_empty(), "{:?}", run.results);
+    assert!(
+        !data.exists(),
+        "the refused restore made {}",
+        data.display()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_file_plakar_cannot_store_fails_the_physical_backup_by_name() {
     let src = physical_source(50);
     Backup::physical(&[("location", &src.bin_uri())])

@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::caught::{kill, pg_dumps, wait_for, wait_for_blocked_tool, wait_until, Lock};
-use common::cluster::{bin_location, open_dir, pg18_bin};
+use common::cluster::{bin_location, not_owned_by, open_dir, pg18_bin, server_identity};
 use common::load::{client, pgbench_sums, succeed, Background};
 use common::plakar::{self, Plakar};
 use common::{
@@ -86,6 +86,10 @@ const CASES: &[(&str, fn())] = &[
     (
         "physical_backup_and_restore_need_only_the_physical_tools",
         physical_tools_alone,
+    ),
+    (
+        "physical_restore_as_root_gives_the_files_to_the_owner",
+        physical_owner,
     ),
 ];
 
@@ -827,4 +831,39 @@ fn physical_tools_alone() {
         .ok_saying(&["matches its backup_manifest", "--no-parse-wal"]);
     let copy = Cluster::adopt(&data);
     assert_eq!(items(&copy, "app"), items(&src, "app"));
+}
+
+fn physical_owner() {
+    let (uid, gid) = server_identity().expect("the tests run as root, to give files away");
+    let src = Cluster::start_with(ClusterOptions::physical());
+    seed(&src, "app", 50);
+    let pk = Plakar::new();
+    let store = pk.store("store");
+    pk.source("mybin", &src.bin_uri(), &[]);
+    let snap = store.backed_up("mybin");
+
+    let target = open_dir();
+    let data = target.path().join("restored");
+    pk.destination("mydata", &bin_location(&data), &["owner=postgres"]);
+    store
+        .restore("mydata", &snap)
+        .ok_saying(&["matches its backup_manifest"]);
+    assert_eq!(
+        not_owned_by(&data, uid, gid),
+        Vec::<std::path::PathBuf>::new()
+    );
+    // pg_ctl as postgres, without a chown -R.
+    let copy = Cluster::start_restored(&data);
+    assert_eq!(items(&copy, "app"), items(&src, "app"));
+
+    let nobody = target.path().join("nobody");
+    pk.destination("nobody", &bin_location(&nobody), &["owner=nosuchuser"]);
+    store
+        .restore("nobody", &snap)
+        .fails_saying(&["option `owner`", "\"nosuchuser\""]);
+    assert!(
+        !nobody.exists(),
+        "the refused restore made {}",
+        nobody.display()
+    );
 }

@@ -154,18 +154,22 @@ impl Copy<'_> {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_nanos() as u64;
-        let root = Entry {
-            path: "/".into(),
-            kind: EntryKind::Directory,
-            perm: 0o700,
-            modified: backup.started,
-            uid: 0,
-            gid: 0,
-            user: String::new(),
-            group: String::new(),
-            dev,
+        // `/` stands for the data directory, and is announced with the owner
+        // of the stream's first member (see `copy_members`).
+        let mut root = Root {
+            entry: Entry {
+                path: "/".into(),
+                kind: EntryKind::Directory,
+                perm: 0o700,
+                modified: backup.started,
+                uid: 0,
+                gid: 0,
+                user: String::new(),
+                group: String::new(),
+                dev,
+            },
+            announced: false,
         };
-        self.run.announce(record::entry_record(&root)).await?;
 
         let args = basebackup_args(&backup.config);
         let mut running = backup.toolbox.spawn(
@@ -180,7 +184,7 @@ impl Copy<'_> {
         let mut progress = Progress::start("physical backup", "/");
         let mut backup_manifest = Vec::new();
         let copied = self
-            .copy_members(&mut stream, dev, &mut progress, &mut backup_manifest)
+            .copy_members(&mut stream, &mut root, &mut progress, &mut backup_manifest)
             .await;
         if copied.is_ok() {
             // The second zero block and whatever padding follows.
@@ -205,6 +209,9 @@ impl Copy<'_> {
             return Err(Error::BaseBackup(why));
         }
         progress.done();
+        if !root.announced {
+            self.run.announce(record::entry_record(&root.entry)).await?;
+        }
 
         let mut manifest = backup.manifest.clone();
         manifest.wal = WalRange::from_backup_manifest(&backup_manifest);
@@ -217,7 +224,7 @@ impl Copy<'_> {
             kind: EntryKind::File(bytes.len() as u64),
             perm: 0o600,
             modified: SystemTime::now(),
-            ..root
+            ..root.entry
         };
         self.run.announce(record::entry_record(&entry)).await?;
         let mut content = &bytes[..];
@@ -226,11 +233,11 @@ impl Copy<'_> {
             .map_err(Error::BaseBackup)
     }
 
-    /// Reads the tar members and hands each to Plakar.
+    /// Reads the tar members and hands each to Plakar, `/` before the first.
     async fn copy_members(
         &mut self,
         stream: &mut (impl AsyncRead + Unpin),
-        dev: u64,
+        root: &mut Root,
         progress: &mut Progress,
         backup_manifest: &mut Vec<u8>,
     ) -> Result<(), String> {
@@ -253,7 +260,7 @@ impl Copy<'_> {
                     ))
                 }
             };
-            let entry = Entry {
+            let mut entry = Entry {
                 path: record_path(&header.name),
                 kind,
                 perm: header.mode & 0o777,
@@ -262,8 +269,31 @@ impl Copy<'_> {
                 gid: header.gid,
                 user: header.uname.clone(),
                 group: header.gname.clone(),
-                dev,
+                dev: root.entry.dev,
             };
+            if !root.announced {
+                // Every member but backup_manifest comes from the server: its
+                // files, which must belong to its user, or files it makes as
+                // that user (backup_label, sent first). So the first member
+                // names the data directory's owner, which `/` then shows.
+                root.entry.uid = entry.uid;
+                root.entry.gid = entry.gid;
+                root.entry.user = entry.user.clone();
+                root.entry.group = entry.group.clone();
+                self.run
+                    .announce(record::entry_record(&root.entry))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                root.announced = true;
+            }
+            if entry.path == "/backup_manifest" {
+                // pg_basebackup adds it itself, with made-up ids (2048:1024):
+                // given the data directory's owner, it looks like the file it is.
+                entry.uid = root.entry.uid;
+                entry.gid = root.entry.gid;
+                entry.user = root.entry.user.clone();
+                entry.group = root.entry.group.clone();
+            }
             self.run
                 .announce(record::entry_record(&entry))
                 .await
@@ -318,6 +348,13 @@ impl Copy<'_> {
             return stream_to(&call.content, size, content, keep.as_deref_mut()).await;
         }
     }
+}
+
+/// The record `/`: the data directory, owned like the files it holds.
+struct Root {
+    entry: Entry,
+    /// Whether it was sent (before the first member, which says who owns it).
+    announced: bool,
 }
 
 /// Streams `size` bytes to an `Open` call in chunks, keeping a copy when asked.

@@ -6,6 +6,7 @@
 pub mod backup;
 mod explain;
 pub mod options;
+pub mod owner;
 pub mod preflight;
 pub mod restore;
 mod tar;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::LazyLock;
 
+use super::owner::Owner;
 use crate::connection::{Connection, CLIENT_OPTIONS, SERVER_OPTIONS};
 use crate::options::{Kind, OptionError, Spec, Table};
 
@@ -41,6 +42,12 @@ static DESTINATION_OPTIONS: &[Spec] = &[
         kind: Kind::Text,
         default: None,
         description: "Directory of `pg_verifybackup` (and `pg_waldump`) of the backup's major version. Without it they are looked up in the usual install locations, then on `$PATH`.",
+    },
+    Spec {
+        name: "owner",
+        kind: Kind::Text,
+        default: None,
+        description: "The system user (such as `postgres`) the restored files are given to, with its primary group, so that the server starts as that user without a `chown -R`. Needs Plakar to run as root, unless it names the user running it. Without it the files belong to the user running Plakar.",
     },
 ];
 
@@ -122,6 +129,8 @@ pub struct PhysicalDestination {
     pub directory: PathBuf,
     /// The user's `pg_bin_dir`.
     pub pg_bin_dir: Option<PathBuf>,
+    /// Who the restored files are given to (`owner`).
+    pub owner: Option<Owner>,
 }
 
 impl PhysicalDestination {
@@ -149,9 +158,20 @@ impl PhysicalDestination {
         if path == std::path::Path::new("/") {
             return Err(bad("the root directory cannot be a data directory"));
         }
+        let owner = values
+            .text("owner")
+            .map(|name| {
+                Owner::lookup(&name).ok_or_else(|| OptionError::Invalid {
+                    key: "owner",
+                    value: format!("{name:?}"),
+                    accepted: "the name of a user of this system, such as postgres".into(),
+                })
+            })
+            .transpose()?;
         Ok(PhysicalDestination {
             directory: path,
             pg_bin_dir: values.text("pg_bin_dir").map(PathBuf::from),
+            owner,
         })
     }
 }
@@ -218,5 +238,23 @@ mod tests {
                 .to_string();
             assert!(err.contains("option `location`"), "{location}: {err}");
         }
+    }
+
+    #[test]
+    fn an_owner_is_a_user_of_this_system() {
+        let at = ("location", "postgres+bin:///srv/data");
+        let d = PhysicalDestination::parse(&config_map(&[at, ("owner", "root")])).unwrap();
+        assert_eq!(d.owner.map(|o| (o.uid, o.gid)), Some((0, 0)));
+        assert!(PhysicalDestination::parse(&config_map(&[at]))
+            .unwrap()
+            .owner
+            .is_none());
+        let err = PhysicalDestination::parse(&config_map(&[at, ("owner", "nosuchuser")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("option `owner` has the invalid value \"nosuchuser\""),
+            "{err}"
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! The physical destination: `plakar restore -to @mydata` for
 //! `postgres+bin:///path/to/directory`.
 //!
-//! `Init` refuses a directory that is not empty or that a server runs on.
-//! `Export` writes each file of the snapshot with its mode and mtime (the
-//! directory itself 0700, as PostgreSQL demands), refusing a logical snapshot
+//! `Init` refuses a directory that is not empty or that a server runs on, and
+//! an `owner` it cannot give files to. `Export` writes each file of the
+//! snapshot with its mode and mtime (the directory itself 0700, as PostgreSQL
+//! demands), given to `owner` when there is one, refusing a logical snapshot
 //! at its first file, before anything is written; then `pg_verifybackup`
 //! checks the result against the backup's own `backup_manifest`, and the call
 //! ends with an error if anything failed or does not match.
@@ -52,6 +53,9 @@ impl Destination for PhysicalDestination {
 
     async fn init(config: &HashMap<String, String>) -> Result<PhysicalDestination, Error> {
         let config = PhysicalDestination::parse(config)?;
+        if let Some(owner) = &config.owner {
+            owner.check()?;
+        }
         check_directory(&config.directory)?;
         Ok(config)
     }
@@ -187,7 +191,12 @@ impl Writer {
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
-                .open(&path);
+                .open(&path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))
+                .and_then(|f| match &self.config.owner {
+                    Some(owner) => owner.give_file(&f, &path).map(|()| f),
+                    None => Ok(f),
+                });
             return Some(match file {
                 Ok(f) => Open {
                     record,
@@ -196,14 +205,16 @@ impl Writer {
                     error: None,
                 },
                 Err(e) => Open {
-                    error: Some(format!("cannot create {}: {e}", path.display())),
+                    error: Some(e),
                     record,
                     file: None,
                     path,
                 },
             });
         };
-        let result = made.map_err(|e| format!("cannot create {}: {e}", path.display()));
+        let result = made
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))
+            .and_then(|()| self.give(&path));
         results.send(&record, result).await;
         None
     }
@@ -223,9 +234,18 @@ impl Writer {
                     std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))
                 })
                 .map_err(|e| format!("cannot create {}: {e}", self.root.display()))?;
+            self.give(&self.root)?;
             self.started = true;
         }
         Ok(self.root.join(relative))
+    }
+
+    /// Gives a directory or link just made to `owner`, if there is one.
+    fn give(&self, path: &Path) -> Result<(), String> {
+        match &self.config.owner {
+            Some(owner) => owner.give(path),
+            None => Ok(()),
+        }
     }
 
     /// Closes a file, gives it its mode and mtime, and answers its record.

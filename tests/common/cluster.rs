@@ -103,6 +103,26 @@ impl ClusterOptions {
     }
 }
 
+/// Every path under `dir`, `dir` included, that does not belong to `uid:gid`
+/// (a symbolic link itself, not what it points to).
+pub fn not_owned_by(dir: &Path, uid: u32, gid: u32) -> Vec<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let mut wrong = Vec::new();
+    let mut left = vec![dir.to_path_buf()];
+    while let Some(path) = left.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if (meta.uid(), meta.gid()) != (uid, gid) {
+            wrong.push(path.clone());
+        }
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path).unwrap() {
+                left.push(entry.unwrap().path());
+            }
+        }
+    }
+    wrong
+}
+
 /// A directory the `postgres` system user can reach, for data directories and tablespaces.
 pub fn open_dir() -> TempDir {
     reachable("pgdata-")
@@ -233,16 +253,24 @@ impl Cluster {
     /// Starts a server on a data directory restored from a physical backup,
     /// on a port and socket of its own; it runs as `postgres`, who gets the files.
     pub fn adopt(data: &Path) -> Cluster {
-        let dir = home();
         if let Some((uid, gid)) = server_identity() {
             run(
                 Command::new("chown")
                     .arg("-R")
                     .arg(format!("{uid}:{gid}"))
-                    .arg(data)
-                    .arg(dir.path()),
+                    .arg(data),
                 "chown",
             );
+        }
+        Cluster::start_restored(data)
+    }
+
+    /// [`Cluster::adopt`] without giving the files away first: the restore
+    /// must have given them to `postgres` (when the tests run as root).
+    pub fn start_restored(data: &Path) -> Cluster {
+        let dir = home();
+        if let Some((uid, gid)) = server_identity() {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
         }
         let port = free_port();
         append(

@@ -237,18 +237,42 @@ pub struct Plugin {
     channel: Channel,
     stderr: Arc<Mutex<String>>,
     stderr_task: tokio::task::JoinHandle<()>,
+    /// The copy of the binary another user runs, kept while it runs.
+    _copy: Option<tempfile::TempDir>,
 }
 
 impl Plugin {
     /// Starts `postgresql <role>` for a connector, with extra environment variables.
     pub async fn start(connector: Connector, env: &[(&str, &str)]) -> Plugin {
-        let mut cmd = Command::new(PLUGIN);
+        Plugin::start_as(connector, env, None).await
+    }
+
+    /// [`Plugin::start`] as another system user (uid, gid), from a copy of the
+    /// binary that user can reach wherever the build lives.
+    pub async fn start_as(
+        connector: Connector,
+        env: &[(&str, &str)],
+        user: Option<(u32, u32)>,
+    ) -> Plugin {
+        let copy = user.map(|_| {
+            let dir = super::cluster::open_dir();
+            std::fs::copy(PLUGIN, dir.path().join("postgresql")).expect("a copy of the plugin");
+            dir
+        });
+        let binary = match &copy {
+            Some(dir) => dir.path().join("postgresql"),
+            None => PLUGIN.into(),
+        };
+        let mut cmd = Command::new(binary);
         cmd.arg(connector.role())
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if let Some((uid, gid)) = user {
+            cmd.uid(uid).gid(gid).current_dir("/");
+        }
         let mut child = cmd.spawn().expect("the plugin starts");
         let channel = super::pipes::connect(&mut child)
             .await
@@ -269,6 +293,7 @@ impl Plugin {
             channel,
             stderr,
             stderr_task,
+            _copy: copy,
         }
     }
 
@@ -659,6 +684,7 @@ pub struct Restore<'a> {
     snapshot: &'a Snapshot,
     env: &'a [(&'a str, &'a str)],
     cut_short: Option<String>,
+    user: Option<(u32, u32)>,
 }
 
 impl<'a> Restore<'a> {
@@ -670,6 +696,7 @@ impl<'a> Restore<'a> {
             snapshot,
             env: &[],
             cut_short: None,
+            user: None,
         }
     }
 
@@ -687,6 +714,13 @@ impl<'a> Restore<'a> {
         self
     }
 
+    /// Runs the plugin as someone other than root: as `postgres` when the
+    /// tests run as root, else as the user running them.
+    pub fn not_as_root(mut self) -> Restore<'a> {
+        self.user = super::cluster::server_identity();
+        self
+    }
+
     /// Plakar sends only the first half of `path`'s content, and then the
     /// next record without the empty chunk that ends a file.
     pub fn cutting_short(mut self, path: &str) -> Restore<'a> {
@@ -696,7 +730,7 @@ impl<'a> Restore<'a> {
 
     /// Runs the restore and checks that the plugin then exits 0.
     pub async fn run(self) -> RestoreRun {
-        let plugin = Plugin::start(self.connector, self.env).await;
+        let plugin = Plugin::start_as(self.connector, self.env, self.user).await;
         let mut client = ExporterClient::new(plugin.channel.clone());
         let wire = Wire::default();
         let error = run_restore(&mut client, &self, &wire).await.err();
