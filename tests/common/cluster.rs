@@ -233,6 +233,11 @@ impl Cluster {
     /// Starts a server on a data directory restored from a physical backup,
     /// on a port and socket of its own; it runs as `postgres`, who gets the files.
     pub fn adopt(data: &Path) -> Cluster {
+        Cluster::adopt_with(data, &default_bin_dir())
+    }
+
+    /// [`Cluster::adopt`] with the server binaries in `bin` (the backup's major version).
+    pub fn adopt_with(data: &Path, bin: &Path) -> Cluster {
         let dir = home();
         if let Some((uid, gid)) = server_identity() {
             run(
@@ -252,9 +257,8 @@ impl Cluster {
                 dir.path().display()
             ),
         );
-        let bin = default_bin_dir();
         pg_ctl_start(
-            &bin,
+            bin,
             data,
             dir.path(),
             120,
@@ -262,7 +266,7 @@ impl Cluster {
         );
         Cluster {
             port,
-            bin,
+            bin: bin.to_path_buf(),
             data: data.to_path_buf(),
             _dir: dir,
         }
