@@ -564,6 +564,65 @@ fn read_int(bytes: &[u8]) -> Option<i64> {
     (*sign == 0).then_some(value)
 }
 
+/// The entry kind pg_dump 18 gives the planner statistics of a table, a
+/// materialized view or an index (`pg_dump --statistics`).
+pub const STATISTICS_DATA: &str = "STATISTICS DATA";
+
+/// How much of the head of an archive [`StatisticsProbe`] keeps to find a
+/// statistics entry: the schema's definitions come before it. Beyond that the
+/// probe says "not known", and the restore analyzes, as without statistics.
+const PROBE_HEAD_LIMIT: usize = 8 * 1024 * 1024;
+
+/// Follows the head of a custom-format archive as its bytes go by, until its
+/// table of contents (which comes first) says whether the dump carries
+/// planner statistics: a [`STATISTICS_DATA`] entry, or none at its end.
+#[derive(Debug, Default)]
+pub struct StatisticsProbe {
+    head: Vec<u8>,
+    tried_at: usize,
+    verdict: Option<bool>,
+}
+
+impl StatisticsProbe {
+    /// A probe at the start of an archive.
+    pub fn new() -> StatisticsProbe {
+        StatisticsProbe::default()
+    }
+
+    /// Follows the next bytes; once the verdict is in, they are not kept.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.verdict.is_some() {
+            return;
+        }
+        self.head.extend_from_slice(bytes);
+        // Parsed again only when the head has doubled: linear in all.
+        if self.head.len() >= (self.tried_at * 2).max(64 * 1024) {
+            self.decide();
+        }
+    }
+
+    /// Whether the archive carries statistics; false when that is not known
+    /// (not an archive, damaged, truncated, or a head over the limit).
+    pub fn carries_statistics(&mut self) -> bool {
+        if self.verdict.is_none() {
+            self.decide();
+        }
+        self.verdict.unwrap_or(false)
+    }
+
+    fn decide(&mut self) {
+        self.tried_at = self.head.len();
+        self.verdict = match find_entry(&self.head, |e| e.desc == STATISTICS_DATA) {
+            Ok(Some(found)) => Some(found.is_some()),
+            Ok(None) if self.head.len() < PROBE_HEAD_LIMIT => None,
+            Ok(None) | Err(_) => Some(false),
+        };
+        if self.verdict.is_some() {
+            self.head = Vec::new();
+        }
+    }
+}
+
 /// Gives a file holding a whole custom-format archive the data offsets
 /// pg_dump records when it writes to a file; returns how many entries got
 /// theirs. Reads the file once, sequentially.
@@ -873,6 +932,40 @@ mod tests {
             out[*at as usize..*at as usize + p.len()].copy_from_slice(p);
         }
         out
+    }
+
+    #[test]
+    fn the_probe_tells_a_dump_with_statistics_from_one_without() {
+        let with = archive(
+            V1_16,
+            &[
+                ("TABLE", "t", Some("CREATE TABLE t ();")),
+                ("TABLE DATA", "t", None),
+                (
+                    STATISTICS_DATA,
+                    "t",
+                    Some("SELECT pg_restore_relation_stats();"),
+                ),
+            ],
+        );
+        let without = archive(V1_16, &[("TABLE", "t", Some("CREATE TABLE t ();"))]);
+        for size in [1, 7, 100, with.len()] {
+            let mut probe = StatisticsProbe::new();
+            for chunk in with.chunks(size) {
+                probe.feed(chunk);
+            }
+            assert!(probe.carries_statistics(), "chunks of {size}");
+        }
+        let mut probe = StatisticsProbe::new();
+        probe.feed(&without);
+        assert!(!probe.carries_statistics());
+        // Cut inside the table of contents, or not an archive: not known, so no.
+        let mut cut = StatisticsProbe::new();
+        cut.feed(&with[..with.len() - 20]);
+        assert!(!cut.carries_statistics());
+        let mut garbage = StatisticsProbe::new();
+        garbage.feed(b"SELECT 1;\n");
+        assert!(!garbage.carries_statistics());
     }
 
     #[test]

@@ -125,6 +125,10 @@ struct Probed {
     version: String,
 }
 
+/// The first major version whose dumps can carry planner statistics, and
+/// whose server takes them (`pg_restore_relation_stats`).
+pub const STATISTICS_MAJOR: u32 = 18;
+
 /// Directories where PostgreSQL packages put their binaries, `{}` standing for the major version.
 const INSTALL_PATTERNS: &[&str] = &[
     "/usr/lib/postgresql/{}/bin",
@@ -277,6 +281,12 @@ impl Toolbox {
             }
         }
         None
+    }
+
+    /// Whether these tools carry planner statistics: pg_dump `--statistics`,
+    /// pg_restore `--no-statistics` (PostgreSQL 18 and later).
+    pub fn has_statistics(&self) -> bool {
+        self.major >= STATISTICS_MAJOR
     }
 
     /// The path (or bare name, for `$PATH`) of a tool.

@@ -91,6 +91,10 @@ const CASES: &[(&str, fn())] = &[
         "physical_restore_as_root_gives_the_files_to_the_owner",
         physical_owner,
     ),
+    (
+        "an_18_cluster_goes_through_a_physical_round_trip_with_the_18_tools",
+        physical_eighteen,
+    ),
 ];
 
 fn main() {
@@ -866,4 +870,66 @@ fn physical_owner() {
         "the refused restore made {}",
         nobody.display()
     );
+}
+
+fn physical_eighteen() {
+    let bin = pg18_bin();
+    let src = Cluster::start_with(ClusterOptions {
+        bin: bin.clone(),
+        ..ClusterOptions::physical()
+    });
+    seed(&src, "app", 200);
+    // The 18 tools for all of it: pg_basebackup, pg_verifybackup, pg_waldump.
+    let pg_bin_dir = format!("pg_bin_dir={}", bin.display());
+    let pk = Plakar::new();
+    let store = pk.store("store");
+    pk.source("mybin", &src.bin_uri(), &[&pg_bin_dir]);
+    let snap = store.backed_up("mybin");
+    assert_eq!(store.cat(&snap, "/PG_VERSION"), b"18\n");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&store.cat(&snap, "/manifest.json")).unwrap();
+    assert_eq!(
+        manifest["server"]["version_num"].as_i64().unwrap() / 10000,
+        18
+    );
+    assert!(
+        manifest["backup"]["pg_basebackup_version"]
+            .as_str()
+            .unwrap()
+            .starts_with("pg_basebackup (PostgreSQL) 18."),
+        "{manifest:#}"
+    );
+
+    // PostgreSQL 18's own manifest: version 2, naming the cluster it was taken of.
+    let pg_manifest: serde_json::Value =
+        serde_json::from_slice(&store.cat(&snap, "/backup_manifest")).unwrap();
+    assert_eq!(pg_manifest["PostgreSQL-Backup-Manifest-Version"], 2);
+    assert_eq!(
+        pg_manifest["System-Identifier"]
+            .as_u64()
+            .unwrap()
+            .to_string(),
+        manifest["server"]["system_identifier"].as_str().unwrap()
+    );
+
+    let target = open_dir();
+    let data = target.path().join("restored");
+    pk.destination("mydata", &bin_location(&data), &[&pg_bin_dir]);
+    let restored = store
+        .restore("mydata", &snap)
+        .ok_saying(&["matches its backup_manifest"]);
+    // pg_waldump 18 parsed the WAL: nothing was only checked to be present.
+    assert!(
+        !restored.output().contains("--no-parse-wal"),
+        "{}",
+        restored.output()
+    );
+    // The WAL summaries' directory (PostgreSQL 17 and later) is restored, empty.
+    assert!(data.join("pg_wal/summaries").is_dir());
+    let copy = Cluster::adopt_with(&data, &bin);
+    assert!(copy
+        .sql("postgres", "SHOW server_version")
+        .starts_with("18"));
+    assert_eq!(databases(&copy), databases(&src));
+    assert_eq!(items(&copy, "app"), items(&src, "app"));
 }

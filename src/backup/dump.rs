@@ -29,7 +29,12 @@ pub struct Started {
 
 /// Starts the tool behind a record, its stdout into a pipe of our own.
 pub fn start(backup: &Backup, record: &Planned) -> Result<Started, Error> {
-    let (tool, args) = plan::command(&backup.config, &record.item, backup.no_role_passwords);
+    let (tool, args) = plan::command(
+        &backup.config,
+        &record.item,
+        backup.no_role_passwords,
+        backup.statistics,
+    );
     let (output, tool_end) = pipe::output_pipe().map_err(|source| Error::Output {
         action: "create a pipe for",
         tool: tool.name(),

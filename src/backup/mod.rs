@@ -33,6 +33,8 @@ pub struct Backup {
     records: Vec<Planned>,
     manifest: Vec<u8>,
     no_role_passwords: bool,
+    /// Whether the dumps carry the planner statistics (`pg_dump --statistics`).
+    statistics: bool,
     jobs: Semaphore,
     started: SystemTime,
     failures: Mutex<Vec<String>>,
@@ -110,6 +112,17 @@ async fn prepare(config: SourceConfig) -> Result<Backup, Error> {
         );
     }
 
+    let full = config.content == options::Content::Everything;
+    let statistics = config.statistics && full && toolbox.has_statistics();
+    if statistics {
+        tracing::info!("the dumps carry the planner statistics (pg_dump --statistics)");
+    } else if config.statistics && full {
+        tracing::debug!(
+            "pg_dump {} cannot dump the planner statistics (18 and later can): a restore will ANALYZE",
+            toolbox.major
+        );
+    }
+
     let databases = databases(&config, &admin).await?;
     let records = plan::records(&config, &databases);
     let paths: Vec<&str> = records.iter().map(|r| r.path.as_str()).collect();
@@ -129,6 +142,7 @@ async fn prepare(config: SourceConfig) -> Result<Backup, Error> {
             split_databases: config.split_databases,
             exclude_databases: config.exclude_databases.clone(),
             ssl_mode: conn.tls.mode.as_str().into(),
+            statistics,
         },
         no_role_passwords: !can_read_authid,
     };
@@ -144,6 +158,7 @@ async fn prepare(config: SourceConfig) -> Result<Backup, Error> {
         records,
         manifest,
         no_role_passwords: !can_read_authid,
+        statistics,
         started: SystemTime::now(),
         failures: Mutex::new(Vec::new()),
         opened: Mutex::new(HashSet::new()),

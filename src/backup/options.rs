@@ -43,6 +43,12 @@ static BACKUP_OPTIONS: &[Spec] = &[
         default: Some("2"),
         description: "How many dumps may run at once (with `split_databases`).",
     },
+    Spec {
+        name: "statistics",
+        kind: Kind::Bool,
+        default: Some("true"),
+        description: "With pg_dump 18 or later, dump the planner statistics too (`--statistics`), so that a restore into PostgreSQL 18 or later has them at once and needs no ANALYZE. Not with `schema_only` or `data_only`, which pg_dump dumps without statistics; older tools cannot dump them.",
+    },
 ];
 
 /// Every option of the source connector.
@@ -81,6 +87,8 @@ pub struct SourceConfig {
     pub exclude_databases: Vec<String>,
     /// How many dumps run at once.
     pub jobs: usize,
+    /// Dump the planner statistics, where pg_dump can.
+    pub statistics: bool,
 }
 
 impl SourceConfig {
@@ -88,6 +96,11 @@ impl SourceConfig {
     pub fn parse(config: &HashMap<String, String>) -> Result<SourceConfig, OptionError> {
         let values = SOURCE_OPTIONS.parse(config)?;
         exclusive(&values, "schema_only", "data_only")?;
+        if values.is_set("statistics") {
+            // pg_dump leaves statistics out of partial dumps; the default gives way, a setting does not.
+            exclusive(&values, "statistics", "schema_only")?;
+            exclusive(&values, "statistics", "data_only")?;
+        }
         let conn = Connection::from_values(&values)?;
         let split_databases = values.flag("split_databases");
         let exclude_databases = values.list("exclude_databases");
@@ -114,6 +127,7 @@ impl SourceConfig {
             split_databases,
             exclude_databases,
             jobs: values.integer("jobs").unwrap_or(2) as usize,
+            statistics: values.flag("statistics"),
         })
     }
 }
@@ -133,6 +147,7 @@ mod tests {
         assert!(!c.compress);
         assert_eq!(c.content, Content::Everything);
         assert_eq!(c.jobs, 2);
+        assert!(c.statistics);
         assert_eq!(c.conn.database.as_deref(), Some("app"));
     }
 
@@ -146,6 +161,22 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("`schema_only` and `data_only`"), "{err}");
+    }
+
+    #[test]
+    fn statistics_are_for_full_dumps() {
+        let c = parse(&[("location", "postgres://h/app"), ("schema_only", "true")]).unwrap();
+        assert!(c.statistics && c.content == Content::SchemaOnly);
+        let err = parse(&[
+            ("location", "postgres://h/app"),
+            ("data_only", "true"),
+            ("statistics", "true"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`statistics` and `data_only`"), "{err}");
+        let off = parse(&[("location", "postgres://h/app"), ("statistics", "false")]).unwrap();
+        assert!(!off.statistics);
     }
 
     #[test]

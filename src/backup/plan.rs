@@ -106,11 +106,13 @@ pub fn records(config: &SourceConfig, databases: &[String]) -> Vec<Planned> {
     items.into_iter().map(Planned::new).collect()
 }
 
-/// The tool and arguments that write an item's content to stdout.
+/// The tool and arguments that write an item's content to stdout;
+/// `statistics` adds the planner statistics (pg_dump 18 and later only).
 pub fn command(
     config: &SourceConfig,
     item: &Item,
     no_role_passwords: bool,
+    statistics: bool,
 ) -> (Tool, Vec<OsString>) {
     let mut args: Vec<OsString> = vec!["--no-password".into()];
     let content_flag = match config.content {
@@ -129,6 +131,9 @@ pub fn command(
         }
         Item::Cluster => {
             args.extend(content_flag.map(OsString::from));
+            if statistics {
+                args.push("--statistics".into());
+            }
             if no_role_passwords {
                 args.push("--no-role-passwords".into());
             }
@@ -143,6 +148,9 @@ pub fn command(
                 args.push("--compress=0".into());
             }
             args.extend(content_flag.map(OsString::from));
+            if statistics {
+                args.push("--statistics".into());
+            }
             // A quoted conninfo, so that no name is read as an option or a connection string.
             args.push(format!("--dbname={}", dbname_conninfo(db)).into());
             Tool::PgDump
@@ -191,7 +199,7 @@ mod tests {
     #[test]
     fn pg_dump_gets_uncompressed_custom_format_and_a_quoted_name() {
         let c = config(&[("location", "postgres://h/-x"), ("schema_only", "true")]);
-        let (tool, args) = command(&c, &Item::Database("-x".into()), false);
+        let (tool, args) = command(&c, &Item::Database("-x".into()), false, false);
         assert_eq!(tool, Tool::PgDump);
         assert_eq!(
             args,
@@ -204,8 +212,12 @@ mod tests {
             ]
         );
         let c = config(&[("location", "postgres://h/x"), ("compress", "true")]);
-        let (_, args) = command(&c, &Item::Database("x".into()), false);
+        let (_, args) = command(&c, &Item::Database("x".into()), false, false);
         assert!(!args.iter().any(|a| a == "--compress=0"));
+        let (_, args) = command(&c, &Item::Database("x".into()), false, true);
+        assert!(args.iter().any(|a| a == "--statistics"), "{args:?}");
+        let (_, args) = command(&c, &Item::Globals, false, true);
+        assert!(!args.iter().any(|a| a == "--statistics"), "{args:?}");
     }
 
     #[test]
@@ -214,7 +226,7 @@ mod tests {
             ("location", "postgres://h/"),
             ("exclude_databases", "a*,say \"hi\""),
         ]);
-        let (tool, args) = command(&c, &Item::Cluster, true);
+        let (tool, args) = command(&c, &Item::Cluster, true, false);
         assert_eq!(tool, Tool::PgDumpall);
         assert_eq!(
             args,

@@ -164,6 +164,10 @@ pub struct LogicalOptions {
     pub exclude_databases: Vec<String>,
     /// The `sslmode` connected with.
     pub ssl_mode: String,
+    /// Whether the dumps carry the planner statistics (pg_dump 18 and later);
+    /// false in manifests written before the field existed.
+    #[serde(default)]
+    pub statistics: bool,
 }
 
 /// How a physical backup was taken.
@@ -527,6 +531,7 @@ mod tests {
                 split_databases: false,
                 exclude_databases: vec!["scratch".into()],
                 ssl_mode: "prefer".into(),
+                statistics: false,
             },
             no_role_passwords: false,
         };
@@ -703,6 +708,8 @@ mod tests {
         };
         assert_eq!(facts.database.as_deref(), Some("app"));
         assert!(facts.no_role_passwords);
+        // Written before dumps could carry statistics.
+        assert!(!facts.options.statistics);
         assert_eq!(facts.files.len(), 3);
         assert_eq!(m.roles, None);
         assert_eq!(m.cluster_config, None);

@@ -28,7 +28,7 @@ use crate::pipe::{ChunkSink, ChunkWriter};
 use crate::progress::Progress;
 use crate::protocol::connectors::Record;
 use crate::protocol::destination::{Destination, Export, Results};
-use crate::tools::{Kit, Tool, Toolbox};
+use crate::tools::{Kit, Tool, Toolbox, STATISTICS_MAJOR};
 use apply::{Feed, RoleFilter};
 use options::DestinationConfig;
 use order::{Action, Create, Seen};
@@ -58,6 +58,11 @@ async fn prepare(config: DestinationConfig) -> Result<Restore, Error> {
         toolbox.version
     );
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if toolbox.has_statistics() && server_major < STATISTICS_MAJOR {
+        tracing::info!(
+            "PostgreSQL {server_major} cannot take planner statistics: pg_restore runs with --no-statistics, and the restored databases are analyzed"
+        );
+    }
     let parallel = order::parallel_restore(&config, cpus).unwrap_or_else(|why| {
         tracing::info!("jobs={}: {why}", config.jobs.unwrap_or(1));
         false
@@ -86,6 +91,32 @@ impl Restore {
             .await
             .map(|row| row.is_some())
             .map_err(|e| PgError::new("cannot look up the databases", &e))?)
+    }
+
+    /// Whether pg_restore restores the planner statistics a dump carries:
+    /// tools and server of PostgreSQL 18 or later, and the whole of each
+    /// table (a data-only restore leaves them out, a table selection those
+    /// of the indexes).
+    fn restores_statistics(&self) -> bool {
+        self.toolbox.has_statistics()
+            && self.server_major >= STATISTICS_MAJOR
+            && !self.config.data_only
+            && self.config.tables.is_empty()
+    }
+
+    /// pg_restore's arguments for one dump, `--no-statistics` added where
+    /// the server cannot take them (pg_restore 18 into an older server).
+    fn pg_restore_args(
+        &self,
+        connect_to: &str,
+        create: bool,
+        file: Option<&std::path::Path>,
+    ) -> Vec<std::ffi::OsString> {
+        let mut args = apply::pg_restore_args(&self.config, connect_to, create, file);
+        if self.toolbox.has_statistics() && self.server_major < STATISTICS_MAJOR {
+            args.insert(1, "--no-statistics".into());
+        }
+        args
     }
 
     /// The refusal of a `create_db` restore into a database that exists.
@@ -146,6 +177,8 @@ pub struct Current {
     action: Action,
     sink: Sink,
     progress: Progress,
+    /// Whether a dump carries its planner statistics, read from its head as it goes by.
+    statistics: archive::StatisticsProbe,
 }
 
 /// A dump waiting for `/globals.sql`.
@@ -154,6 +187,7 @@ struct Held {
     action: Action,
     file: NamedTempFile,
     progress: Progress,
+    statistics: bool,
 }
 
 /// One `Export` call.
@@ -230,6 +264,7 @@ impl Session {
             action,
             sink,
             progress,
+            statistics: archive::StatisticsProbe::new(),
         }
     }
 
@@ -264,12 +299,7 @@ impl Session {
             Action::Dump {
                 connect_to, create, ..
             } => {
-                let args = apply::pg_restore_args(
-                    &r.config,
-                    connect_to,
-                    *create == Create::FromDump,
-                    None,
-                );
+                let args = r.pg_restore_args(connect_to, *create == Create::FromDump, None);
                 match Feed::start(&r.toolbox, Tool::PgRestore, conn, &args, None) {
                     Ok(feed) => Sink::Tool(Box::new(feed)),
                     Err(e) => Sink::Discard(Err(e.into())),
@@ -354,7 +384,7 @@ impl Session {
         let Action::Dump { connect_to, .. } = action else {
             unreachable!("only dumps are renamed")
         };
-        let args = apply::pg_restore_args(&r.config, connect_to, false, None);
+        let args = r.pg_restore_args(connect_to, false, None);
         let mut feed = match Feed::start(&r.toolbox, Tool::PgRestore, &r.config.conn, &args, None) {
             Ok(feed) => feed,
             Err(e) => return Some(Sink::Discard(Err(e.into()))),
@@ -392,12 +422,14 @@ impl Session {
             action,
             sink,
             progress,
+            mut statistics,
         } = file;
+        let statistics = matches!(action, Action::Dump { .. }) && statistics.carries_statistics();
         let result = match sink {
             Sink::Discard(result) => result,
             Sink::SpoolFailed(why) => Err(why),
             Sink::Head(mut head) => match self.start_renamed(&action, &mut head, true).await {
-                Some(Sink::Tool(feed)) => self.finish_feed(*feed, &action).await,
+                Some(Sink::Tool(feed)) => self.finish_feed(*feed, &action, statistics).await,
                 Some(Sink::Discard(result)) => result,
                 _ => unreachable!("at the end the head is complete or refused"),
             },
@@ -405,7 +437,7 @@ impl Session {
                 read_manifest(&bytes, self.restore.server_major);
                 Ok(())
             }
-            Sink::Tool(feed) => self.finish_feed(*feed, &action).await,
+            Sink::Tool(feed) => self.finish_feed(*feed, &action, statistics).await,
             Sink::Spool(writer, path) => {
                 let written = writer.finish().await;
                 if let Ok(offsets) = &written {
@@ -428,10 +460,11 @@ impl Session {
                         action,
                         file: path,
                         progress,
+                        statistics,
                     });
                     return;
                 } else {
-                    self.restore_spooled(&action, path.path()).await
+                    self.restore_spooled(&action, path.path(), statistics).await
                 }
             }
         };
@@ -447,11 +480,16 @@ impl Session {
     }
 
     /// Closes a tool's input, judges what it said, and analyzes after a success.
-    async fn finish_feed(&self, feed: Feed, action: &Action) -> Result<(), Error> {
+    async fn finish_feed(
+        &self,
+        feed: Feed,
+        action: &Action,
+        statistics: bool,
+    ) -> Result<(), Error> {
         let outcome = feed.finish().await;
         let result = apply::judge(&outcome, &describe(action));
         if result.is_ok() {
-            self.after_success(action).await;
+            self.after_success(action, statistics).await;
         }
         result
     }
@@ -459,7 +497,9 @@ impl Session {
     /// Restores the dumps that waited for the globals, in the order they came.
     async fn release_held(&mut self, results: &mut Results) {
         for held in std::mem::take(&mut self.held) {
-            let result = self.restore_spooled(&held.action, held.file.path()).await;
+            let result = self
+                .restore_spooled(&held.action, held.file.path(), held.statistics)
+                .await;
             match &result {
                 Ok(()) => held.progress.done(),
                 Err(why) => held.progress.failed(why),
@@ -469,7 +509,12 @@ impl Session {
         }
     }
 
-    async fn restore_spooled(&self, action: &Action, path: &std::path::Path) -> Result<(), Error> {
+    async fn restore_spooled(
+        &self,
+        action: &Action,
+        path: &std::path::Path,
+        statistics: bool,
+    ) -> Result<(), Error> {
         let Action::Dump {
             connect_to, create, ..
         } = action
@@ -481,12 +526,7 @@ impl Session {
             let options = read_database_options(path).await?;
             self.create_renamed(action, &options).await?;
         }
-        let args = apply::pg_restore_args(
-            &r.config,
-            connect_to,
-            *create == Create::FromDump,
-            Some(path),
-        );
+        let args = r.pg_restore_args(connect_to, *create == Create::FromDump, Some(path));
         let running = r.toolbox.spawn(
             Tool::PgRestore,
             &r.config.conn,
@@ -497,15 +537,23 @@ impl Session {
         let outcome = running.finish().await;
         let result = apply::judge(&outcome, &describe(action));
         if result.is_ok() {
-            self.after_success(action).await;
+            self.after_success(action, statistics).await;
         }
         result
     }
 
-    /// ANALYZE what was restored, so that the planner has statistics at once.
-    async fn after_success(&self, action: &Action) {
+    /// ANALYZE what was restored, so that the planner has statistics at once,
+    /// unless the dump carried its own (`statistics`) and pg_restore restored them.
+    async fn after_success(&self, action: &Action, statistics: bool) {
         let config = &self.restore.config;
         if !config.analyze || config.schema_only {
+            return;
+        }
+        if statistics && self.restore.restores_statistics() {
+            tracing::info!(
+                "{}: the dump carries its planner statistics (pg_dump --statistics) and pg_restore restored them: ANALYZE skipped",
+                describe(action)
+            );
             return;
         }
         let databases = match action {
@@ -545,6 +593,9 @@ impl Session {
     /// Passes one chunk to the file's sink.
     async fn write_chunk(&self, file: &mut Current, chunk: Bytes) {
         file.progress.bytes += chunk.len() as u64;
+        if matches!(file.action, Action::Dump { .. }) {
+            file.statistics.feed(&chunk);
+        }
         match &mut file.sink {
             Sink::Discard(_) | Sink::SpoolFailed(_) => {}
             Sink::Head(head) => {

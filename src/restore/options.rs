@@ -77,7 +77,7 @@ static RESTORE_OPTIONS: &[Spec] = &[
         name: "analyze",
         kind: Kind::Bool,
         default: Some("true"),
-        description: "Run ANALYZE on each restored database, so the planner has statistics at once.",
+        description: "Run ANALYZE on each restored database, so the planner has statistics at once. Skipped for a dump that carries its planner statistics (made by pg_dump 18 or later, see the source's `statistics`), which pg_restore restores into PostgreSQL 18 or later; run all the same with `data_only`, which restores no statistics, or `tables`, which leaves the indexes' out.",
     },
     Spec {
         name: "single_transaction",

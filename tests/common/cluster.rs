@@ -253,6 +253,11 @@ impl Cluster {
     /// Starts a server on a data directory restored from a physical backup,
     /// on a port and socket of its own; it runs as `postgres`, who gets the files.
     pub fn adopt(data: &Path) -> Cluster {
+        Cluster::adopt_with(data, &default_bin_dir())
+    }
+
+    /// [`Cluster::adopt`] with the server binaries in `bin` (the backup's major version).
+    pub fn adopt_with(data: &Path, bin: &Path) -> Cluster {
         if let Some((uid, gid)) = server_identity() {
             run(
                 Command::new("chown")
@@ -262,12 +267,17 @@ impl Cluster {
                 "chown",
             );
         }
-        Cluster::start_restored(data)
+        Cluster::start_restored_with(data, bin)
     }
 
     /// [`Cluster::adopt`] without giving the files away first: the restore
     /// must have given them to `postgres` (when the tests run as root).
     pub fn start_restored(data: &Path) -> Cluster {
+        Cluster::start_restored_with(data, &default_bin_dir())
+    }
+
+    /// [`Cluster::start_restored`] with the server binaries in `bin`.
+    pub fn start_restored_with(data: &Path, bin: &Path) -> Cluster {
         let dir = home();
         if let Some((uid, gid)) = server_identity() {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
@@ -280,9 +290,8 @@ impl Cluster {
                 dir.path().display()
             ),
         );
-        let bin = default_bin_dir();
         pg_ctl_start(
-            &bin,
+            bin,
             data,
             dir.path(),
             120,
@@ -290,7 +299,7 @@ impl Cluster {
         );
         Cluster {
             port,
-            bin,
+            bin: bin.to_path_buf(),
             data: data.to_path_buf(),
             _dir: dir,
         }
