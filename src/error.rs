@@ -11,6 +11,7 @@ use crate::options::OptionError;
 use crate::physical::preflight::PreflightError;
 use crate::protocol::source::Ended;
 use crate::protocol::Failure;
+use crate::replication::standby::RecoveryConflict;
 use crate::tools::ToolError;
 
 /// Why a backup or a restore cannot go on.
@@ -37,6 +38,9 @@ pub enum Error {
     /// A dump that is not what pg_restore reads.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// A standby cancelled a query of the backup to go on replaying.
+    #[error(transparent)]
+    RecoveryConflict(#[from] RecoveryConflict),
 
     /// Plakar asked for a record the backup did not announce.
     #[error("no record {0:?} in this backup")]

@@ -481,7 +481,7 @@ async fn every_invalid_configuration_is_refused_before_anything_runs() {
     let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
         (
             vec![("location", &db), ("colour", "red")],
-            "postgresql source: unknown option `colour`; the source accepts: location, host, port, username, password, database, pg_bin_dir, ssl_mode, ssl_cert, ssl_key, ssl_root_cert, ssl_cert_data, ssl_key_data, ssl_root_cert_data, connect_timeout, compress, schema_only, data_only, split_databases, exclude_databases, jobs",
+            "postgresql source: unknown option `colour`; the source accepts: location, host, port, username, password, database, pg_bin_dir, ssl_mode, ssl_cert, ssl_key, ssl_root_cert, ssl_cert_data, ssl_key_data, ssl_root_cert_data, connect_timeout, compress, schema_only, data_only, split_databases, exclude_databases, jobs, statistics",
         ),
         (
             vec![("location", &db), ("compress", "maybe")],

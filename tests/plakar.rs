@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::caught::{kill, pg_dumps, wait_for, wait_for_blocked_tool, wait_until, Lock};
 use common::cluster::{bin_location, not_owned_by, open_dir, pg18_bin, server_identity};
-use common::load::{client, pgbench_sums, succeed, Background};
+use common::load::{assert_pgbench_consistent, client, pgbench_writing, Background};
 use common::plakar::{self, Plakar};
 use common::{
     databases, items, owned_source, seed, table_owner, Cluster, ClusterOptions, PASSWORD,
@@ -62,6 +62,14 @@ const CASES: &[(&str, fn())] = &[
     (
         "physical_backup_under_load_restores_into_a_cluster_that_starts",
         physical_under_load,
+    ),
+    (
+        "physical_backup_of_a_standby_under_load_restores_and_starts",
+        physical_standby_under_load,
+    ),
+    (
+        "logical_backup_of_a_standby_restores_row_for_row",
+        logical_standby,
     ),
     (
         "physical_backup_refusals_name_cause_and_remedy",
@@ -526,23 +534,7 @@ fn peer_auth() {
 fn physical_under_load() {
     let src = Cluster::start_with(ClusterOptions::physical());
     seed(&src, "app", 200);
-    succeed(
-        client(&src, "pgbench").args(["-i", "-s", "5", "-q", "postgres"]),
-        "pgbench -i",
-    );
-    let mut load = Background(
-        client(&src, "pgbench")
-            .args(["-c", "2", "-T", "300", "postgres"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("pgbench starts"),
-    );
-    wait_until(Duration::from_secs(30), "pgbench to write", || {
-        let wrote = src.sql("postgres", "SELECT count(*) FROM pgbench_history") != "0";
-        assert!(wrote || load.running(), "pgbench ended before writing");
-        wrote
-    });
+    let mut load = pgbench_writing(&src, "postgres");
     let pk = Plakar::new();
     let store = pk.store("store");
     pk.source("mybin", &src.bin_uri(), &[]);
@@ -599,12 +591,83 @@ fn physical_under_load() {
     let copy = Cluster::adopt(&data);
     assert_eq!(databases(&copy), databases(&src));
     assert_eq!(items(&copy, "app"), items(&src, "app"));
-    let (a, h, b, t, n) = pgbench_sums(&copy, "postgres");
-    assert!(n > 0, "no pgbench history in the copy");
-    assert!(
-        a == h && h == b && b == t,
-        "accounts {a}, history {h}, branches {b}, tellers {t}"
+    assert_pgbench_consistent(&copy, "postgres");
+}
+
+fn physical_standby_under_load() {
+    let primary = Cluster::start_with(ClusterOptions::primary());
+    seed(&primary, "app", 200);
+    let mut load = pgbench_writing(&primary, "postgres");
+    let standby = Cluster::standby_of(&primary, &[]);
+    wait_until(
+        Duration::from_secs(30),
+        "the standby to replay pgbench's writes",
+        || standby.sql("postgres", "SELECT count(*) FROM pgbench_history") != "0",
     );
+    let pk = Plakar::new();
+    let store = pk.store("store");
+    pk.source("standby", &standby.bin_uri(), &[]);
+    let snap = store.backed_up("standby");
+    assert!(load.running(), "pgbench ended during the backup");
+    load.stop();
+
+    // The manifest says the copy comes from a standby, and which timeline of the primary it follows.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&store.cat(&snap, "/manifest.json")).unwrap();
+    let timeline = primary.sql(
+        "postgres",
+        "SELECT timeline_id FROM pg_control_checkpoint()",
+    );
+    assert_eq!(manifest["server"]["in_recovery"], true, "{manifest:#}");
+    assert_eq!(
+        manifest["server"]["timeline"].to_string(),
+        timeline,
+        "{manifest:#}"
+    );
+    assert_eq!(manifest["wal"]["timeline"], manifest["server"]["timeline"]);
+    assert_eq!(
+        manifest["server"]["system_identifier"],
+        primary
+            .sql(
+                "postgres",
+                "SELECT system_identifier::text FROM pg_control_system()"
+            )
+            .as_str(),
+        "{manifest:#}"
+    );
+
+    let target = open_dir();
+    let data = target.path().join("restored");
+    pk.destination("mydata", &bin_location(&data), &[]);
+    store
+        .restore("mydata", &snap)
+        .ok_saying(&["matches its backup_manifest", "remove standby.signal"]);
+    // What the restore says: without standby.signal the copy starts as a server of its own.
+    std::fs::remove_file(data.join("standby.signal")).expect("the copy holds standby.signal");
+    let copy = Cluster::adopt(&data);
+    assert_eq!(copy.sql("postgres", "SELECT pg_is_in_recovery()"), "f");
+    assert_eq!(databases(&copy), databases(&primary));
+    assert_eq!(items(&copy, "app"), items(&primary, "app"));
+    assert_pgbench_consistent(&copy, "postgres");
+}
+
+fn logical_standby() {
+    let primary = Cluster::start_with(ClusterOptions::primary());
+    let standby = Cluster::standby_of(&primary, &[]);
+    // Made on the primary after the standby was: it reaches the standby by replay.
+    seed(&primary, "app", 500);
+    standby.wait_for_replay_of(&primary);
+    let pk = Plakar::new();
+    let (store, snap) = snapshot_of(&pk, &standby, "app");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&store.cat(&snap, "/manifest.json")).unwrap();
+    assert_eq!(manifest["server"]["in_recovery"], true, "{manifest:#}");
+
+    let dst = Cluster::start();
+    pk.destination("mypgdst", &uri(&dst, "app"), &["create_db=true"]);
+    store.restore("mypgdst", &snap).ok();
+    assert_eq!(items(&dst, "app"), items(&primary, "app"));
+    assert_eq!(items(&dst, "app").len(), 500);
 }
 
 fn physical_refusals() {

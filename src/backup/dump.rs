@@ -17,6 +17,7 @@ use crate::pipe;
 use crate::progress::Progress;
 use crate::protocol::source::Content;
 use crate::protocol::CHUNK_SIZE;
+use crate::replication::standby::RecoveryConflict;
 use crate::tools::{Running, Tool};
 
 /// A tool started for a record, writing into a pipe nobody reads yet.
@@ -125,7 +126,10 @@ async fn run(
     }
     let outcome = running.finish().await;
     match outcome.failure() {
-        Some(why) => Err(Error::ToolFailed(why)),
+        Some(why) => Err(match RecoveryConflict::in_tool_failure(&why) {
+            Some(conflict) => conflict.into(),
+            None => Error::ToolFailed(why),
+        }),
         None => Ok(()),
     }
 }

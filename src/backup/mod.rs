@@ -21,6 +21,7 @@ use crate::error::Error;
 use crate::manifest::{self, BackupSection, LogicalFacts, LogicalOptions};
 use crate::protocol::record;
 use crate::protocol::source::{Content, ImportRun, Source};
+use crate::replication::standby::{self, RecoveryConflict};
 use crate::tools::{Kit, Toolbox};
 use options::SourceConfig;
 use plan::{Item, Layout, Planned};
@@ -97,6 +98,8 @@ async fn prepare(config: SourceConfig) -> Result<Backup, Error> {
     let admin = conn.connect(&admin_db).await?;
     let server_major = server_major(&admin).await?;
     let toolbox = Toolbox::locate(conn, server_major, Kit::LOGICAL_BACKUP).await?;
+    // On a standby, replay may cancel the plugin's own queries as it does the dumps.
+    let in_recovery = standby::in_recovery(&admin).await?;
 
     // A restricted superuser (managed services) cannot read role passwords.
     let can_read_authid: bool = admin
@@ -123,7 +126,7 @@ async fn prepare(config: SourceConfig) -> Result<Backup, Error> {
         );
     }
 
-    let databases = databases(&config, &admin).await?;
+    let databases = databases(&config, &admin, in_recovery).await?;
     let records = plan::records(&config, &databases);
     let paths: Vec<&str> = records.iter().map(|r| r.path.as_str()).collect();
     tracing::info!(
@@ -168,7 +171,11 @@ async fn prepare(config: SourceConfig) -> Result<Backup, Error> {
 
 /// The databases the backup covers: the one named, or every database that
 /// accepts connections but those excluded.
-async fn databases(config: &SourceConfig, admin: &Client) -> Result<Vec<String>, Error> {
+async fn databases(
+    config: &SourceConfig,
+    admin: &Client,
+    in_recovery: bool,
+) -> Result<Vec<String>, Error> {
     if let Some(db) = &config.conn.database {
         return Ok(vec![db.clone()]);
     }
@@ -178,7 +185,7 @@ async fn databases(config: &SourceConfig, admin: &Client) -> Result<Vec<String>,
             &[],
         )
         .await
-        .map_err(|e| PgError::new("cannot list the databases", &e))?;
+        .map_err(|e| query_failed(PgError::new("cannot list the databases", &e), in_recovery))?;
     let all: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     for excluded in &config.exclude_databases {
         if !all.contains(excluded) {
@@ -189,6 +196,14 @@ async fn databases(config: &SourceConfig, admin: &Client) -> Result<Vec<String>,
         .into_iter()
         .filter(|d| !config.exclude_databases.contains(d))
         .collect())
+}
+
+/// A failure of the plugin's own query: on a standby, replay may have cancelled it.
+fn query_failed(e: PgError, in_recovery: bool) -> Error {
+    match RecoveryConflict::of_query(&e, in_recovery) {
+        Some(conflict) => conflict.into(),
+        None => e.into(),
+    }
 }
 
 #[tonic::async_trait]

@@ -153,6 +153,8 @@ async fn server(conn: &Connection, admin: &Client) -> Server {
         )
         .await
         .map(|v| v == "true"),
+        // Known from the replication connection only, which a physical backup opens.
+        timeline: None,
     }
 }
 

@@ -91,6 +91,10 @@ pub struct Server {
     /// Whether the server was a standby.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_recovery: Option<bool>,
+    /// The timeline the server was on (IDENTIFY_SYSTEM), for a physical
+    /// backup: on a standby, the primary's timeline it replays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<u32>,
 }
 
 impl Server {
@@ -542,6 +546,7 @@ mod tests {
             version_num: Some(150018),
             system_identifier: Some("7441000000000000001".into()),
             in_recovery: Some(false),
+            timeline: None,
         };
         let mut m = Manifest::new(
             server,
@@ -621,8 +626,13 @@ mod tests {
         ] {
             assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
         }
+        let standby = Server {
+            in_recovery: Some(true),
+            timeline: Some(2),
+            ..logical(Layout::Cluster, None).server
+        };
         let mut p = Manifest::new(
-            logical(Layout::Cluster, None).server,
+            standby,
             None,
             BackupSection::Physical(PhysicalFacts {
                 options: PhysicalOptions {
@@ -641,6 +651,9 @@ mod tests {
             stop_lsn: "0/2000100".into(),
         });
         assert_eq!(Manifest::from_json(&p.to_json()).unwrap(), p);
+        let json: Value = serde_json::from_slice(&p.to_json()).unwrap();
+        assert_eq!(json["server"]["in_recovery"], true);
+        assert_eq!(json["server"]["timeline"], 2);
     }
 
     #[test]
@@ -750,6 +763,8 @@ mod tests {
         assert_eq!(facts.options.checkpoint, Checkpoint::Spread);
         assert_eq!(facts.options.max_rate.as_deref(), Some("10M"));
         assert_eq!(m.wal.unwrap().stop_lsn, "0/2000100");
+        assert_eq!(m.server.in_recovery, Some(false));
+        assert_eq!(m.server.timeline, None);
         assert_eq!(
             m.cluster_config.unwrap().settings["data_checksums"],
             "on".to_string()
@@ -761,7 +776,7 @@ mod tests {
     fn fields_and_kinds_of_later_releases_are_ignored() {
         let mut v: Value = serde_json::from_str(EARLIER_LOGICAL).unwrap();
         v["archive"] = json!({"timeline": 3});
-        v["server"]["timeline"] = json!(3);
+        v["server"]["primary"] = json!({"host": "db1"});
         v["databases"][0]["relations"][0]["kind"] = json!("foreign_table");
         let m = Manifest::from_json(&serde_json::to_vec(&v).unwrap()).unwrap();
         let relations = m.databases.unwrap().remove(0).relations.unwrap();

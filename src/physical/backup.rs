@@ -66,7 +66,9 @@ async fn prepare(config: PhysicalSource) -> Result<PhysicalBackup, Error> {
         conn.target(),
         toolbox.version
     );
-    preflight::check(&admin, conn).await?;
+    let system = preflight::check(&admin, conn).await?;
+    // On a standby too: a temporary physical slot can be made there, and
+    // keeps the WAL the copy needs from its restartpoints.
     let slot = preflight::reserve_wal(&admin).await?;
     let backup = PhysicalFacts {
         options: PhysicalOptions {
@@ -82,7 +84,15 @@ async fn prepare(config: PhysicalSource) -> Result<PhysicalBackup, Error> {
         pg_basebackup_version: toolbox.version.clone(),
         replication_slot: slot.as_str().to_string(),
     };
-    let manifest = manifest::physical(conn, &admin, backup).await;
+    let mut manifest = manifest::physical(conn, &admin, backup).await;
+    manifest.server.timeline = Some(system.timeline);
+    if manifest.server.in_recovery == Some(true) {
+        tracing::info!(
+            "{} is a standby replaying timeline {}: the copy is taken from it, and its WAL range is the standby's replay",
+            conn.target(),
+            system.timeline
+        );
+    }
     let (opens_tx, opens_rx) = mpsc::channel(4);
     Ok(PhysicalBackup {
         config,

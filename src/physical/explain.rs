@@ -12,6 +12,13 @@ pub fn basebackup_failure(why: &str, user: &str) -> String {
             "{why}. A data page does not match its checksum: the file named above is damaged on the server; restore it from an earlier backup, or set verify_checksums=false to copy it as it is"
         );
     }
+    // From a standby only: its primary wrote WAL without full pages since the
+    // restartpoint the copy would start from, or while it ran.
+    if why.contains("generated with full_page_writes=off was replayed") {
+        return format!(
+            "{why}. The server is a standby whose primary writes WAL without full-page writes, from which no consistent copy can be made on the standby: set full_page_writes=on on the primary, run CHECKPOINT there, and back up again"
+        );
+    }
     match cause(why, user) {
         Some(known) => format!("{why}. {known}"),
         None => format!("pg_basebackup failed: {why}"),
@@ -54,6 +61,11 @@ mod tests {
         );
         assert!(role.contains("ALTER ROLE \"bk\" REPLICATION"), "{role}");
         assert!(basebackup_failure("pg_basebackup: WARNING:  checksum verification failed in file \"./base/5/16384\", block 0", "bk").contains("verify_checksums=false"));
+        let standby = basebackup_failure("pg_basebackup exited with status 1: pg_basebackup: error: could not initiate base backup: ERROR:  WAL generated with full_page_writes=off was replayed since last restartpoint", "bk");
+        assert!(
+            standby.contains("set full_page_writes=on on the primary, run CHECKPOINT there"),
+            "{standby}"
+        );
         assert_eq!(
             basebackup_failure("pg_basebackup exited with status 1: disk full", "bk"),
             "pg_basebackup failed: pg_basebackup exited with status 1: disk full"

@@ -7,7 +7,7 @@ use tokio_postgres::Client;
 
 use crate::connection::{Connection, PgError};
 use crate::replication::slot::{self, SlotName};
-use crate::replication::{self, Refusal};
+use crate::replication::{self, Refusal, SystemId};
 
 /// Why a physical backup cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -23,12 +23,12 @@ pub enum PreflightError {
 }
 
 /// Runs every check that can be made before the copy: the server's settings
-/// and the role on the plugin's connection, then a replication connection.
-pub async fn check(admin: &Client, conn: &Connection) -> Result<(), PreflightError> {
+/// and the role on the plugin's connection, then a replication connection,
+/// which says who the server is (on a standby, the timeline it replays).
+pub async fn check(admin: &Client, conn: &Connection) -> Result<SystemId, PreflightError> {
     replication::check_server(admin, &conn.user).await?;
     tablespaces(admin).await?;
-    replication::probe(conn).await?;
-    Ok(())
+    Ok(replication::probe(conn).await?)
 }
 
 async fn tablespaces(admin: &Client) -> Result<(), PreflightError> {

@@ -340,6 +340,12 @@ async fn verify(config: &PhysicalDestination) -> Result<(), Error> {
                 dir.display(),
                 dir.display()
             );
+            if dir.join("standby.signal").exists() {
+                tracing::info!(
+                    "{} is the copy of a standby and holds its standby.signal: started as it is, it is a standby again, replaying from the primary that primary_conninfo names; remove standby.signal first to start it as a server of its own",
+                    dir.display()
+                );
+            }
             Ok(())
         }
         Some(why) => Err(Error::Verify(format!(

@@ -1,15 +1,19 @@
 //! Replication knowledge: what the server and the role must allow before WAL
 //! can be streamed or a base backup taken, the replication connection itself,
-//! and replication slots. The physical source uses it today; a WAL-archiving
-//! source will share it.
+//! replication slots, and what reading from a standby brings. The physical
+//! source uses it, the logical one for standbys; a WAL-archiving source will
+//! share it.
 //!
 //! - [`check_server`]: `wal_level`, the role's `REPLICATION`, free WAL senders.
 //! - [`probe`]: opens a replication connection as pg_basebackup will, and
 //!   names the cause of a refusal from its SQLSTATE.
 //! - [`wire`]: the replication connection (tokio-postgres cannot open one).
 //! - [`slot`]: physical slots, temporary or permanent: create, inspect, drop.
+//! - [`standby`]: queries a standby cancels to go on replaying (recovery
+//!   conflicts), and their remedies.
 
 pub mod slot;
+pub mod standby;
 pub mod wire;
 
 use std::fmt;

@@ -101,6 +101,15 @@ impl ClusterOptions {
         ]);
         options
     }
+
+    /// A primary that standbys can be made of ([`Cluster::standby_of`]) and
+    /// backed up from: replication allowed, and full-page writes on, without
+    /// which a base backup from a standby is refused.
+    pub fn primary() -> ClusterOptions {
+        let mut options = ClusterOptions::physical();
+        options.config.push("full_page_writes = on".into());
+        options
+    }
 }
 
 /// Every path under `dir`, `dir` included, that does not belong to `uid:gid`
@@ -303,6 +312,79 @@ impl Cluster {
             data: data.to_path_buf(),
             _dir: dir,
         }
+    }
+
+    /// A hot standby of `primary` (started with [`ClusterOptions::physical`]
+    /// or [`ClusterOptions::primary`]): `pg_basebackup -R` through a
+    /// replication slot of its own into a new directory, started on a port of
+    /// its own with the extra `config` lines, and streaming when this returns.
+    pub fn standby_of(primary: &Cluster, config: &[&str]) -> Cluster {
+        let dir = home();
+        let data = dir.path().join("data");
+        if let Some((uid, gid)) = server_identity() {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        }
+        let port = free_port();
+        run(
+            as_server(&mut Command::new(primary.bin.join("pg_basebackup")))
+                .env("PGPASSWORD", PASSWORD)
+                .args(["-h", "127.0.0.1", "-p", &primary.port.to_string()])
+                .args(["-U", SUPERUSER, "-D"])
+                .arg(&data)
+                .args(["--write-recovery-conf", "--create-slot"])
+                .arg(format!("--slot=standby_{port}"))
+                .args(["--checkpoint=fast", "--no-sync"]),
+            "pg_basebackup of the primary",
+        );
+        let mut conf = format!(
+            "port = {port}\nunix_socket_directories = '{}'\nhot_standby = on\n",
+            dir.path().display()
+        );
+        for line in config {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        append(&data.join("postgresql.auto.conf"), &conf);
+        pg_ctl_start(
+            &primary.bin,
+            &data,
+            dir.path(),
+            60,
+            "pg_ctl start on the standby",
+        );
+        let standby = Cluster {
+            port,
+            bin: primary.bin.clone(),
+            data,
+            _dir: dir,
+        };
+        super::caught::wait_until(
+            std::time::Duration::from_secs(60),
+            "the standby to stream from the primary",
+            || {
+                standby.sql(
+                    "postgres",
+                    "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'",
+                ) == "1"
+            },
+        );
+        standby
+    }
+
+    /// Waits until this standby has replayed all that `primary` has written so far.
+    pub fn wait_for_replay_of(&self, primary: &Cluster) {
+        let written = primary.sql("postgres", "SELECT pg_current_wal_lsn()");
+        let caught_up = format!("SELECT pg_last_wal_replay_lsn() >= '{written}'::pg_lsn");
+        super::caught::wait_until(
+            std::time::Duration::from_secs(60),
+            "the standby to replay the primary's WAL",
+            || self.sql("postgres", &caught_up) == "t",
+        );
+    }
+
+    /// What the server has written to its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("log")).unwrap_or_default()
     }
 
     /// `postgres+bin://postgres:PASSWORD@127.0.0.1:PORT`: the whole cluster, for physical backups.

@@ -364,6 +364,8 @@ pub struct Backup<'a> {
     config: &'a [(&'a str, &'a str)],
     env: &'a [(&'a str, &'a str)],
     between: Option<Box<dyn FnOnce() + Send + 'a>>,
+    /// A file Plakar stops reading after its first chunk while a closure runs.
+    hold: Option<(String, Box<dyn FnOnce() + Send + 'a>)>,
     faults: Faults,
 }
 
@@ -384,6 +386,7 @@ impl<'a> Backup<'a> {
             config,
             env: &[],
             between: None,
+            hold: None,
             faults: Faults::default(),
         }
     }
@@ -405,6 +408,14 @@ impl<'a> Backup<'a> {
     /// Runs `between` after `Init` and before `Import`.
     pub fn pausing(mut self, between: impl FnOnce() + Send + 'a) -> Backup<'a> {
         self.between = Some(Box::new(between));
+        self
+    }
+
+    /// Plakar reads the first chunk of `path`, then runs `during` and reads
+    /// the rest only once it returns: the tool behind the file is caught in
+    /// the middle of its stream, blocked on a full pipe.
+    pub fn holding(mut self, path: &str, during: impl FnOnce() + Send + 'a) -> Backup<'a> {
+        self.hold = Some((path.to_string(), Box::new(during)));
         self
     }
 
@@ -467,7 +478,7 @@ type Acks = Arc<Mutex<Option<mpsc::Sender<ImportRequest>>>>;
 
 async fn run_backup(
     client: &mut ImporterClient<Channel>,
-    plan: Backup<'_>,
+    mut plan: Backup<'_>,
     order: &mut Vec<String>,
     finished: &mut bool,
 ) -> Result<Snapshot, String> {
@@ -539,6 +550,17 @@ async fn run_backup(
         snapshot.records.insert(stored.pathname.clone(), stored);
         if acks.lock().unwrap().is_none() {
             // A Plakar that ended its side stores nothing more.
+            continue;
+        }
+        if plan
+            .hold
+            .as_ref()
+            .is_some_and(|(p, _)| *p == record.pathname)
+        {
+            let (_, during) = plan.hold.take().expect("just seen");
+            let content = read_file_held(&mut client.clone(), &record.pathname, during).await;
+            acknowledge(&acks, &plan.faults, &record).await;
+            keep((record, content), &mut snapshot, &mut unread);
             continue;
         }
         let mut opener = client.clone();
@@ -634,6 +656,16 @@ fn keep(
 }
 
 async fn read_file(client: &mut ImporterClient<Channel>, path: &str) -> Result<Vec<u8>, String> {
+    read_file_held(client, path, || {}).await
+}
+
+/// Reads a file through `Open`, running `during` after its first chunk.
+async fn read_file_held(
+    client: &mut ImporterClient<Channel>,
+    path: &str,
+    during: impl FnOnce(),
+) -> Result<Vec<u8>, String> {
+    let mut during = Some(during);
     let mut stream = client
         .open(OpenRequest {
             record: Some(Record {
@@ -651,6 +683,9 @@ async fn read_file(client: &mut ImporterClient<Channel>, path: &str) -> Result<V
                 assert!(!r.chunk.is_empty(), "Plakar rejects empty chunks");
                 assert!(r.chunk.len() <= 4 << 20);
                 bytes.extend_from_slice(&r.chunk);
+                if let Some(during) = during.take() {
+                    during();
+                }
             }
             Ok(None) => return Ok(bytes),
             Err(s) => return Err(s.message().to_string()),

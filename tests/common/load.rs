@@ -88,3 +88,42 @@ pub fn pgbench_sums(cluster: &Cluster, db: &str) -> (i64, i64, i64, i64, i64) {
         .collect();
     (v[0], v[1], v[2], v[3], v[4])
 }
+
+/// pgbench's tables in `db` (scale 5), and two clients writing to them for
+/// up to five minutes, until the returned process is stopped or dropped;
+/// returns once the first transactions are in.
+pub fn pgbench_writing(cluster: &Cluster, db: &str) -> Background {
+    succeed(
+        client(cluster, "pgbench").args(["-i", "-s", "5", "-q", db]),
+        "pgbench -i",
+    );
+    let mut load = Background(
+        client(cluster, "pgbench")
+            .args(["-c", "2", "-T", "300", db])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("pgbench starts"),
+    );
+    super::caught::wait_until(
+        std::time::Duration::from_secs(30),
+        "pgbench to write",
+        || {
+            let wrote = cluster.sql(db, "SELECT count(*) FROM pgbench_history") != "0";
+            assert!(wrote || load.running(), "pgbench ended before writing");
+            wrote
+        },
+    );
+    load
+}
+
+/// Panics unless `db` holds pgbench history and keeps pgbench's invariant:
+/// the sums of accounts, history, branches and tellers agree.
+pub fn assert_pgbench_consistent(cluster: &Cluster, db: &str) {
+    let (a, h, b, t, n) = pgbench_sums(cluster, db);
+    assert!(n > 0, "no pgbench history in {db}");
+    assert!(
+        a == h && h == b && b == t,
+        "accounts {a}, history {h}, branches {b}, tellers {t}"
+    );
+}
