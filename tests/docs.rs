@@ -108,6 +108,18 @@ fn man_page_lists_every_option() {
 }
 
 #[test]
+fn man_page_synopsis_names_every_connector() {
+    let man = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("postgresql.1"))
+        .unwrap();
+    let roles: Vec<&str> = CONNECTORS.iter().map(|c| c.role).collect();
+    let synopsis = format!(".Cm {}\n", roles.join(" | "));
+    assert!(
+        man.contains(&synopsis),
+        "postgresql.1's SYNOPSIS does not read {synopsis:?}"
+    );
+}
+
+#[test]
 fn manifest_declares_exactly_the_connectors_the_plugin_serves() {
     let manifest =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("manifest.yaml"))
