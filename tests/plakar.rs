@@ -843,6 +843,27 @@ fn physical_tablespaces() {
     load.stop();
     assert!(store.files(&snap).contains(&"pg_tblspc".to_string()));
 
+    // Unmapped, a tablespace goes back to its original directory, which the
+    // source still uses: refused before any of that tablespace's files is written.
+    let elsewhere = open_dir();
+    pk.destination(
+        "original",
+        &bin_location(&elsewhere.path().join("restored")),
+        &[],
+    );
+    let before = std::fs::read_dir(place.path().join("tables"))
+        .unwrap()
+        .count();
+    store
+        .restore("original", &snap)
+        .fails_saying(&["is not empty", &place.path().display().to_string()]);
+    assert_eq!(
+        std::fs::read_dir(place.path().join("tables"))
+            .unwrap()
+            .count(),
+        before
+    );
+
     // A mapped directory that holds a file: refused before anything is written.
     let target = open_dir();
     let data = target.path().join("restored");
