@@ -864,6 +864,21 @@ fn physical_tablespaces() {
         before
     );
 
+    // A misspelt name: refused before any tablespace is written, naming those there are.
+    let misspelt = open_dir();
+    pk.destination(
+        "misspelt",
+        &bin_location(&misspelt.path().join("restored")),
+        &[&format!(
+            "tablespace_mapping=tabels={}",
+            misspelt.path().join("t").display()
+        )],
+    );
+    store
+        .restore("misspelt", &snap)
+        .fails_saying(&["names tabels", "tables (", "indexes ("]);
+    assert!(!misspelt.path().join("t").exists());
+
     // A mapped directory that holds a file: refused before anything is written.
     let target = open_dir();
     let data = target.path().join("restored");

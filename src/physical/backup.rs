@@ -434,6 +434,15 @@ impl Copy<'_> {
             Ok(())
         }
         .await;
+        if copied.is_err() {
+            // A pg_basebackup left waiting on a pipe nobody reads would never end.
+            if tokio::time::timeout(Duration::from_secs(5), running.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = running.child.start_kill();
+            }
+        }
         let outcome = running.finish().await;
         drop(private);
         Ok((copied, outcome))

@@ -124,6 +124,9 @@ impl Export for Writer {
             return Err(Error::LogicalSnapshot(record.pathname));
         }
         if let Some(oid) = tablespace_of(&record.pathname) {
+            if self.placed.is_empty() {
+                self.check_mapping()?;
+            }
             if !self.placed.contains_key(oid) {
                 // Its directory record, first of its files: refused before any is written.
                 let dir = self.place(oid)?;
@@ -256,6 +259,31 @@ impl Writer {
             .and_then(|()| self.give(&path));
         results.send(&record, result).await;
         None
+    }
+
+    /// Refuses a `tablespace_mapping` entry that names no tablespace of the
+    /// snapshot, before any tablespace is written: a misspelt name would
+    /// otherwise send that tablespace to its original directory.
+    fn check_mapping(&self) -> Result<(), Error> {
+        for (key, _) in &self.config.tablespace_mapping {
+            let known = self
+                .tablespaces
+                .iter()
+                .any(|(oid, (name, _))| oid == key || name == key);
+            if !known {
+                let mut names: Vec<String> = self
+                    .tablespaces
+                    .iter()
+                    .map(|(oid, (name, _))| format!("{name} ({oid})"))
+                    .collect();
+                names.sort();
+                return Err(Error::UnmappedTablespace {
+                    key: key.clone(),
+                    known: names.join(", "),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Where tablespace `oid` is restored: its `tablespace_mapping`, by OID or
