@@ -101,6 +101,17 @@ pub enum Error {
         "the dump's table of contents does not describe its database within its first {0} MiB"
     )]
     NoDatabaseEntry(usize),
+    /// A tablespace's files whose directory `/manifest.json` does not name.
+    #[error("the snapshot holds the files of tablespace {0} but its manifest.json names no directory for it; give it one with option `tablespace_mapping={0}=/absolute/dir`")]
+    UnknownTablespace(String),
+    /// `tablespace_mapping` names a tablespace the snapshot does not hold.
+    #[error("option `tablespace_mapping` names {key}, which is no tablespace of this snapshot (it holds: {known}); name each by its name or OID")]
+    UnmappedTablespace {
+        /// The name or OID given.
+        key: String,
+        /// The snapshot's tablespaces, as `name (oid)`.
+        known: String,
+    },
     /// A physical snapshot without its data directory.
     #[error("the snapshot holds no data directory file")]
     NoDataDirectory,

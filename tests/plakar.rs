@@ -12,7 +12,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::caught::{kill, pg_dumps, wait_for, wait_for_blocked_tool, wait_until, Lock};
-use common::cluster::{bin_location, not_owned_by, open_dir, pg18_bin, server_identity};
+use common::cluster::{
+    bin_location, give_to_server, not_owned_by, open_dir, pg18_bin, server_dir, server_identity,
+};
 use common::load::{assert_pgbench_consistent, client, pgbench_writing, Background};
 use common::plakar::{self, Plakar};
 use common::{
@@ -84,8 +86,12 @@ const CASES: &[(&str, fn())] = &[
         physical_logical_mix,
     ),
     (
-        "physical_restore_refuses_used_directories_and_tablespaces",
+        "physical_restore_refuses_used_directories",
         physical_targets,
+    ),
+    (
+        "physical_backup_with_two_tablespaces_under_load_restores_them_mapped",
+        physical_tablespaces,
     ),
     (
         "physical_backup_fails_on_a_damaged_page_and_names_the_file",
@@ -805,25 +811,128 @@ fn physical_targets() {
     store
         .restore("running", &snap)
         .fails_saying(&["belongs to a running PostgreSQL server"]);
+}
 
-    // A tablespace outside the data directory: refused before anything is copied, by name.
+fn physical_tablespaces() {
+    let src = Cluster::start_with(ClusterOptions::physical());
     let place = open_dir();
-    let location = place.path().join("ts");
-    std::fs::create_dir(&location).unwrap();
-    if let Some((uid, gid)) = common::cluster::server_identity() {
-        std::os::unix::fs::chown(&location, Some(uid), Some(gid)).unwrap();
+    for name in ["tables", "indexes"] {
+        let dir = server_dir(place.path(), name);
+        src.sql(
+            "postgres",
+            &format!("CREATE TABLESPACE {name} LOCATION '{}'", dir.display()),
+        );
     }
+    seed(&src, "app", 500);
+    src.sql("app", "ALTER TABLE items SET TABLESPACE tables");
     src.sql(
-        "postgres",
-        &format!("CREATE TABLESPACE fast LOCATION '{}'", location.display()),
+        "app",
+        "CREATE INDEX items_by_id ON items (id) TABLESPACE indexes",
     );
-    let before = store.snapshots();
-    store.backup("mybin").fails_saying(&[
-        "tablespaces",
-        &format!("fast at {}", location.display()),
-        "postgres://",
-    ]);
-    assert_eq!(store.snapshots(), before);
+    let indexes_oid = src.rows(
+        "postgres",
+        "SELECT oid FROM pg_tablespace WHERE spcname = 'indexes'",
+    )[0]
+    .clone();
+    let mut load = pgbench_writing(&src, "postgres");
+    let pk = Plakar::new();
+    let store = pk.store("store");
+    pk.source("mybin", &src.bin_uri(), &[]);
+    let snap = store.backed_up("mybin");
+    assert!(load.running(), "pgbench ended during the backup");
+    load.stop();
+    assert!(store.files(&snap).contains(&"pg_tblspc".to_string()));
+
+    // Unmapped, a tablespace goes back to its original directory, which the
+    // source still uses: refused before any of that tablespace's files is written.
+    let elsewhere = open_dir();
+    pk.destination(
+        "original",
+        &bin_location(&elsewhere.path().join("restored")),
+        &[],
+    );
+    let before = std::fs::read_dir(place.path().join("tables"))
+        .unwrap()
+        .count();
+    store
+        .restore("original", &snap)
+        .fails_saying(&["is not empty", &place.path().display().to_string()]);
+    assert_eq!(
+        std::fs::read_dir(place.path().join("tables"))
+            .unwrap()
+            .count(),
+        before
+    );
+
+    // A misspelt name: refused before any tablespace is written, naming those there are.
+    let misspelt = open_dir();
+    pk.destination(
+        "misspelt",
+        &bin_location(&misspelt.path().join("restored")),
+        &[&format!(
+            "tablespace_mapping=tabels={}",
+            misspelt.path().join("t").display()
+        )],
+    );
+    store
+        .restore("misspelt", &snap)
+        .fails_saying(&["names tabels", "tables (", "indexes ("]);
+    assert!(!misspelt.path().join("t").exists());
+
+    // A mapped directory that holds a file: refused before anything is written.
+    let target = open_dir();
+    let data = target.path().join("restored");
+    let crowded = open_dir();
+    std::fs::write(crowded.path().join("keep.txt"), "mine").unwrap();
+    let mapping = |tables: &std::path::Path, indexes: &std::path::Path| {
+        format!(
+            "tablespace_mapping=tables={},{indexes_oid}={}",
+            tables.display(),
+            indexes.display()
+        )
+    };
+    let new_tables = target.path().join("tables");
+    let new_indexes = target.path().join("indexes");
+    pk.destination(
+        "crowded",
+        &bin_location(&data),
+        &[&mapping(&new_tables, crowded.path())],
+    );
+    store
+        .restore("crowded", &snap)
+        .fails_saying(&["is not empty"]);
+    assert!(!data.exists() && !new_tables.exists());
+
+    pk.destination(
+        "mydata",
+        &bin_location(&data),
+        &[&mapping(&new_tables, &new_indexes)],
+    );
+    store
+        .restore("mydata", &snap)
+        .ok_saying(&["matches its backup_manifest"]);
+    give_to_server(&new_tables);
+    give_to_server(&new_indexes);
+    let copy = Cluster::adopt(&data);
+    assert_eq!(
+        copy.rows(
+            "postgres",
+            "SELECT spcname || ' ' || pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname IN ('tables', 'indexes') ORDER BY 1"
+        ),
+        vec![
+            format!("indexes {}", new_indexes.display()),
+            format!("tables {}", new_tables.display()),
+        ]
+    );
+    assert_eq!(
+        copy.rows(
+            "app",
+            "SELECT tablename || ' ' || tablespace FROM pg_tables WHERE tablename = 'items' UNION ALL SELECT indexname || ' ' || tablespace FROM pg_indexes WHERE indexname = 'items_by_id'"
+        ),
+        vec!["items tables", "items_by_id indexes"]
+    );
+    assert_eq!(items(&copy, "app"), items(&src, "app"));
+    assert_pgbench_consistent(&copy, "postgres");
 }
 
 fn physical_checksums() {

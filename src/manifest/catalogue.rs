@@ -230,7 +230,8 @@ async fn tablespaces(admin: &Client) -> Result<Vec<Tablespace>, tokio_postgres::
     let rows = admin
         .query(
             "SELECT t.spcname::text, pg_get_userbyid(t.spcowner)::text,
-                    pg_tablespace_location(t.oid)::text, coalesce(t.spcoptions, '{}')::text[]
+                    pg_tablespace_location(t.oid)::text, coalesce(t.spcoptions, '{}')::text[],
+                    t.oid
              FROM pg_tablespace t ORDER BY 1",
             &[],
         )
@@ -238,6 +239,7 @@ async fn tablespaces(admin: &Client) -> Result<Vec<Tablespace>, tokio_postgres::
     Ok(rows
         .iter()
         .map(|r| Tablespace {
+            oid: Some(r.get(4)),
             name: r.get(0),
             owner: r.get(1),
             location: r.get(2),

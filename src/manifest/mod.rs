@@ -250,6 +250,9 @@ pub struct Role {
 /// A tablespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tablespace {
+    /// Its OID: a physical snapshot keeps its files under `/pg_tblspc/<oid>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oid: Option<u32>,
     /// Its name.
     pub name: String,
     /// Its owner.
@@ -575,6 +578,7 @@ mod tests {
             member_of: vec!["readers".into()],
         }]);
         m.tablespaces = Some(vec![Tablespace {
+            oid: None,
             name: "pg_default".into(),
             owner: "postgres".into(),
             location: String::new(),

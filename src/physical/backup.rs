@@ -10,6 +10,8 @@
 //! stop position is known.
 
 use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,7 +29,7 @@ use crate::progress::Progress;
 use crate::protocol::record::{self, Entry, EntryKind};
 use crate::protocol::source::{Content, Ended, ImportRun, Source};
 use crate::protocol::CHUNK_SIZE;
-use crate::tools::{Kit, Tool, Toolbox};
+use crate::tools::{Kit, Outcome, Tool, Toolbox};
 
 /// An `Open` call waiting for its file's bytes.
 struct OpenCall {
@@ -46,6 +48,8 @@ pub struct PhysicalBackup {
     opens_tx: mpsc::Sender<OpenCall>,
     opens_rx: Mutex<Option<mpsc::Receiver<OpenCall>>>,
     started: SystemTime,
+    /// The OIDs of the tablespaces outside the data directory, when `Init` ran.
+    tablespaces: Vec<u32>,
 }
 
 impl std::fmt::Debug for PhysicalBackup {
@@ -67,6 +71,7 @@ async fn prepare(config: PhysicalSource) -> Result<PhysicalBackup, Error> {
         toolbox.version
     );
     let system = preflight::check(&admin, conn).await?;
+    let tablespaces = preflight::tablespaces(&admin).await?;
     // On a standby too: a temporary physical slot can be made there, and
     // keeps the WAL the copy needs from its restartpoints.
     let slot = preflight::reserve_wal(&admin).await?;
@@ -102,6 +107,7 @@ async fn prepare(config: PhysicalSource) -> Result<PhysicalBackup, Error> {
         opens_tx,
         opens_rx: Mutex::new(Some(opens_rx)),
         started: SystemTime::now(),
+        tablespaces,
     })
 }
 
@@ -181,27 +187,15 @@ impl Copy<'_> {
             announced: false,
         };
 
-        let args = basebackup_args(&backup.config);
-        let mut running = backup.toolbox.spawn(
-            Tool::PgBasebackup,
-            &backup.config.conn,
-            &args,
-            std::process::Stdio::null(),
-            std::process::Stdio::piped(),
-        )?;
-        let stdout = running.child.stdout.take().expect("stdout is piped");
-        let mut stream = BufReader::with_capacity(CHUNK_SIZE, stdout);
         let mut progress = Progress::start("physical backup", "/");
         let mut backup_manifest = Vec::new();
-        let copied = self
-            .copy_members(&mut stream, &mut root, &mut progress, &mut backup_manifest)
-            .await;
-        if copied.is_ok() {
-            // The second zero block and whatever padding follows.
-            let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
-        }
-        drop(stream);
-        let outcome = running.finish().await;
+        let (copied, outcome) = if backup.tablespaces.is_empty() {
+            self.copy_stream(backup, &mut root, &mut progress, &mut backup_manifest)
+                .await?
+        } else {
+            self.copy_archives(backup, &mut root, &mut progress, &mut backup_manifest)
+                .await?
+        };
         let user = &backup.config.conn.user;
         // pg_basebackup's own failure is usually the cause of a broken stream,
         // so it comes first; a stream we stopped reading explains the rest.
@@ -243,15 +237,230 @@ impl Copy<'_> {
             .map_err(Error::BaseBackup)
     }
 
+    /// A cluster without tablespaces: one tar stream on pg_basebackup's stdout,
+    /// with `backup_manifest` as its last member.
+    async fn copy_stream(
+        &mut self,
+        backup: &PhysicalBackup,
+        root: &mut Root,
+        progress: &mut Progress,
+        backup_manifest: &mut Vec<u8>,
+    ) -> Result<(Result<(), String>, Outcome), Error> {
+        let args = basebackup_args(&backup.config, None);
+        let mut running = backup.toolbox.spawn(
+            Tool::PgBasebackup,
+            &backup.config.conn,
+            &args,
+            std::process::Stdio::null(),
+            std::process::Stdio::piped(),
+        )?;
+        let stdout = running.child.stdout.take().expect("stdout is piped");
+        let mut stream = BufReader::with_capacity(CHUNK_SIZE, stdout);
+        let copied = self
+            .copy_members(&mut stream, "", root, progress, backup_manifest)
+            .await;
+        if copied.is_ok() {
+            // The second zero block and whatever padding follows.
+            let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
+        }
+        drop(stream);
+        Ok((copied, running.finish().await))
+    }
+
+    /// A cluster with tablespaces: pg_basebackup writes one tar per tablespace
+    /// and one for the data directory into a directory, which must be empty
+    /// when it starts, so each archive is a named pipe made in a private
+    /// directory as soon as pg_basebackup has created it (it connects and
+    /// has the server checkpoint before it opens the first). Nothing is
+    /// written to disk: each archive is read as pg_basebackup writes it, in the
+    /// order it opens them (the tablespaces, then the data directory), and
+    /// `backup_manifest`, which it writes before it closes the last archive, is
+    /// read alongside into memory.
+    async fn copy_archives(
+        &mut self,
+        backup: &PhysicalBackup,
+        root: &mut Root,
+        progress: &mut Progress,
+        backup_manifest: &mut Vec<u8>,
+    ) -> Result<(Result<(), String>, Outcome), Error> {
+        let private = tempfile::Builder::new()
+            .prefix("plakar-postgresql-")
+            .tempdir()
+            .map_err(|source| Error::Io {
+                action: "create",
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let out = private.path().join("archives");
+        let args = basebackup_args(&backup.config, Some(&out));
+        let mut running = backup.toolbox.spawn(
+            Tool::PgBasebackup,
+            &backup.config.conn,
+            &args,
+            std::process::Stdio::null(),
+            std::process::Stdio::null(),
+        )?;
+        let mut tars: Vec<String> = backup
+            .tablespaces
+            .iter()
+            .map(|oid| format!("{oid}.tar"))
+            .collect();
+        tars.push("base.tar".into());
+        let manifest_pipe = "backup_manifest.tmp";
+
+        let copied = async {
+            // pg_basebackup makes the directory once it has checked it is absent.
+            loop {
+                if out.is_dir() {
+                    break;
+                }
+                if let Ok(Some(_)) = running.child.try_wait() {
+                    return Err("pg_basebackup ended before it wrote any archive".to_string());
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            for name in tars.iter().map(String::as_str).chain([manifest_pipe]) {
+                make_pipe(&out.join(name)).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists {
+                        format!("pg_basebackup opened {name} before the plugin could make it a pipe; run the backup again")
+                    } else {
+                        format!("cannot make the pipe {}: {e}", out.join(name).display())
+                    }
+                })?;
+            }
+            let (opened_tx, mut opened) = mpsc::unbounded_channel();
+            for name in &tars {
+                let (path, name, tx) = (out.join(name), name.clone(), opened_tx.clone());
+                // Opening a pipe to read waits for its writer.
+                tokio::task::spawn_blocking(move || {
+                    let _ = tx.send((name, std::fs::File::open(path)));
+                });
+            }
+            drop(opened_tx);
+            let manifest_path = out.join(manifest_pipe);
+            let manifest = tokio::task::spawn_blocking(move || {
+                let mut bytes = Vec::new();
+                std::fs::File::open(manifest_path)
+                    .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut bytes))
+                    .map(|_| bytes)
+            });
+            let mut left = tars.len();
+            let mut failed = None;
+            while left > 0 {
+                let next = tokio::select! {
+                    biased;
+                    next = opened.recv() => next,
+                    _ = running.child.wait() => None,
+                };
+                let Some((name, file)) = next else { break };
+                left -= 1;
+                let file = match file {
+                    Ok(f) => f,
+                    Err(e) => {
+                        failed = Some(format!("cannot read pg_basebackup's {name}: {e}"));
+                        break;
+                    }
+                };
+                let prefix = match name.strip_suffix(".tar") {
+                    Some("base") | None => String::new(),
+                    Some(oid) => format!("/pg_tblspc/{oid}"),
+                };
+                let mut stream =
+                    BufReader::with_capacity(CHUNK_SIZE, tokio::fs::File::from_std(file));
+                if let Err(e) = self
+                    .copy_members(&mut stream, &prefix, root, progress, backup_manifest)
+                    .await
+                {
+                    failed = Some(e);
+                    break;
+                }
+                let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
+            }
+            // Readers still waiting for a writer (pg_basebackup failed): a
+            // writer that comes and goes ends their wait.
+            for name in tars.iter().map(String::as_str).chain([manifest_pipe]) {
+                let _ = std::fs::OpenOptions::new()
+                    .write(true)
+                    .custom_flags(libc::O_NONBLOCK)
+                    .open(out.join(name));
+            }
+            let manifest = manifest.await;
+            if let Some(why) = failed {
+                return Err(why);
+            }
+            if left > 0 {
+                // pg_basebackup ended early: its own words, first, say why.
+                return Err(format!(
+                    "pg_basebackup ended before it wrote all {} archives",
+                    tars.len()
+                ));
+            }
+            let bytes = match manifest {
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(e)) => return Err(format!("cannot read pg_basebackup's backup_manifest: {e}")),
+                Err(e) => return Err(format!("cannot read pg_basebackup's backup_manifest: {e}")),
+            };
+            // A tablespace created since `Init` has an archive nobody read.
+            let strays: Vec<String> = std::fs::read_dir(&out)
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| !tars.contains(n) && n != manifest_pipe && n != "backup_manifest")
+                        .collect()
+                })
+                .unwrap_or_default();
+            if !strays.is_empty() {
+                return Err(format!(
+                    "a tablespace was created during the backup (pg_basebackup wrote {}); run the backup again",
+                    strays.join(", ")
+                ));
+            }
+            let entry = Entry {
+                path: "/backup_manifest".into(),
+                kind: EntryKind::File(bytes.len() as u64),
+                perm: 0o600,
+                modified: SystemTime::now(),
+                ..root.entry.clone()
+            };
+            self.run
+                .announce(record::entry_record(&entry))
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut content = &bytes[..];
+            self.serve(&entry.path, bytes.len() as u64, &mut content, None)
+                .await?;
+            *backup_manifest = bytes;
+            Ok(())
+        }
+        .await;
+        if copied.is_err() {
+            // A pg_basebackup left waiting on a pipe nobody reads would never end.
+            if tokio::time::timeout(Duration::from_secs(5), running.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = running.child.start_kill();
+            }
+        }
+        let outcome = running.finish().await;
+        drop(private);
+        Ok((copied, outcome))
+    }
+
     /// Reads the tar members and hands each to Plakar, `/` before the first.
     async fn copy_members(
         &mut self,
         stream: &mut (impl AsyncRead + Unpin),
+        prefix: &str,
         root: &mut Root,
         progress: &mut Progress,
         backup_manifest: &mut Vec<u8>,
     ) -> Result<(), String> {
         let mut block = [0u8; tar::BLOCK];
+        // A tablespace's archive holds what is under its directory, not the
+        // directory itself, which `/pg_tblspc/<oid>` then stands for.
+        let mut top_announced = prefix.is_empty();
         loop {
             stream.read_exact(&mut block).await.map_err(|e| {
                 format!("pg_basebackup's stream ended before the end of its archive: {e}")
@@ -271,7 +480,7 @@ impl Copy<'_> {
                 }
             };
             let mut entry = Entry {
-                path: record_path(&header.name),
+                path: format!("{prefix}{}", record_path(&header.name)),
                 kind,
                 perm: header.mode & 0o777,
                 modified: UNIX_EPOCH + Duration::from_secs(header.mtime.max(0) as u64),
@@ -295,6 +504,19 @@ impl Copy<'_> {
                     .await
                     .map_err(|e| e.to_string())?;
                 root.announced = true;
+            }
+            if !top_announced {
+                let top = Entry {
+                    path: prefix.to_string(),
+                    kind: EntryKind::Directory,
+                    perm: 0o700,
+                    ..entry.clone()
+                };
+                self.run
+                    .announce(record::entry_record(&top))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                top_announced = true;
             }
             if entry.path == "/backup_manifest" {
                 // pg_basebackup adds it itself, with made-up ids (2048:1024):
@@ -396,6 +618,19 @@ async fn stream_to(
     Ok(())
 }
 
+/// Makes a named pipe only the plugin's user can open.
+fn make_pipe(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `name` is a valid NUL-terminated path that outlives the call.
+    if unsafe { libc::mkfifo(name.as_ptr(), 0o600) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// The record path of a tar member: pg_basebackup names some members `./x`,
 /// which a path from `/` must not keep.
 fn record_path(member: &str) -> String {
@@ -408,14 +643,22 @@ fn record_path(member: &str) -> String {
 
 /// pg_basebackup's arguments: the whole cluster as one tar stream on stdout,
 /// with the WAL it needs and PostgreSQL's own manifest inside.
-fn basebackup_args(config: &PhysicalSource) -> Vec<std::ffi::OsString> {
-    let mut args: Vec<std::ffi::OsString> = vec![
-        "--pgdata=-".into(),
+fn basebackup_args(config: &PhysicalSource, dir: Option<&Path>) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = match dir {
+        None => vec!["--pgdata=-".into()],
+        // The archives are pipes: nothing to sync, and opening them to sync would wait.
+        Some(dir) => {
+            let mut pgdata = std::ffi::OsString::from("--pgdata=");
+            pgdata.push(dir);
+            vec![pgdata, "--no-sync".into()]
+        }
+    };
+    args.extend::<[std::ffi::OsString; 4]>([
         "--format=tar".into(),
         "--wal-method=fetch".into(),
         "--no-password".into(),
         "--label=plakar".into(),
-    ];
+    ]);
     args.push(
         if config.fast_checkpoint {
             "--checkpoint=fast"

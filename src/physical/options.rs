@@ -49,6 +49,12 @@ static DESTINATION_OPTIONS: &[Spec] = &[
         default: None,
         description: "The system user (such as `postgres`) the restored files are given to, with its primary group, so that the server starts as that user without a `chown -R`. Needs Plakar to run as root, unless it names the user running it. Without it the files belong to the user running Plakar.",
     },
+    Spec {
+        name: "tablespace_mapping",
+        kind: Kind::Text,
+        default: None,
+        description: "Where tablespaces go instead of their original directories, as `pg_basebackup --tablespace-mapping` does: `NAME_OR_OID=/absolute/dir`, several separated by commas. Each directory must be absent or empty. Without it each tablespace is restored at its original directory, which must be absent or empty too.",
+    },
 ];
 
 /// Every option of the physical source.
@@ -131,6 +137,31 @@ pub struct PhysicalDestination {
     pub pg_bin_dir: Option<PathBuf>,
     /// Who the restored files are given to (`owner`).
     pub owner: Option<Owner>,
+    /// `tablespace_mapping`: a tablespace's name or OID, and its new directory.
+    pub tablespace_mapping: Vec<(String, PathBuf)>,
+}
+
+/// `tablespace_mapping`: `NAME_OR_OID=/absolute/dir[,...]`, each tablespace once.
+fn parse_mapping(raw: &str) -> Result<Vec<(String, PathBuf)>, OptionError> {
+    let invalid = || OptionError::Invalid {
+        key: "tablespace_mapping",
+        value: format!("{raw:?}"),
+        accepted: "NAME_OR_OID=/absolute/dir, several separated by commas, each tablespace once"
+            .into(),
+    };
+    let mut mapping: Vec<(String, PathBuf)> = Vec::new();
+    for pair in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, dir) = pair.split_once('=').ok_or_else(invalid)?;
+        let (key, dir) = (key.trim(), PathBuf::from(dir.trim()));
+        if key.is_empty() || !dir.is_absolute() || mapping.iter().any(|(k, _)| k == key) {
+            return Err(invalid());
+        }
+        mapping.push((key.to_string(), dir));
+    }
+    if mapping.is_empty() {
+        return Err(invalid());
+    }
+    Ok(mapping)
 }
 
 impl PhysicalDestination {
@@ -168,10 +199,16 @@ impl PhysicalDestination {
                 })
             })
             .transpose()?;
+        let tablespace_mapping = values
+            .text("tablespace_mapping")
+            .map(|raw| parse_mapping(&raw))
+            .transpose()?
+            .unwrap_or_default();
         Ok(PhysicalDestination {
             directory: path,
             pg_bin_dir: values.text("pg_bin_dir").map(PathBuf::from),
             owner,
+            tablespace_mapping,
         })
     }
 }
@@ -180,6 +217,21 @@ impl PhysicalDestination {
 mod tests {
     use super::*;
     use crate::options::config_map;
+
+    #[test]
+    fn tablespace_mapping_takes_names_or_oids_and_absolute_directories() {
+        assert_eq!(
+            parse_mapping("fast=/srv/fast, 16385=/srv/idx").unwrap(),
+            vec![
+                ("fast".to_string(), PathBuf::from("/srv/fast")),
+                ("16385".to_string(), PathBuf::from("/srv/idx")),
+            ]
+        );
+        for bad in ["fast", "fast=relative/dir", "=/srv", "a=/x,a=/y", ","] {
+            let why = parse_mapping(bad).unwrap_err().to_string();
+            assert!(why.contains("NAME_OR_OID=/absolute/dir"), "{bad}: {why}");
+        }
+    }
 
     #[test]
     fn sources_take_the_cluster_and_basebackup_options() {

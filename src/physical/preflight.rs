@@ -1,7 +1,7 @@
 //! What a base backup needs from the server and the role, checked before
 //! anything is copied, each failure worded with its cause and its remedy:
-//! replication allowed (see [`crate::replication`]), and no tablespace
-//! outside the data directory.
+//! replication allowed (see [`crate::replication`]); and the tablespaces
+//! outside the data directory, whose archives the copy must expect.
 
 use tokio_postgres::Client;
 
@@ -14,8 +14,6 @@ use crate::replication::{self, Refusal, SystemId};
 pub enum PreflightError {
     #[error(transparent)]
     Replication(#[from] Refusal),
-    #[error("the cluster has tablespaces outside its data directory ({0}), which the physical backup of this package does not copy; back those databases up with the logical postgres:// source, or move their objects to pg_default")]
-    Tablespaces(String),
     #[error("the server cannot be checked: {0}")]
     Query(PgError),
     #[error("cannot reserve the WAL of the backup with a temporary replication slot: {0}")]
@@ -27,23 +25,20 @@ pub enum PreflightError {
 /// which says who the server is (on a standby, the timeline it replays).
 pub async fn check(admin: &Client, conn: &Connection) -> Result<SystemId, PreflightError> {
     replication::check_server(admin, &conn.user).await?;
-    tablespaces(admin).await?;
     Ok(replication::probe(conn).await?)
 }
 
-async fn tablespaces(admin: &Client) -> Result<(), PreflightError> {
+/// The OIDs of the tablespaces outside the data directory: pg_basebackup
+/// writes one archive for each, named after it.
+pub async fn tablespaces(admin: &Client) -> Result<Vec<u32>, PreflightError> {
     let rows = admin
         .query(
-            "SELECT spcname::text || ' at ' || pg_tablespace_location(oid) FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1",
+            "SELECT oid FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1",
             &[],
         )
         .await
         .map_err(|e| PreflightError::Query(PgError::new("", &e)))?;
-    if !rows.is_empty() {
-        let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-        return Err(PreflightError::Tablespaces(names.join(", ")));
-    }
-    Ok(())
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
 /// Takes a temporary physical replication slot that reserves WAL from now on;

@@ -57,6 +57,9 @@ impl Destination for PhysicalDestination {
             owner.check()?;
         }
         check_directory(&config.directory)?;
+        for (_, dir) in &config.tablespace_mapping {
+            check_directory(dir)?;
+        }
         Ok(config)
     }
 
@@ -74,6 +77,9 @@ impl Destination for PhysicalDestination {
             config: self,
             started: false,
             directories: Vec::new(),
+            manifest: Vec::new(),
+            tablespaces: HashMap::new(),
+            placed: HashMap::new(),
         }
     }
 }
@@ -95,6 +101,13 @@ pub struct Writer {
     /// Directories written, with their mode and mtime, applied at the end
     /// (a directory made read-only first could not be filled).
     directories: Vec<(PathBuf, u32, Option<SystemTime>)>,
+    /// The bytes of `/manifest.json`, read for its tablespaces.
+    manifest: Vec<u8>,
+    /// The snapshot's tablespaces by OID: name and original directory. Plakar
+    /// sends `/manifest.json` before `/pg_tblspc`, in path order.
+    tablespaces: HashMap<String, (String, PathBuf)>,
+    /// Where each tablespace is restored, by OID.
+    placed: HashMap<String, PathBuf>,
 }
 
 #[tonic::async_trait]
@@ -110,10 +123,23 @@ impl Export for Writer {
         if names::is_logical(&record.pathname) {
             return Err(Error::LogicalSnapshot(record.pathname));
         }
+        if let Some(oid) = tablespace_of(&record.pathname) {
+            if self.placed.is_empty() {
+                self.check_mapping()?;
+            }
+            if !self.placed.contains_key(oid) {
+                // Its directory record, first of its files: refused before any is written.
+                let dir = self.place(oid)?;
+                self.placed.insert(oid.to_string(), dir);
+            }
+        }
         Ok(self.start(record, results).await)
     }
 
     async fn write(&mut self, open: &mut Open, chunk: Bytes) {
+        if open.record.pathname == names::MANIFEST {
+            self.manifest.extend_from_slice(&chunk);
+        }
         if let (Some(file), None) = (&mut open.file, &open.error) {
             if let Err(e) = file.write_all(&chunk).await {
                 open.error = Some(format!("cannot write {}: {e}", open.path.display()));
@@ -146,6 +172,7 @@ impl Export for Writer {
             // The files that failed are the error; verifying would only repeat it.
             return Ok(());
         }
+        self.relocate()?;
         verify(&self.config).await
     }
 }
@@ -177,7 +204,22 @@ impl Writer {
                 return None;
             }
         };
-        let made = if info.mode & MODE_DIR != 0 {
+        let top = tablespace_of(&record.pathname)
+            .filter(|oid| record.pathname == format!("/pg_tblspc/{oid}"))
+            .map(str::to_string);
+        let made = if let Some(oid) = top {
+            // The tablespace's directory, and the link PostgreSQL follows to it.
+            let link = self.root.join("pg_tblspc").join(&oid);
+            std::fs::create_dir_all(&path)
+                .and_then(|()| std::os::unix::fs::symlink(&path, &link))
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))
+                .and_then(|()| self.give(&link))
+                .map(|()| {
+                    self.directories
+                        .push((path.clone(), info.mode & 0o777, modified));
+                })
+                .map_err(std::io::Error::other)
+        } else if info.mode & MODE_DIR != 0 {
             std::fs::create_dir(&path)
                 .or_else(|e| if path.is_dir() { Ok(()) } else { Err(e) })
                 .map(|()| {
@@ -219,7 +261,51 @@ impl Writer {
         None
     }
 
+    /// Refuses a `tablespace_mapping` entry that names no tablespace of the
+    /// snapshot, before any tablespace is written: a misspelt name would
+    /// otherwise send that tablespace to its original directory.
+    fn check_mapping(&self) -> Result<(), Error> {
+        for (key, _) in &self.config.tablespace_mapping {
+            let known = self
+                .tablespaces
+                .iter()
+                .any(|(oid, (name, _))| oid == key || name == key);
+            if !known {
+                let mut names: Vec<String> = self
+                    .tablespaces
+                    .iter()
+                    .map(|(oid, (name, _))| format!("{name} ({oid})"))
+                    .collect();
+                names.sort();
+                return Err(Error::UnmappedTablespace {
+                    key: key.clone(),
+                    known: names.join(", "),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Where tablespace `oid` is restored: its `tablespace_mapping`, by OID or
+    /// name, else its original directory; refused unless absent or empty.
+    fn place(&self, oid: &str) -> Result<PathBuf, Error> {
+        let known = self.tablespaces.get(oid);
+        let mapped = self
+            .config
+            .tablespace_mapping
+            .iter()
+            .find(|(key, _)| key == oid || known.is_some_and(|(name, _)| name == key));
+        let dir = match (mapped, known) {
+            (Some((_, dir)), _) => dir.clone(),
+            (None, Some((_, original))) => original.clone(),
+            (None, None) => return Err(Error::UnknownTablespace(oid.to_string())),
+        };
+        check_directory(&dir)?;
+        Ok(dir)
+    }
+
     /// Where a record goes under the target directory; created on first use.
+    /// A tablespace's files go to its directory, which `pg_tblspc/<oid>` links to.
     fn target(&mut self, pathname: &str) -> Result<PathBuf, String> {
         let relative = Path::new(pathname.trim_start_matches('/'));
         if relative
@@ -227,6 +313,18 @@ impl Writer {
             .any(|c| !matches!(c, Component::Normal(_)))
         {
             return Err(format!("{pathname} is not a path inside a data directory"));
+        }
+        if let Some(oid) = tablespace_of(pathname) {
+            let dir = self.placed.get(oid).cloned().unwrap_or_default();
+            let inside = relative
+                .strip_prefix(Path::new("pg_tblspc").join(oid))
+                .unwrap_or(relative);
+            // The directory itself without a trailing `/`: the link names it as given.
+            return Ok(if inside.as_os_str().is_empty() {
+                dir
+            } else {
+                dir.join(inside)
+            });
         }
         if !self.started {
             std::fs::create_dir_all(&self.root)
@@ -256,6 +354,10 @@ impl Writer {
             path,
             error,
         } = open;
+        if record.pathname == names::MANIFEST {
+            let bytes = std::mem::take(&mut self.manifest);
+            self.tablespaces = tablespaces_in(&bytes);
+        }
         let mut result = match error.or(early) {
             Some(e) => Err(e),
             None => Ok(()),
@@ -278,6 +380,94 @@ impl Writer {
         }
         results.send(&record, result).await;
     }
+}
+
+/// The OID of the tablespace a record belongs to: `/pg_tblspc/<oid>[/...]`.
+fn tablespace_of(pathname: &str) -> Option<&str> {
+    let rest = pathname.strip_prefix("/pg_tblspc/")?;
+    let oid = rest.split('/').next()?;
+    (!oid.is_empty() && oid.bytes().all(|b| b.is_ascii_digit())).then_some(oid)
+}
+
+/// The tablespaces `/manifest.json` names, by OID: name and directory.
+fn tablespaces_in(manifest: &[u8]) -> HashMap<String, (String, PathBuf)> {
+    let Ok(m) = serde_json::from_slice::<crate::manifest::Manifest>(manifest) else {
+        return HashMap::new();
+    };
+    m.tablespaces
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|t| {
+            let oid = t.oid?;
+            (!t.location.is_empty()).then(|| (oid.to_string(), (t.name, PathBuf::from(t.location))))
+        })
+        .collect()
+}
+
+impl Writer {
+    /// A tablespace restored away from its original directory: the links in
+    /// pg_tblspc are then the truth, as after `pg_basebackup --format=plain
+    /// --tablespace-mapping`, so `tablespace_map` (which names the original
+    /// directories, and which the server would follow at its first start) is
+    /// removed, and so is its entry in `backup_manifest`, whose checksum is
+    /// computed again; every other file is verified as it was backed up.
+    fn relocate(&self) -> Result<(), Error> {
+        let moved = self
+            .placed
+            .iter()
+            .any(|(oid, dir)| self.tablespaces.get(oid).map(|(_, o)| o) != Some(dir));
+        let map = self.root.join("tablespace_map");
+        if !moved || !map.exists() {
+            return Ok(());
+        }
+        let io = |action, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        let manifest = self.root.join("backup_manifest");
+        let text = std::fs::read_to_string(&manifest).map_err(io("read", &manifest))?;
+        let rewritten = without_entry(&text, "tablespace_map").ok_or_else(|| {
+            Error::Verify("backup_manifest has no entry for tablespace_map to remove".into())
+        })?;
+        let fresh = manifest.with_extension("new");
+        std::fs::write(&fresh, rewritten).map_err(io("write", &fresh))?;
+        std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o600))
+            .map_err(io("write", &fresh))?;
+        self.give(&fresh).map_err(Error::Verify)?;
+        std::fs::rename(&fresh, &manifest).map_err(io("write", &manifest))?;
+        std::fs::remove_file(&map).map_err(io("remove", &map))?;
+        Ok(())
+    }
+}
+
+/// PostgreSQL's backup manifest without one file's entry, its
+/// `Manifest-Checksum` (SHA-256 of all that precedes it) computed again.
+fn without_entry(manifest: &str, path: &str) -> Option<String> {
+    use sha2::Digest;
+    let entry = format!("{{ \"Path\": \"{path}\", ");
+    let mut lines: Vec<&str> = manifest.split_inclusive('\n').collect();
+    let at = lines.iter().position(|l| l.starts_with(&entry))?;
+    lines.remove(at);
+    let mut body = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.starts_with("\"Manifest-Checksum\"") {
+            let sum = sha2::Sha256::digest(body.as_bytes());
+            let hex: String = sum.iter().map(|b| format!("{b:02x}")).collect();
+            body.push_str(&format!("\"Manifest-Checksum\": \"{hex}\"}}\n"));
+            return Some(body);
+        }
+        // The last file's entry ends the list without a comma.
+        if i + 1 == at && lines.get(at).is_some_and(|next| next.starts_with(']')) {
+            body.push_str(&line.replacen("},", "}", 1));
+        } else {
+            body.push_str(line);
+        }
+    }
+    None
 }
 
 /// Checks the restored directory with pg_verifybackup against its `backup_manifest`.
@@ -363,4 +553,40 @@ async fn newest_verifier(pg_bin_dir: Option<&Path>) -> Option<Toolbox> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest;
+
+    /// The checksum pg_verifybackup expects: SHA-256 of all before its line.
+    fn checksum_holds(manifest: &str) -> bool {
+        let at = manifest.find("\"Manifest-Checksum\"").unwrap();
+        let sum = sha2::Sha256::digest(&manifest.as_bytes()[..at]);
+        let hex: String = sum.iter().map(|b| format!("{b:02x}")).collect();
+        manifest[at..].contains(&hex)
+    }
+
+    #[test]
+    fn an_entry_leaves_the_manifest_with_its_checksum_computed_again() {
+        let files = "{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [\n{ \"Path\": \"backup_label\", \"Size\": 1 },\n{ \"Path\": \"tablespace_map\", \"Size\": 42 },\n{ \"Path\": \"PG_VERSION\", \"Size\": 3 }\n],\n\"WAL-Ranges\": [\n],\n";
+        let manifest = format!("{files}\"Manifest-Checksum\": \"00\"}}\n");
+        let without = without_entry(&manifest, "tablespace_map").unwrap();
+        assert!(!without.contains("tablespace_map") && without.contains("PG_VERSION"));
+        assert!(checksum_holds(&without), "{without}");
+        // The last entry: the one before it loses its comma.
+        let last = without_entry(&manifest, "PG_VERSION").unwrap();
+        assert!(last.contains("\"Size\": 42 }\n],"), "{last}");
+        assert!(checksum_holds(&last));
+        assert!(without_entry(&manifest, "nothing").is_none());
+    }
+
+    #[test]
+    fn tablespace_records_are_named_by_their_oid() {
+        assert_eq!(tablespace_of("/pg_tblspc/16384"), Some("16384"));
+        assert_eq!(tablespace_of("/pg_tblspc/16384/PG_15_1/5/1"), Some("16384"));
+        assert_eq!(tablespace_of("/pg_tblspc"), None);
+        assert_eq!(tablespace_of("/base/5/1"), None);
+    }
 }

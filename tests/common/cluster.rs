@@ -137,6 +137,28 @@ pub fn open_dir() -> TempDir {
     reachable("pgdata-")
 }
 
+/// A new directory under `parent` given to the server's user, for a tablespace
+/// (or a restored one) the server must reach.
+pub fn server_dir(parent: &Path, name: &str) -> PathBuf {
+    let dir = parent.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    give_to_server(&dir);
+    dir
+}
+
+/// Gives a directory and all in it to the server's user (when the tests run as root).
+pub fn give_to_server(dir: &Path) {
+    if let Some((uid, gid)) = server_identity() {
+        run(
+            Command::new("chown")
+                .arg("-R")
+                .arg(format!("{uid}:{gid}"))
+                .arg(dir),
+            "chown",
+        );
+    }
+}
+
 /// `postgres+bin:///<dir>`: a physical destination.
 pub fn bin_location(dir: &Path) -> String {
     format!("postgres+bin://{}", dir.display())
