@@ -29,7 +29,7 @@ use crate::progress::Progress;
 use crate::protocol::record::{self, Entry, EntryKind};
 use crate::protocol::source::{Content, Ended, ImportRun, Source};
 use crate::protocol::CHUNK_SIZE;
-use crate::tools::{Kit, Outcome, Tool, Toolbox};
+use crate::tools::{Kit, Outcome, Running, Tool, Toolbox};
 
 /// An `Open` call waiting for its file's bytes.
 struct OpenCall {
@@ -246,14 +246,7 @@ impl Copy<'_> {
         progress: &mut Progress,
         backup_manifest: &mut Vec<u8>,
     ) -> Result<(Result<(), String>, Outcome), Error> {
-        let args = basebackup_args(&backup.config, None);
-        let mut running = backup.toolbox.spawn(
-            Tool::PgBasebackup,
-            &backup.config.conn,
-            &args,
-            std::process::Stdio::null(),
-            std::process::Stdio::piped(),
-        )?;
+        let mut running = start_basebackup(backup, None)?;
         let stdout = running.child.stdout.take().expect("stdout is piped");
         let mut stream = BufReader::with_capacity(CHUNK_SIZE, stdout);
         let copied = self
@@ -292,14 +285,7 @@ impl Copy<'_> {
                 source,
             })?;
         let out = private.path().join("archives");
-        let args = basebackup_args(&backup.config, Some(&out));
-        let mut running = backup.toolbox.spawn(
-            Tool::PgBasebackup,
-            &backup.config.conn,
-            &args,
-            std::process::Stdio::null(),
-            std::process::Stdio::null(),
-        )?;
+        let mut running = start_basebackup(backup, Some(&out))?;
         let mut tars: Vec<String> = backup
             .tablespaces
             .iter()
@@ -629,6 +615,22 @@ fn make_pipe(path: &Path) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
+}
+
+/// Starts pg_basebackup: its one tar on a pipe of stdout, or with `out` its
+/// archives into that directory (the pipes the copy makes there).
+fn start_basebackup(backup: &PhysicalBackup, out: Option<&Path>) -> Result<Running, Error> {
+    let stdout = match out {
+        None => std::process::Stdio::piped(),
+        Some(_) => std::process::Stdio::null(),
+    };
+    Ok(backup.toolbox.spawn(
+        Tool::PgBasebackup,
+        &backup.config.conn,
+        &basebackup_args(&backup.config, out),
+        std::process::Stdio::null(),
+        stdout,
+    )?)
 }
 
 /// The record path of a tar member: pg_basebackup names some members `./x`,
