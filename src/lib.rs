@@ -31,3 +31,4 @@ pub mod replication;
 pub mod restore;
 pub mod server;
 pub mod tools;
+pub mod wal;

@@ -10,7 +10,7 @@ use tokio_postgres::Client;
 
 use super::{
     BackupSection, ClusterConfig, Column, Constraint, ConstraintKind, Database, Extension, Index,
-    Manifest, PhysicalFacts, Relation, RelationKind, Role, Schema, Server, Tablespace,
+    Manifest, PhysicalFacts, Relation, RelationKind, Role, Schema, Server, Tablespace, WalFacts,
 };
 use crate::connection::{Connection, PgError};
 
@@ -62,6 +62,12 @@ pub async fn collect(
         .await;
     m.databases = Some(dbs);
     m
+}
+
+/// The manifest of a WAL archive run: the server and the run's facts; its
+/// WAL range is set once the WAL is sent.
+pub async fn wal(conn: &Connection, admin: &Client, facts: WalFacts) -> Manifest {
+    header(conn, admin, BackupSection::Wal(facts)).await
 }
 
 /// The manifest of a physical backup as far as `Init` knows it: the server,

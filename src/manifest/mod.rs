@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backup::plan::Layout;
 
-pub use catalogue::{collect, physical};
+pub use catalogue::{collect, physical, wal};
 
 /// The manifest format this release writes and the newest it reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -116,6 +116,8 @@ pub enum BackupSection {
     Split(LogicalFacts),
     /// A copy of the data directory by pg_basebackup.
     Physical(PhysicalFacts),
+    /// WAL archived from a replication slot since the previous run.
+    Wal(WalFacts),
 }
 
 impl BackupSection {
@@ -135,6 +137,7 @@ impl BackupSection {
             BackupSection::Cluster(_) => "cluster",
             BackupSection::Split(_) => "split",
             BackupSection::Physical(_) => "physical",
+            BackupSection::Wal(_) => "wal",
         }
     }
 }
@@ -183,6 +186,25 @@ pub struct PhysicalFacts {
     pub pg_basebackup_version: String,
     /// The temporary replication slot that held the WAL for the copy.
     pub replication_slot: String,
+}
+
+/// What one WAL archive run holds, and where it stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalFacts {
+    /// The permanent replication slot that kept the WAL between runs.
+    pub slot: String,
+    /// The server's WAL segment size, in bytes.
+    pub segment_size: u64,
+    /// The WAL held, one range per timeline, oldest first: each from the
+    /// first byte of its first segment to the last position sent.
+    pub ranges: Vec<WalRange>,
+    /// The timelines whose history file the snapshot holds.
+    pub histories: Vec<u32>,
+    /// The server's clock when the run read the position it stopped at
+    /// (RFC 3339): nothing committed later is in this snapshot.
+    pub stopped_at: String,
+    /// The `sslmode` connected with.
+    pub ssl_mode: String,
 }
 
 /// The source options that shape a physical backup.

@@ -1,0 +1,20 @@
+//! Point-in-time recovery: the WAL-archiving source (`postgres+wal://`), a
+//! room of its own beside `physical`, and the WAL vocabulary both it and the
+//! physical destination speak.
+//!
+//! A WAL snapshot holds, under [`WAL_DIR`], every complete segment the
+//! server wrote since the previous committed run (`/wal/<24 hex digits>`),
+//! the segment still being written up to the run's stop position
+//! (`/wal/<name>.partial`, not padded), the timeline history files
+//! (`/wal/<TTTTTTTT>.history`), and `/manifest.json` with the system
+//! identifier and the exact range.
+
+pub mod segment;
+
+pub use segment::{History, Segment};
+
+/// The directory of a WAL snapshot that holds the WAL files.
+pub const WAL_DIR: &str = "/wal";
+
+/// The suffix of the segment still being written when the run stopped.
+pub const PARTIAL: &str = ".partial";

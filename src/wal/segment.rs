@@ -1,0 +1,214 @@
+//! WAL file names as PostgreSQL writes them: a segment is
+//! `TTTTTTTTXXXXXXXXYYYYYYYY` (timeline, then the segment number split in
+//! "log" and "seg" parts), a timeline's history `TTTTTTTT.history`. Both
+//! sides of point-in-time recovery name records with them.
+
+use std::fmt;
+
+use crate::replication::Lsn;
+
+/// One WAL segment: a timeline and the segment's number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Segment {
+    /// The timeline the file belongs to.
+    pub timeline: u32,
+    /// The segment's number: its first position divided by the segment size.
+    pub number: u64,
+}
+
+impl Segment {
+    /// The segment of `timeline` that holds `lsn`.
+    pub fn holding(timeline: u32, lsn: Lsn, size: u64) -> Segment {
+        Segment {
+            timeline,
+            number: lsn.0 / size,
+        }
+    }
+
+    /// Its first position.
+    pub fn start(&self, size: u64) -> Lsn {
+        Lsn(self.number * size)
+    }
+
+    /// The position just past its last byte.
+    pub fn end(&self, size: u64) -> Lsn {
+        Lsn((self.number + 1) * size)
+    }
+
+    /// Its file name for a segment size of `size` bytes.
+    pub fn file_name(&self, size: u64) -> String {
+        let per_log = 0x1_0000_0000 / size;
+        format!(
+            "{:08X}{:08X}{:08X}",
+            self.timeline,
+            self.number / per_log,
+            self.number % per_log
+        )
+    }
+
+    /// The segment a file name names, for a segment size of `size` bytes.
+    pub fn parse(name: &str, size: u64) -> Option<Segment> {
+        if name.len() != 24 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let part = |i: usize| u32::from_str_radix(&name[i..i + 8], 16).ok();
+        let (timeline, log, seg) = (part(0)?, u64::from(part(8)?), u64::from(part(16)?));
+        let per_log = 0x1_0000_0000 / size;
+        (seg < per_log).then_some(Segment {
+            timeline,
+            number: log * per_log + seg,
+        })
+    }
+}
+
+/// The history file name of a timeline: `00000002.history`.
+pub fn history_file_name(timeline: u32) -> String {
+    format!("{timeline:08X}.history")
+}
+
+/// The timeline a history file name names.
+pub fn parse_history_file_name(name: &str) -> Option<u32> {
+    let hex = name.strip_suffix(".history")?;
+    (hex.len() == 8)
+        .then(|| u32::from_str_radix(hex, 16).ok())
+        .flatten()
+}
+
+/// One line of a timeline history file: `parent` ended at `switch`, where
+/// the next timeline began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Switch {
+    /// The timeline that ended.
+    pub parent: u32,
+    /// The first position of the next timeline.
+    pub switch: Lsn,
+}
+
+/// A timeline's ancestry: the switches that led to it, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct History {
+    /// The timeline this history leads to.
+    pub timeline: u32,
+    /// Every earlier timeline and where it ended.
+    pub switches: Vec<Switch>,
+}
+
+/// A history file that does not read as one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line} of {file} is not `timeline<TAB>position<TAB>reason`")]
+pub struct BadHistory {
+    /// The file's name.
+    pub file: String,
+    /// The line, from 1.
+    pub line: usize,
+}
+
+impl History {
+    /// The history of timeline 1, which has no ancestors.
+    pub fn first() -> History {
+        History {
+            timeline: 1,
+            switches: Vec::new(),
+        }
+    }
+
+    /// Reads the history file of `timeline`.
+    pub fn parse(timeline: u32, text: &str) -> Result<History, BadHistory> {
+        let mut switches = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = || BadHistory {
+                file: history_file_name(timeline),
+                line: i + 1,
+            };
+            let mut words = line.split_whitespace();
+            let parent = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+            let switch = words.next().and_then(|w| w.parse().ok()).ok_or_else(bad)?;
+            switches.push(Switch { parent, switch });
+        }
+        Ok(History { timeline, switches })
+    }
+
+    /// The timeline that wrote `lsn`, on the way to this one.
+    pub fn timeline_of(&self, lsn: Lsn) -> u32 {
+        self.switches
+            .iter()
+            .find(|s| lsn < s.switch)
+            .map(|s| s.parent)
+            .unwrap_or(self.timeline)
+    }
+
+    /// Where `timeline` ended on the way to this one; None for this one
+    /// itself, or one that is not an ancestor.
+    pub fn end_of(&self, timeline: u32) -> Option<Lsn> {
+        self.switches
+            .iter()
+            .find(|s| s.parent == timeline)
+            .map(|s| s.switch)
+    }
+
+    /// Whether `timeline` is this one or one of its ancestors.
+    pub fn leads_from(&self, timeline: u32) -> bool {
+        timeline == self.timeline || self.switches.iter().any(|s| s.parent == timeline)
+    }
+}
+
+impl fmt::Display for Segment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "timeline {} segment {}", self.timeline, self.number)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MB16: u64 = 16 * 1024 * 1024;
+
+    #[test]
+    fn segment_names_are_postgresqls() {
+        let lsn: Lsn = "16/B374D848".parse().unwrap();
+        let seg = Segment::holding(1, lsn, MB16);
+        assert_eq!(seg.file_name(MB16), "0000000100000016000000B3");
+        assert_eq!(Segment::parse("0000000100000016000000B3", MB16), Some(seg));
+        assert_eq!(seg.start(MB16).to_string(), "16/B3000000");
+        assert_eq!(seg.end(MB16).to_string(), "16/B4000000");
+        // 1 GiB segments: four per "log".
+        let big = 1024 * 1024 * 1024;
+        let seg = Segment::holding(2, "5/C0000000".parse().unwrap(), big);
+        assert_eq!(seg.file_name(big), "000000020000000500000003");
+        assert_eq!(Segment::parse("000000020000000500000004", big), None);
+        for bad in [
+            "",
+            "00000001",
+            "0000000100000016000000BZ",
+            "0000000100000016000000B30",
+        ] {
+            assert_eq!(Segment::parse(bad, MB16), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn history_files_say_which_timeline_wrote_a_position() {
+        assert_eq!(history_file_name(2), "00000002.history");
+        assert_eq!(parse_history_file_name("0000000A.history"), Some(10));
+        assert_eq!(parse_history_file_name("0000000A.partial"), None);
+        let text =
+            "1\t0/3000158\tno recovery target specified\n\n2\t0/5000000\tat restore point \"x\"\n";
+        let h = History::parse(3, text).unwrap();
+        assert_eq!(h.timeline_of("0/3000157".parse().unwrap()), 1);
+        assert_eq!(h.timeline_of("0/3000158".parse().unwrap()), 2);
+        assert_eq!(h.timeline_of("0/6000000".parse().unwrap()), 3);
+        assert_eq!(h.end_of(1), Some("0/3000158".parse().unwrap()));
+        assert_eq!(h.end_of(3), None);
+        assert!(h.leads_from(1) && h.leads_from(3) && !h.leads_from(4));
+        let err = History::parse(2, "1\tnot-a-position\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "line 1 of 00000002.history is not `timeline<TAB>position<TAB>reason`"
+        );
+    }
+}
