@@ -13,6 +13,7 @@ use crate::protocol::source::Ended;
 use crate::protocol::Failure;
 use crate::replication::standby::RecoveryConflict;
 use crate::tools::ToolError;
+use crate::wal::WalError;
 
 /// Why a backup or a restore cannot go on.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,9 @@ pub enum Error {
     /// A dump that is not what pg_restore reads.
     #[error(transparent)]
     Archive(#[from] ArchiveError),
+    /// A WAL archive run failed.
+    #[error(transparent)]
+    Wal(#[from] WalError),
     /// A standby cancelled a query of the backup to go on replaying.
     #[error(transparent)]
     RecoveryConflict(#[from] RecoveryConflict),

@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use crate::connection::{Connection, CLIENT_OPTIONS, DATABASE_OPTIONS, SERVER_OPTIONS};
+use crate::connection::{
+    Connection, CLIENT_OPTIONS, DATABASE_OPTIONS, SERVER_OPTIONS, TOOL_OPTIONS,
+};
 use crate::options::{exclusive, Kind, OptionError, Spec, Table};
 
 static BACKUP_OPTIONS: &[Spec] = &[
@@ -58,6 +60,7 @@ pub static SOURCE_OPTIONS: LazyLock<Table> = LazyLock::new(|| {
         &[
             SERVER_OPTIONS,
             DATABASE_OPTIONS,
+            TOOL_OPTIONS,
             CLIENT_OPTIONS,
             BACKUP_OPTIONS,
         ],

@@ -46,7 +46,7 @@ pub static SERVER_OPTIONS: &[Spec] = &[
         name: "location",
         kind: Kind::Text,
         default: None,
-        description: "Connection URI: `postgres://[user[:password]@]host[:port][/database]` (for a physical source `postgres+bin://`, without a database), percent-encoded.",
+        description: "Connection URI: `postgres://[user[:password]@]host[:port][/database]` (for a physical source `postgres+bin://`, for WAL archiving `postgres+wal://`, without a database), percent-encoded.",
     },
     Spec {
         name: "host",
@@ -82,14 +82,18 @@ pub static DATABASE_OPTIONS: &[Spec] = &[Spec {
     description: "Database name. Overrides the URI's path.",
 }];
 
-/// The options every connector shares for its client tools and TLS.
-pub static CLIENT_OPTIONS: &[Spec] = &[
+/// Where a connector that runs PostgreSQL client tools finds them.
+pub static TOOL_OPTIONS: &[Spec] = &[
     Spec {
         name: "pg_bin_dir",
         kind: Kind::Text,
         default: None,
         description: "Directory of the PostgreSQL client tools the connector runs: pg_dump and pg_dumpall for a logical source, pg_restore and psql for a logical destination, pg_basebackup alone for a physical source. Without it they are looked up on `$PATH`, then in the usual install locations.",
     },
+];
+
+/// The options every connector shares for TLS and the connection timeout.
+pub static CLIENT_OPTIONS: &[Spec] = &[
     Spec {
         name: "ssl_mode",
         kind: Kind::Choice(SSL_MODES),
@@ -259,7 +263,10 @@ impl Connection {
             connect_timeout: Duration::from_secs(
                 values.integer("connect_timeout").unwrap_or(10) as u64
             ),
-            pg_bin_dir: values.text("pg_bin_dir").map(PathBuf::from),
+            pg_bin_dir: values
+                .knows("pg_bin_dir")
+                .then(|| values.text("pg_bin_dir").map(PathBuf::from))
+                .flatten(),
             password: password.map(Password::new),
             files: Arc::new(PrivateFiles {
                 passfile,
@@ -416,7 +423,12 @@ mod tests {
     fn connection(pairs: &[(&str, &str)]) -> Result<Connection, OptionError> {
         let table = Table::new(
             "source",
-            &[SERVER_OPTIONS, DATABASE_OPTIONS, CLIENT_OPTIONS],
+            &[
+                SERVER_OPTIONS,
+                DATABASE_OPTIONS,
+                TOOL_OPTIONS,
+                CLIENT_OPTIONS,
+            ],
         );
         let config = crate::options::config_map(pairs);
         Connection::from_values(&table.parse(&config)?)

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::LazyLock;
 
 use super::owner::Owner;
-use crate::connection::{Connection, CLIENT_OPTIONS, SERVER_OPTIONS};
+use crate::connection::{Connection, CLIENT_OPTIONS, SERVER_OPTIONS, TOOL_OPTIONS};
 use crate::options::{Kind, OptionError, Spec, Table};
 
 static BASEBACKUP_OPTIONS: &[Spec] = &[
@@ -61,7 +61,12 @@ static DESTINATION_OPTIONS: &[Spec] = &[
 pub static PHYSICAL_SOURCE_OPTIONS: LazyLock<Table> = LazyLock::new(|| {
     Table::new(
         "physical source",
-        &[SERVER_OPTIONS, CLIENT_OPTIONS, BASEBACKUP_OPTIONS],
+        &[
+            SERVER_OPTIONS,
+            TOOL_OPTIONS,
+            CLIENT_OPTIONS,
+            BASEBACKUP_OPTIONS,
+        ],
     )
 });
 

@@ -77,8 +77,8 @@ pub struct ImportRun {
     tx: mpsc::Sender<Result<ImportResponse, Status>>,
     /// Records announced and not yet acknowledged.
     pending: BTreeSet<String>,
-    /// What Plakar said it could not store.
-    unstored: Vec<String>,
+    /// What Plakar said it could not store: the path, and why.
+    unstored: Vec<(String, String)>,
 }
 
 impl ImportRun {
@@ -116,14 +116,18 @@ impl ImportRun {
         }
     }
 
+    /// Whether Plakar said it could not store the record at `path`.
+    pub fn refused(&self, path: &str) -> bool {
+        self.unstored.iter().any(|(p, _)| p == path)
+    }
+
     /// Notes one acknowledgement; the path it acknowledges.
     fn take(&mut self, request: ImportRequest) -> Option<String> {
         let result = request.result?;
         let path = result.header.map(|h| h.pathname).unwrap_or_default();
         self.pending.remove(&path);
         if !result.error.is_empty() {
-            self.unstored
-                .push(format!("Plakar could not store {path}: {}", result.error));
+            self.unstored.push((path.clone(), result.error));
         }
         Some(path)
     }
@@ -145,7 +149,12 @@ impl ImportRun {
             }
         }
         if result.is_ok() && !self.unstored.is_empty() {
-            result = Err(self.unstored.join("; "));
+            let why: Vec<String> = self
+                .unstored
+                .iter()
+                .map(|(path, error)| format!("Plakar could not store {path}: {error}"))
+                .collect();
+            result = Err(why.join("; "));
         }
         if let (Ok(()), Some(failure)) = (&result, source.failure()) {
             result = Err(failure);

@@ -14,6 +14,7 @@
 
 pub mod slot;
 pub mod standby;
+pub mod stream;
 pub mod wire;
 
 use std::fmt;

@@ -238,6 +238,20 @@ pub async fn inspect(client: &Client, name: &SlotName) -> Result<Option<SlotStat
     }))
 }
 
+/// Moves a physical slot's `restart_lsn` forward to `to`, freeing the WAL
+/// before it; the position it is at afterwards.
+pub async fn advance(client: &Client, name: &SlotName, to: Lsn) -> Result<Option<Lsn>, SlotError> {
+    let row = client
+        .query_one(
+            "SELECT end_lsn::text FROM pg_replication_slot_advance($1, $2::text::pg_lsn)",
+            &[&name.as_str(), &to.to_string()],
+        )
+        .await
+        .map_err(|e| SlotError::of(e, name, "advance"))?;
+    let at: Option<String> = row.get(0);
+    Ok(at.and_then(|l| l.parse().ok()))
+}
+
 /// Drops a slot, freeing the WAL it kept; false when there was none.
 pub async fn drop_slot(client: &Client, name: &SlotName) -> Result<bool, SlotError> {
     match client

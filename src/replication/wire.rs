@@ -89,7 +89,10 @@ impl ReplicationConnection {
 
     /// Runs one command with the simple query protocol; each row is its
     /// columns as text (None for NULL).
-    async fn simple_query(&mut self, command: &str) -> Result<Vec<Vec<Option<String>>>, PgError> {
+    pub(super) async fn simple_query(
+        &mut self,
+        command: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, PgError> {
         let mut out = BytesMut::new();
         frontend::query(command, &mut out).map_err(|e| io_error(command, e))?;
         self.send(&out).await.map_err(|e| io_error(command, e))?;
@@ -111,20 +114,39 @@ impl ReplicationConnection {
         }
     }
 
-    async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    pub(super) async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes).await?;
         self.stream.flush().await
     }
 
     /// The next message from the server, notices logged and skipped.
     async fn receive(&mut self) -> std::io::Result<Message> {
+        match self.receive_incoming().await? {
+            Incoming::Message(message) => Ok(message),
+            Incoming::CopyBoth => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the server started streaming out of turn",
+            )),
+        }
+    }
+
+    /// The next message from the server, including the CopyBothResponse
+    /// that starts streaming (which postgres-protocol does not parse).
+    pub(super) async fn receive_incoming(&mut self) -> std::io::Result<Incoming> {
         loop {
-            if let Some(message) = Message::parse(&mut self.buf)? {
+            if self.buf.len() >= 5 && self.buf[0] == b'W' {
+                let len = u32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
+                let total = len as usize + 1;
+                if self.buf.len() >= total {
+                    let _ = self.buf.split_to(total);
+                    return Ok(Incoming::CopyBoth);
+                }
+            } else if let Some(message) = Message::parse(&mut self.buf)? {
                 if let Message::NoticeResponse(body) = &message {
                     tracing::debug!("replication connection: {}", server_error(body.fields()));
                     continue;
                 }
-                return Ok(message);
+                return Ok(Incoming::Message(message));
             }
             if self.stream.read_buf(&mut self.buf).await? == 0 {
                 return Err(std::io::Error::new(
@@ -134,6 +156,14 @@ impl ReplicationConnection {
             }
         }
     }
+}
+
+/// A message from the server, as [`ReplicationConnection::receive_incoming`] reads it.
+pub(super) enum Incoming {
+    /// CopyBothResponse: the server streams from now on.
+    CopyBoth,
+    /// Any other message.
+    Message(Message),
 }
 
 /// Why a start failed: what the server or the socket said, or the TLS settings.
@@ -322,12 +352,12 @@ fn unexpected() -> PgError {
 }
 
 /// An I/O or protocol failure, worded with what was being done.
-fn io_error(context: &str, e: std::io::Error) -> PgError {
+pub(super) fn io_error(context: &str, e: std::io::Error) -> PgError {
     PgError::client(context.to_string(), e.to_string())
 }
 
 /// The server's error, from its fields.
-fn server_error(mut fields: ErrorFields<'_>) -> PgError {
+pub(super) fn server_error(mut fields: ErrorFields<'_>) -> PgError {
     let (mut code, mut message, mut detail, mut hint) = (String::new(), None, None, None);
     while let Ok(Some(field)) = fields.next() {
         let value = String::from_utf8_lossy(field.value_bytes()).into_owned();

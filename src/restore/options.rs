@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use crate::connection::{Connection, CLIENT_OPTIONS, DATABASE_OPTIONS, SERVER_OPTIONS};
+use crate::connection::{
+    Connection, CLIENT_OPTIONS, DATABASE_OPTIONS, SERVER_OPTIONS, TOOL_OPTIONS,
+};
 use crate::options::{exclusive, Kind, OptionError, Spec, Table};
 
 static RESTORE_OPTIONS: &[Spec] = &[
@@ -94,6 +96,7 @@ pub static DESTINATION_OPTIONS: LazyLock<Table> = LazyLock::new(|| {
         &[
             SERVER_OPTIONS,
             DATABASE_OPTIONS,
+            TOOL_OPTIONS,
             CLIENT_OPTIONS,
             RESTORE_OPTIONS,
         ],
