@@ -129,7 +129,7 @@ async fn prepare(config: WalSource) -> Result<WalArchive, Error> {
         .await
         .map_err(crate::physical::preflight::PreflightError::from)?;
     let segment_size = segment_size(&admin).await?;
-    let state = State::open(&config.state_dir, &config.slot)?;
+    let state = State::open(&config.state_dir, &conn.host, conn.port, &config.slot)?;
     let ensured = slot::ensure_permanent(&admin, &config.slot)
         .await
         .map_err(WalError::from)?;

@@ -22,7 +22,7 @@ static ARCHIVE_OPTIONS: &[Spec] = &[
         name: "state_dir",
         kind: Kind::Text,
         default: None,
-        description: "The local directory of the runs' state: `SLOT.lock`, held while a run lasts, and `SLOT.sent`, where the last run stopped and its receipt. Default: `$XDG_STATE_HOME/plakar-postgresql`, or `~/.local/state/plakar-postgresql`. Losing it loses no WAL: the next run sends again what the slot keeps.",
+        description: "The local directory of the runs' state, two files per slot and server: `SLOT@HOST-PORT.lock`, held while a run lasts, and `SLOT@HOST-PORT.sent`, where the last run stopped and its receipt. Default: `$XDG_STATE_HOME/plakar-postgresql`, or `~/.local/state/plakar-postgresql`. Losing it loses no WAL: the next run sends again what the slot keeps.",
     },
 ];
 

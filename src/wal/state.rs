@@ -1,8 +1,9 @@
-//! The archiver's local state, two files per slot in `state_dir`:
+//! The archiver's local state, two files per slot of a server in
+//! `state_dir`, named `SLOT@HOST-PORT` (a socket directory's slashes as `_`):
 //!
-//! - `SLOT.lock`, held for the whole run, so that two runs of one slot never
+//! - `.lock`, held for the whole run, so that two runs of one slot never
 //!   overlap;
-//! - `SLOT.sent`, written once a run has sent all its records: the position
+//! - `.sent`, written once a run has sent all its records: the position
 //!   it stopped at, which the slot may move to once that run's snapshot is
 //!   known to be committed, and the receipt record that tells it (see
 //!   [`super::archive`]).
@@ -50,14 +51,17 @@ impl Sent {
 #[derive(Debug)]
 pub struct State {
     dir: PathBuf,
-    slot: SlotName,
+    /// `SLOT@HOST-PORT`, the files' name.
+    name: String,
     /// Holds the lock for as long as the run lives.
     _lock: File,
 }
 
 impl State {
-    /// Opens the state of `slot` in `dir` (made if missing, private) and takes its lock.
-    pub fn open(dir: &Path, slot: &SlotName) -> Result<State, WalError> {
+    /// Opens the state of `slot` on the server at `host` and `port` in `dir`
+    /// (made if missing, private) and takes its lock.
+    pub fn open(dir: &Path, host: &str, port: u16, slot: &SlotName) -> Result<State, WalError> {
+        let name = format!("{slot}@{}-{port}", host.replace('/', "_"));
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -67,7 +71,7 @@ impl State {
                 path: dir.to_path_buf(),
                 source,
             })?;
-        let lock_path = dir.join(format!("{slot}.lock"));
+        let lock_path = dir.join(format!("{name}.lock"));
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -88,14 +92,14 @@ impl State {
         }
         Ok(State {
             dir: dir.to_path_buf(),
-            slot: slot.clone(),
+            name,
             _lock: lock,
         })
     }
 
     /// The file that says where the last run stopped.
     pub fn sent_path(&self) -> PathBuf {
-        self.dir.join(format!("{}.sent", self.slot))
+        self.dir.join(format!("{}.sent", self.name))
     }
 
     /// Where the last run stopped, if it recorded it and nothing settled it since.
@@ -120,7 +124,7 @@ impl State {
     /// Records where this run stopped, atomically.
     pub fn record_sent(&self, sent: &Sent) -> Result<(), WalError> {
         let path = self.sent_path();
-        let tmp = self.dir.join(format!("{}.sent.tmp", self.slot));
+        let tmp = self.dir.join(format!("{}.sent.tmp", self.name));
         let bytes = serde_json::to_vec_pretty(sent).expect("serializable");
         let io = |action, path: &Path| {
             let path = path.to_path_buf();
@@ -160,21 +164,27 @@ mod tests {
     fn a_slot_state_is_held_by_one_run_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
         let slot = SlotName::new("s1").unwrap();
-        let state = State::open(dir.path(), &slot).unwrap();
-        let err = State::open(dir.path(), &slot).unwrap_err().to_string();
+        let state = State::open(dir.path(), "db", 5432, &slot).unwrap();
+        let err = State::open(dir.path(), "db", 5432, &slot)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("another WAL archive run of slot \"s1\""),
             "{err}"
         );
-        assert!(State::open(dir.path(), &SlotName::new("s2").unwrap()).is_ok());
+        assert!(err.contains("s1@db-5432.lock"), "{err}");
+        let other_slot = SlotName::new("s2").unwrap();
+        assert!(State::open(dir.path(), "db", 5432, &other_slot).is_ok());
+        assert!(State::open(dir.path(), "db", 5433, &slot).is_ok());
+        assert!(State::open(dir.path(), "/run/postgresql", 5432, &slot).is_ok());
         drop(state);
-        assert!(State::open(dir.path(), &slot).is_ok());
+        assert!(State::open(dir.path(), "db", 5432, &slot).is_ok());
     }
 
     #[test]
     fn where_a_run_stopped_is_kept_until_cleared() {
         let dir = tempfile::tempdir().unwrap();
-        let state = State::open(dir.path(), &SlotName::new("s").unwrap()).unwrap();
+        let state = State::open(dir.path(), "db", 5432, &SlotName::new("s").unwrap()).unwrap();
         assert_eq!(state.sent().unwrap(), None);
         let sent = Sent {
             system_identifier: "7000".into(),

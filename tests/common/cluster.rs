@@ -102,6 +102,15 @@ impl ClusterOptions {
         options
     }
 
+    /// A cluster whose WAL is archived for point-in-time recovery: replication
+    /// allowed, and each commit flushed before it returns, so that what a
+    /// test saw committed is in the WAL an archive run reads.
+    pub fn archived() -> ClusterOptions {
+        let mut options = ClusterOptions::physical();
+        options.config.push("synchronous_commit = on".into());
+        options
+    }
+
     /// A primary that standbys can be made of ([`Cluster::standby_of`]) and
     /// backed up from: replication allowed, and full-page writes on, without
     /// which a base backup from a standby is refused.
@@ -412,6 +421,11 @@ impl Cluster {
     /// `postgres+bin://postgres:PASSWORD@127.0.0.1:PORT`: the whole cluster, for physical backups.
     pub fn bin_uri(&self) -> String {
         self.uri("").replacen("postgres://", "postgres+bin://", 1)
+    }
+
+    /// `postgres+wal://postgres:PASSWORD@127.0.0.1:PORT`: the cluster's WAL, for archiving.
+    pub fn wal_uri(&self) -> String {
+        self.uri("").replacen("postgres://", "postgres+wal://", 1)
     }
 
     /// `postgres://postgres:PASSWORD@127.0.0.1:PORT/db`, percent-encoded.

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod host;
 pub mod load;
 pub mod pipes;
+pub mod pitr;
 pub mod plakar;
 
 // Not every test file uses every name.

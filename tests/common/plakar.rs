@@ -89,7 +89,8 @@ fn isolate(cmd: &mut Command, dir: &Path) {
     cmd.env("HOME", dir)
         .env("XDG_CONFIG_HOME", dir.join("config"))
         .env("XDG_CACHE_HOME", dir.join("cache"))
-        .env("XDG_DATA_HOME", dir.join("data"));
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env("XDG_STATE_HOME", dir.join("state"));
 }
 
 /// What one plakar command did.
@@ -225,6 +226,35 @@ impl Plakar {
         cmd
     }
 
+    /// Runs a shell script as a user types it, in this environment, with
+    /// `plakar` on `$PATH` and the store `$STORE`.
+    pub fn shell(&self, store: &Store<'_>, script: &str) -> Ran {
+        let bin = self.dir().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let link = bin.join("plakar");
+        if !link.exists() {
+            std::os::unix::fs::symlink(&self.binary, &link).unwrap();
+        }
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", script])
+            .env_clear()
+            .env("PATH", path)
+            .env("LANG", "C.UTF-8")
+            .env("STORE", &store.path)
+            .current_dir(self.dir())
+            .stdin(Stdio::null());
+        isolate(&mut cmd, self.dir());
+        if let Some((uid, gid)) = self.user {
+            cmd.uid(uid).gid(gid).env("USER", "postgres");
+        }
+        Ran::of(&mut cmd)
+    }
+
     /// Runs plakar with these arguments and waits for it.
     pub fn run(&self, args: &[&str]) -> Ran {
         Ran::of(&mut self.command(args))
@@ -249,6 +279,26 @@ impl Plakar {
         let store = Store {
             plakar: self,
             path: self.dir().join(name),
+            passphrase: None,
+        };
+        store.at(&["create", "-plaintext"]).ok();
+        store
+    }
+
+    /// The plaintext store already made at `path`.
+    pub fn existing_store(&self, path: &Path) -> Store<'_> {
+        Store {
+            plakar: self,
+            path: path.to_path_buf(),
+            passphrase: None,
+        }
+    }
+
+    /// A new plaintext store at `path`, a directory of the caller's.
+    pub fn store_at(&self, path: &Path) -> Store<'_> {
+        let store = Store {
+            plakar: self,
+            path: path.to_path_buf(),
             passphrase: None,
         };
         store.at(&["create", "-plaintext"]).ok();
