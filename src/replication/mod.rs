@@ -31,7 +31,7 @@ pub use wire::{ReplicationConnection, SystemId};
 pub enum Refusal {
     #[error("the server runs with wal_level=minimal, which keeps too little WAL for a base backup; set wal_level=replica (and max_wal_senders above 0) in postgresql.conf and restart the server")]
     WalLevelMinimal,
-    #[error("user \"{0}\" may not take a base backup: it has neither the REPLICATION attribute nor superuser; run ALTER ROLE \"{0}\" REPLICATION as a superuser, or connect as a user that has it")]
+    #[error("user \"{0}\" may not open a replication connection, which a base backup and WAL archiving need: it has neither the REPLICATION attribute nor superuser; run ALTER ROLE \"{0}\" REPLICATION as a superuser, or connect as a user that has it")]
     NoReplication(String),
     #[error("max_wal_senders is 0 on the server, so it accepts no replication connection; set max_wal_senders to at least 2 in postgresql.conf and restart the server")]
     NoWalSenders,

@@ -1,0 +1,444 @@
+//! Point-in-time recovery through the real Plakar: a base backup
+//! (`postgres+bin://`), WAL archive runs (`postgres+wal://`) while the
+//! cluster is written to, and restores to a moment with the README's
+//! commands, checked as an administrator would: the rows of that moment and
+//! none after it, pgbench's invariant, a server that accepts connections, and
+//! a clear error with a non-zero exit for each broken chain.
+//!
+//! Without a plakar binary every case is reported as ignored, never as
+//! passed, and `make test` ends with a line saying so.
+
+mod common;
+
+use std::time::Duration;
+
+use common::caught::wait_until;
+use common::load::{assert_pgbench_consistent, pgbench_sums, pgbench_writing};
+use common::pitr::{restore_dir, Archive};
+use common::plakar;
+use common::{Cluster, ClusterOptions};
+use libtest_mimic::{Arguments, Failed, Trial};
+
+/// Every case, by name.
+const CASES: &[(&str, fn())] = &[
+    (
+        "under_load_a_restore_reaches_the_moment_by_time_by_name_and_the_latest",
+        to_a_moment_under_load,
+    ),
+    ("a_run_that_is_not_committed_loses_no_wal", uncommitted_runs),
+    (
+        "an_invalidated_slot_fails_the_run_naming_the_broken_chain",
+        invalidated_slot,
+    ),
+    (
+        "wal_of_another_cluster_or_a_gap_is_refused_before_the_server_starts",
+        broken_chains,
+    ),
+    (
+        "a_restore_reaches_a_point_on_the_timeline_after_a_promotion",
+        second_timeline,
+    ),
+    (
+        "the_wal_source_refuses_a_user_without_replication",
+        wal_preflight,
+    ),
+];
+
+fn main() {
+    let args = Arguments::from_args();
+    let found = plakar::find();
+    let trials = CASES
+        .iter()
+        .map(|&(name, case)| {
+            Trial::test(name, move || {
+                std::panic::catch_unwind(case).map_err(|panic| {
+                    let message = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "the case panicked".into());
+                    Failed::from(message)
+                })
+            })
+            .with_ignored_flag(found.is_none())
+        })
+        .collect();
+    if found.is_none() {
+        let line = format!(
+            "REAL PLAKAR NOT RUN: {} point-in-time recovery cases did not run: no plakar binary in {}",
+            CASES.len(),
+            plakar::LOOKED_IN
+        );
+        eprintln!("{line}");
+        let marker = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plakar-not-run");
+        let _ = std::fs::write(marker, format!("{line}\n"));
+    }
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// The names in `marks`, in the order they were written.
+fn marks(cluster: &Cluster) -> Vec<String> {
+    cluster.rows("postgres", "SELECT name FROM marks ORDER BY at")
+}
+
+/// Commits a mark; the server's clock just after its commit.
+fn mark(cluster: &Cluster, name: &str) -> String {
+    cluster.sql(
+        "postgres",
+        &format!("INSERT INTO marks (name) VALUES ('{name}')"),
+    );
+    cluster.sql("postgres", "SELECT clock_timestamp()::text")
+}
+
+/// A cluster being archived: the table of marks, and the slot made by a first run.
+fn archived_cluster() -> (Cluster, Archive) {
+    let src = Cluster::start_with(ClusterOptions::archived());
+    src.sql(
+        "postgres",
+        "CREATE TABLE marks (name text PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())",
+    );
+    let archive = Archive::of(&src);
+    archive
+        .archive_run()
+        .ok_saying(&["created the permanent replication slot \"plakar_wal\""]);
+    (src, archive)
+}
+
+/// Some WAL: rows, and the segment switched.
+fn write_wal(cluster: &Cluster, rows: u32) {
+    cluster.sql(
+        "postgres",
+        &format!("CREATE TABLE IF NOT EXISTS filler (n int, pad text); INSERT INTO filler SELECT i, repeat('x', 200) FROM generate_series(1, {rows}) i"),
+    );
+    cluster.sql("postgres", "SELECT pg_switch_wal()");
+}
+
+/// Starts the recovered directory and waits until recovery is over:
+/// promoted, or paused at its target.
+fn start_recovered(data: &std::path::Path) -> Cluster {
+    let cluster = Cluster::adopt(data);
+    wait_until(Duration::from_secs(60), "recovery to end", || {
+        cluster.sql(
+            "postgres",
+            "SELECT NOT pg_is_in_recovery() OR pg_get_wal_replay_pause_state() = 'paused'",
+        ) == "t"
+    });
+    cluster
+}
+
+fn to_a_moment_under_load() {
+    let (src, archive) = archived_cluster();
+    let mut load = pgbench_writing(&src, "postgres");
+    let base = archive.base_backup();
+    archive.archived();
+    std::thread::sleep(Duration::from_secs(1));
+    archive.archived();
+
+    mark(&src, "before");
+    let t1 = mark(&src, "t1");
+    src.sql("postgres", "SELECT pg_create_restore_point('t1')");
+    std::thread::sleep(Duration::from_millis(500));
+    mark(&src, "after");
+    archive.archived();
+    std::thread::sleep(Duration::from_secs(1));
+    archive.archived();
+    mark(&src, "last");
+    let (_, _, _, _, history_before_last) = pgbench_sums(&src, "postgres");
+    archive.archived();
+    assert!(load.running(), "pgbench ended during the archive runs");
+    load.stop();
+
+    for (what, target) in [
+        ("by time", format!("recovery_target_time={t1}")),
+        ("by name", "recovery_target_name=t1".to_string()),
+    ] {
+        let (_dir, data) = restore_dir();
+        archive
+            .restore(&data, &base, &[&target, "recovery_target_action=promote"])
+            .ok();
+        let copy = start_recovered(&data);
+        assert_eq!(marks(&copy), ["before", "t1"], "restored {what}");
+        assert_pgbench_consistent(&copy, "postgres");
+        assert_eq!(copy.sql("postgres", "SELECT pg_is_in_recovery()"), "f");
+    }
+
+    let (_dir, data) = restore_dir();
+    archive
+        .restore(&data, &base, &["recovery_target=latest"])
+        .ok();
+    let copy = start_recovered(&data);
+    assert_eq!(marks(&copy), ["before", "t1", "after", "last"]);
+    let (_, _, _, _, history) = pgbench_sums(&copy, "postgres");
+    assert!(
+        history >= history_before_last,
+        "{history} pgbench transactions restored, {history_before_last} committed before the last run"
+    );
+    assert_pgbench_consistent(&copy, "postgres");
+}
+
+fn uncommitted_runs() {
+    let (src, archive) = archived_cluster();
+    let base = archive.base_backup();
+    mark(&src, "one");
+    write_wal(&src, 20_000);
+
+    // Plakar killed once the plugin has sent everything, before or while it commits.
+    let state = archive.pk.dir().join("state/plakar-postgresql");
+    let sent = std::fs::read_dir(&state)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "sent"))
+        .expect("the first run recorded where it stopped");
+    let before = std::fs::metadata(&sent).unwrap().modified().unwrap();
+    let mut run = archive
+        .store()
+        .command(&["backup", "-tag", "wal", "-no-progress", "@mywal"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(
+        Duration::from_secs(60),
+        "the run to send its records",
+        || {
+            std::fs::metadata(&sent)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t > before)
+        },
+    );
+    run.kill().unwrap();
+    run.wait().unwrap();
+
+    mark(&src, "two");
+    write_wal(&src, 20_000);
+    // A store that fails at commit: its states directory closed to writes.
+    let store = archive.store();
+    let states = archive.pk.dir().join("store/states");
+    assert!(states.is_dir(), "the store keeps its states in {states:?}");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&states, std::fs::Permissions::from_mode(0o500)).unwrap();
+    }
+    let failed = archive.archive_run();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&states, std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    let _ = store;
+    failed.fails_saying(&[]);
+
+    mark(&src, "three");
+    archive
+        .archive_run()
+        .ok_saying(&["stays at", "its WAL is sent again"]);
+    archive.archived();
+
+    let (_dir, data) = restore_dir();
+    archive
+        .restore(&data, &base, &["recovery_target=latest"])
+        .ok();
+    let copy = start_recovered(&data);
+    assert_eq!(marks(&copy), ["one", "two", "three"]);
+    assert_eq!(copy.sql("postgres", "SELECT count(*) FROM filler"), "40000");
+}
+
+fn invalidated_slot() {
+    let mut options = ClusterOptions::archived();
+    options.config.push("max_slot_wal_keep_size = 16MB".into());
+    options.config.push("wal_keep_size = 0".into());
+    let src = Cluster::start_with(options);
+    let archive = Archive::of(&src);
+    archive.archived();
+    archive.archived();
+    for _ in 0..4 {
+        write_wal(&src, 20_000);
+    }
+    src.sql("postgres", "CHECKPOINT");
+    wait_until(
+        Duration::from_secs(30),
+        "the slot to be invalidated",
+        || {
+            src.sql(
+                "postgres",
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'plakar_wal'",
+            ) == "lost"
+        },
+    );
+    archive.archive_run().fails_saying(&[
+        "replication slot \"plakar_wal\" was invalidated by the server",
+        "the chain of archived WAL is broken after",
+        "take a new base backup",
+        "pg_drop_replication_slot('plakar_wal')",
+    ]);
+}
+
+fn broken_chains() {
+    let (src, archive) = archived_cluster();
+    let base = archive.base_backup();
+    mark(&src, "one");
+    archive.archived();
+    write_wal(&src, 20_000);
+    let skipped = archive.archived();
+    write_wal(&src, 20_000);
+    let after_gap = archive.archived();
+
+    // A gap: the middle snapshot is left out.
+    let (_dir, data) = restore_dir();
+    archive
+        .pk
+        .destination("mydata", &common::cluster::bin_location(&data), &[]);
+    archive
+        .store()
+        .at(&[
+            "restore",
+            "-to",
+            "@mydata",
+            "-o",
+            "recovery_target=latest",
+            &base,
+        ])
+        .ok();
+    let first_wal: Vec<String> = archive
+        .store()
+        .snapshots()
+        .into_iter()
+        .filter(|s| *s != skipped && *s != after_gap && *s != base)
+        .collect();
+    for snap in first_wal.iter().rev() {
+        archive.store().restore("mydata", snap).ok();
+    }
+    archive
+        .store()
+        .restore("mydata", &after_gap)
+        .fails_saying(&["is in no WAL snapshot restored here"]);
+
+    // Another cluster's WAL, into a directory recovering this one.
+    let other = Cluster::start_with(ClusterOptions::archived());
+    archive.pk.source("otherwal", &other.wal_uri(), &[]);
+    archive
+        .store()
+        .at(&["backup", "-tag", "wal", "@otherwal"])
+        .ok();
+    let foreign = archive.store().snapshots()[0].clone();
+    let (_dir2, data2) = restore_dir();
+    archive
+        .pk
+        .destination("mydata2", &common::cluster::bin_location(&data2), &[]);
+    archive
+        .store()
+        .at(&[
+            "restore",
+            "-to",
+            "@mydata2",
+            "-o",
+            "recovery_target=latest",
+            &base,
+        ])
+        .ok();
+    archive
+        .store()
+        .restore("mydata2", &foreign)
+        .fails_saying(&["another cluster"]);
+    let _ = src;
+}
+
+fn second_timeline() {
+    let (src, archive) = archived_cluster();
+    let base = archive.base_backup();
+    mark(&src, "one");
+    src.sql("postgres", "SELECT pg_create_restore_point('fork')");
+    mark(&src, "two");
+    archive.archived();
+
+    // A point-in-time restore, promoted: timeline 2, archived from then on.
+    let (_dir, data) = restore_dir();
+    archive
+        .restore(
+            &data,
+            &base,
+            &[
+                "recovery_target_name=fork",
+                "recovery_target_action=promote",
+            ],
+        )
+        .ok();
+    let promoted = start_recovered(&data);
+    assert_eq!(marks(&promoted), ["one"]);
+    assert_eq!(
+        promoted.sql(
+            "postgres",
+            "SELECT timeline_id FROM pg_control_checkpoint()"
+        ),
+        "2"
+    );
+    archive.pk.source("newwal", &promoted.wal_uri(), &[]);
+    let run = |source: &str| {
+        archive
+            .store()
+            .at(&[
+                "backup",
+                "-tag",
+                "wal",
+                "-no-progress",
+                &format!("@{source}"),
+            ])
+            .ok()
+    };
+    run("newwal");
+    mark(&promoted, "three");
+    promoted.sql("postgres", "SELECT pg_create_restore_point('on2')");
+    mark(&promoted, "four");
+    run("newwal");
+    let files = archive
+        .store()
+        .at(&[
+            "ls",
+            "-recursive",
+            &format!("{}:/wal", archive.store().snapshots()[0]),
+        ])
+        .ok()
+        .stdout;
+    assert!(files.contains("00000002.history"), "{files}");
+
+    let (_dir2, again) = restore_dir();
+    archive
+        .restore(
+            &again,
+            &base,
+            &["recovery_target_name=on2", "recovery_target_action=promote"],
+        )
+        .ok();
+    let copy = start_recovered(&again);
+    assert_eq!(marks(&copy), ["one", "three"]);
+    assert_eq!(
+        copy.sql(
+            "postgres",
+            "SELECT timeline_id FROM pg_control_checkpoint()"
+        ),
+        "3"
+    );
+}
+
+fn wal_preflight() {
+    let src = Cluster::start_with(ClusterOptions::archived());
+    src.sql(
+        "postgres",
+        "CREATE ROLE plain LOGIN PASSWORD 'plain-secret'",
+    );
+    let pk = plakar::Plakar::new();
+    let store = pk.store("store");
+    let location =
+        src.uri_without_password("plain", "")
+            .replacen("postgres://", "postgres+wal://", 1);
+    pk.source("mywal", &location, &["password=plain-secret"]);
+    let ran = store.backup("mywal").fails_saying(&[
+        "user \"plain\" may not open a replication connection",
+        "ALTER ROLE \"plain\" REPLICATION",
+    ]);
+    assert!(!ran.output().contains("plain-secret"));
+    assert_eq!(
+        src.sql("postgres", "SELECT count(*) FROM pg_replication_slots"),
+        "0"
+    );
+}
