@@ -39,6 +39,10 @@ const CASES: &[(&str, fn())] = &[
         second_timeline,
     ),
     (
+        "archiving_a_standby_follows_it_onto_its_new_timeline_when_promoted",
+        standby_promoted,
+    ),
+    (
         "the_wal_source_refuses_a_user_without_replication",
         wal_preflight,
     ),
@@ -418,6 +422,46 @@ fn second_timeline() {
         ),
         "3"
     );
+}
+
+fn standby_promoted() {
+    let mut options = ClusterOptions::primary();
+    options.config.push("synchronous_commit = on".into());
+    let primary = Cluster::start_with(options);
+    primary.sql(
+        "postgres",
+        "CREATE TABLE marks (name text PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())",
+    );
+    let standby = Cluster::standby_of(&primary, &[]);
+    let archive = Archive::of_two(&primary, &standby);
+    archive
+        .archive_run()
+        .ok_saying(&["created the permanent replication slot \"plakar_wal\""]);
+    let base = archive.base_backup();
+    mark(&primary, "one");
+    write_wal(&primary, 10_000);
+    standby.wait_for_replay_of(&primary);
+    archive.archived();
+
+    // Failover: the standby becomes the primary, on timeline 2.
+    assert_eq!(standby.sql("postgres", "SELECT pg_promote()"), "t");
+    mark(&standby, "two");
+    let after = archive.archived();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&archive.store().cat(&after, "/manifest.json")).unwrap();
+    assert_eq!(manifest["server"]["timeline"], 2, "{manifest:#}");
+    assert_eq!(manifest["backup"]["histories"], serde_json::json!([2]));
+    let ranges = manifest["backup"]["ranges"].as_array().unwrap();
+    assert_eq!(ranges.last().unwrap()["timeline"], 2, "{manifest:#}");
+    archive.store().cat(&after, "/wal/00000002.history");
+
+    let (_dir, data) = restore_dir();
+    archive
+        .restore(&data, &base, &["recovery_target=latest"])
+        .ok();
+    let copy = start_recovered(&data);
+    assert_eq!(marks(&copy), ["one", "two"]);
+    assert_eq!(copy.sql("postgres", "SELECT count(*) FROM filler"), "10000");
 }
 
 fn wal_preflight() {

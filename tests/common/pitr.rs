@@ -17,11 +17,16 @@ pub struct Archive {
 impl Archive {
     /// A fresh Plakar and store, with both sources of `src` added.
     pub fn of(src: &Cluster) -> Archive {
+        Archive::of_two(src, src)
+    }
+
+    /// Base backups of `bases`, the WAL archived from `wal` (its standby, say).
+    pub fn of_two(bases: &Cluster, wal: &Cluster) -> Archive {
         let pk = Plakar::new();
         let store = pk.dir().join("store");
         pk.store_at(&store);
-        pk.source("mybin", &src.bin_uri(), &[]);
-        pk.source("mywal", &src.wal_uri(), &[]);
+        pk.source("mybin", &bases.bin_uri(), &[]);
+        pk.source("mywal", &wal.wal_uri(), &[]);
         Archive { pk, store }
     }
 
