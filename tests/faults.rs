@@ -206,3 +206,112 @@ async fn a_plakar_that_stops_acknowledging_fails_the_backup() {
             "not committed",
         ]);
 }
+
+/// A WAL source's configuration for `src`, its state in `state`.
+fn wal_config(src: &Cluster, state: &std::path::Path) -> Vec<(String, String)> {
+    vec![
+        ("location".into(), src.wal_uri()),
+        ("state_dir".into(), state.display().to_string()),
+    ]
+}
+
+/// Where the WAL source's slot keeps WAL from, and the name of its segment.
+fn slot_start(src: &Cluster) -> (String, String) {
+    let row = src.sql(
+        "postgres",
+        "SELECT restart_lsn, pg_walfile_name(restart_lsn) FROM pg_replication_slots WHERE slot_name = 'plakar_wal'",
+    );
+    let (lsn, name) = row.split_once('|').expect("the slot exists");
+    (lsn.to_string(), name.to_string())
+}
+
+/// WAL in complete segments: rows, and the segment switched twice.
+fn more_wal(src: &Cluster) {
+    src.sql(
+        "postgres",
+        "CREATE TABLE IF NOT EXISTS filler (n int, pad text); INSERT INTO filler SELECT i, repeat('x', 300) FROM generate_series(1, 30000) i; SELECT pg_switch_wal()",
+    );
+    src.sql(
+        "postgres",
+        "INSERT INTO filler VALUES (0, 'y'); SELECT pg_switch_wal()",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wal_stream_cut_mid_segment_fails_the_run_and_the_slot_keeps_that_wal() {
+    let src = Cluster::start_with(common::ClusterOptions::archived());
+    let state = tempfile::tempdir().unwrap();
+    let owned = wal_config(&src, state.path());
+    let config: Vec<(&str, &str)> = owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    Backup::wal(&config).run().await.committed();
+    more_wal(&src);
+    let (kept, segment) = slot_start(&src);
+    let path = format!("/wal/{segment}");
+
+    let run = Backup::wal(&config)
+        .holding(&path, || {
+            src.sql(
+                "postgres",
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'plakar_wal'",
+            );
+        })
+        .run()
+        .await;
+    let err = run
+        .snapshot
+        .expect_err("a run whose stream was cut must not be committed");
+    assert!(
+        err.contains("streaming WAL from the server failed"),
+        "{err}"
+    );
+    assert!(!run.finished);
+    assert_eq!(
+        slot_start(&src).0,
+        kept,
+        "the slot moved past WAL no snapshot holds"
+    );
+
+    let again = Backup::wal(&config).run().await.committed();
+    assert!(again.files.contains_key(&path), "{:?}", again.paths());
+    assert_eq!(again.files[&path].len(), 16 * 1024 * 1024);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_segment_plakar_cannot_store_fails_the_run_and_is_sent_again() {
+    let src = Cluster::start_with(common::ClusterOptions::archived());
+    let state = tempfile::tempdir().unwrap();
+    let owned = wal_config(&src, state.path());
+    let config: Vec<(&str, &str)> = owned
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    Backup::wal(&config).run().await.committed();
+    more_wal(&src);
+    let (kept, segment) = slot_start(&src);
+    let path = format!("/wal/{segment}");
+
+    let run = Backup::wal(&config)
+        .failing_to_store(&path, "disk full")
+        .run()
+        .await;
+    let err = run.snapshot.expect_err("an unstored segment fails the run");
+    assert!(
+        err.contains(&format!("Plakar could not store {path}: disk full")),
+        "{err}"
+    );
+    assert_eq!(slot_start(&src).0, kept);
+
+    let again = Backup::wal(&config).run().await;
+    assert!(again.committed().files.contains_key(&path));
+    // The host's Plakar has no cache: no receipt ever comes back unread,
+    // so the slot stays, and says why.
+    assert!(
+        again.stderr.contains("its WAL is sent again"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(slot_start(&src).0, kept);
+}

@@ -46,6 +46,8 @@ pub enum Connector {
     PhysicalImporter,
     /// `postgresql physical-exporter`, the `postgres+bin:///dir` destination.
     PhysicalExporter,
+    /// `postgresql wal-importer`, the `postgres+wal://` source.
+    WalImporter,
 }
 
 impl Connector {
@@ -56,6 +58,7 @@ impl Connector {
             Connector::Exporter => "exporter",
             Connector::PhysicalImporter => "physical-importer",
             Connector::PhysicalExporter => "physical-exporter",
+            Connector::WalImporter => "wal-importer",
         }
     }
 
@@ -64,11 +67,15 @@ impl Connector {
         match self {
             Connector::Importer | Connector::Exporter => "postgres",
             Connector::PhysicalImporter | Connector::PhysicalExporter => "postgres+bin",
+            Connector::WalImporter => "postgres+wal",
         }
     }
 
     fn imports(self) -> bool {
-        matches!(self, Connector::Importer | Connector::PhysicalImporter)
+        matches!(
+            self,
+            Connector::Importer | Connector::PhysicalImporter | Connector::WalImporter
+        )
     }
 }
 
@@ -395,6 +402,14 @@ impl<'a> Backup<'a> {
     pub fn physical(config: &'a [(&'a str, &'a str)]) -> Backup<'a> {
         Backup {
             connector: Connector::PhysicalImporter,
+            ..Backup::logical(config)
+        }
+    }
+
+    /// An archive run through the WAL importer (`postgres+wal://`).
+    pub fn wal(config: &'a [(&'a str, &'a str)]) -> Backup<'a> {
+        Backup {
+            connector: Connector::WalImporter,
             ..Backup::logical(config)
         }
     }
@@ -740,6 +755,14 @@ impl<'a> Restore<'a> {
         Restore {
             connector: Connector::PhysicalExporter,
             ..Restore::logical(config, snapshot)
+        }
+    }
+
+    /// An archive run through the WAL importer (`postgres+wal://`).
+    pub fn wal(config: &'a [(&'a str, &'a str)]) -> Backup<'a> {
+        Backup {
+            connector: Connector::WalImporter,
+            ..Backup::logical(config)
         }
     }
 
