@@ -20,7 +20,10 @@
 #                    this build's
 #   BENCH_PHYS_SCALE pgbench scale of the physical benchmark's database (default 65,
 #                    about 1.1 GiB on disk); bench/physical.py measures physical
-#                    against logical backups through the real plakar
+#                    against logical backups through the real plakar, and
+#                    bench/wal.py WAL archive runs and restores to a moment
+#   BENCH_WAL_LOAD_SECONDS  seconds of pgbench at full speed before each measured
+#                    archive run (default 60)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -248,4 +251,8 @@ log "physical backups against logical ones, through the real plakar"
 python3 bench/physical.py
 { echo; cat bench/physical.md; } >>BENCHMARKS.md
 rm -f bench/physical.md
+log "point-in-time recovery: WAL archive runs and restores to the latest, through the real plakar"
+python3 bench/wal.py
+{ echo; cat bench/wal.md; } >>BENCHMARKS.md
+rm -f bench/wal.md
 log "done after $(($(date +%s) - started)) s: BENCHMARKS.md, bench/scaling.png"
