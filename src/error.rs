@@ -8,6 +8,7 @@ use tonic::Code;
 use crate::archive::ArchiveError;
 use crate::connection::{ConnectError, PgError};
 use crate::options::OptionError;
+use crate::physical::chain::ChainError;
 use crate::physical::preflight::PreflightError;
 use crate::protocol::source::Ended;
 use crate::protocol::Failure;
@@ -42,6 +43,18 @@ pub enum Error {
     /// A WAL archive run failed.
     #[error(transparent)]
     Wal(#[from] WalError),
+    /// A WAL snapshot that does not continue the chain of a directory restored for recovery.
+    #[error(transparent)]
+    Chain(#[from] ChainError),
+    /// A WAL snapshot restored where no base backup was restored for recovery.
+    #[error("{} holds no base backup restored for point-in-time recovery, so a WAL snapshot cannot go there; nothing was written. Restore the base snapshot there first with a recovery target (such as -o recovery_target=latest), then the WAL snapshots taken since, oldest first", .0.display())]
+    NoRecoveryBase(PathBuf),
+    /// A WAL snapshot whose WAL came before its manifest.
+    #[error("the WAL snapshot's {0} came before its /manifest.json, which says whose WAL it is; nothing was written")]
+    WalBeforeManifest(String),
+    /// A base snapshot restored for recovery without the facts recovery needs.
+    #[error("the snapshot's /manifest.json does not name {0}, which point-in-time recovery needs; restore it without recovery options")]
+    NoRecoveryFacts(&'static str),
     /// A standby cancelled a query of the backup to go on replaying.
     #[error(transparent)]
     RecoveryConflict(#[from] RecoveryConflict),

@@ -200,11 +200,24 @@ pub struct WalFacts {
     pub ranges: Vec<WalRange>,
     /// The timelines whose history file the snapshot holds.
     pub histories: Vec<u32>,
+    /// The ancestry of the server's timeline, from its history file, oldest
+    /// first: each earlier timeline and the position where it ended.
+    #[serde(default)]
+    pub switches: Vec<TimelineEnd>,
     /// The server's clock when the run read the position it stopped at
     /// (RFC 3339): nothing committed later is in this snapshot.
     pub stopped_at: String,
     /// The `sslmode` connected with.
     pub ssl_mode: String,
+}
+
+/// Where a timeline ended and the next began.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEnd {
+    /// The timeline that ended.
+    pub timeline: u32,
+    /// The first position of the next one.
+    pub end_lsn: String,
 }
 
 /// The source options that shape a physical backup.

@@ -4,10 +4,12 @@
 //! beside the logical `backup` and `restore`, sharing `connection` and `tools`.
 
 pub mod backup;
+pub mod chain;
 mod explain;
 pub mod options;
 pub mod owner;
 pub mod preflight;
+pub mod recovery;
 pub mod restore;
 mod tar;
 

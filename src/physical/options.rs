@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::LazyLock;
 
 use super::owner::Owner;
+use super::recovery::{Recovery, RECOVERY_OPTIONS};
 use crate::connection::{Connection, CLIENT_OPTIONS, SERVER_OPTIONS, TOOL_OPTIONS};
 use crate::options::{Kind, OptionError, Spec, Table};
 
@@ -35,7 +36,7 @@ static DESTINATION_OPTIONS: &[Spec] = &[
         name: "location",
         kind: Kind::Text,
         default: None,
-        description: "The directory to restore into: `postgres+bin:///absolute/path`. It must be absent or empty.",
+        description: "The directory to restore into: `postgres+bin:///absolute/path`. It must be absent or empty, but for a WAL snapshot, which goes into a directory restored for recovery (see `recovery_target`).",
     },
     Spec {
         name: "pg_bin_dir",
@@ -71,8 +72,12 @@ pub static PHYSICAL_SOURCE_OPTIONS: LazyLock<Table> = LazyLock::new(|| {
 });
 
 /// Every option of the physical destination.
-pub static PHYSICAL_DESTINATION_OPTIONS: LazyLock<Table> =
-    LazyLock::new(|| Table::new("physical destination", &[DESTINATION_OPTIONS]));
+pub static PHYSICAL_DESTINATION_OPTIONS: LazyLock<Table> = LazyLock::new(|| {
+    Table::new(
+        "physical destination",
+        &[DESTINATION_OPTIONS, RECOVERY_OPTIONS],
+    )
+});
 
 /// The physical source configuration, checked.
 #[derive(Debug)]
@@ -144,6 +149,8 @@ pub struct PhysicalDestination {
     pub owner: Option<Owner>,
     /// `tablespace_mapping`: a tablespace's name or OID, and its new directory.
     pub tablespace_mapping: Vec<(String, PathBuf)>,
+    /// The recovery to write for `pg_ctl start`, if any recovery option is set.
+    pub recovery: Option<Recovery>,
 }
 
 /// `tablespace_mapping`: `NAME_OR_OID=/absolute/dir[,...]`, each tablespace once.
@@ -214,6 +221,7 @@ impl PhysicalDestination {
             pg_bin_dir: values.text("pg_bin_dir").map(PathBuf::from),
             owner,
             tablespace_mapping,
+            recovery: Recovery::from_values(&values)?,
         })
     }
 }

@@ -7,7 +7,14 @@
 //! demands), given to `owner` when there is one, refusing a logical snapshot
 //! at its first file, before anything is written; then `pg_verifybackup`
 //! checks the result against the backup's own `backup_manifest`, and the call
-//! ends with an error if anything failed or does not match.
+//! ends with an error if anything failed or does not match. With a recovery
+//! target, the base restore then writes the recovery settings and the WAL
+//! chain's ledger (see [`super::recovery`], [`super::chain`]).
+//!
+//! A WAL snapshot goes into a directory restored so: its manifest is checked
+//! against the chain before any of its files is written, its segments are
+//! written beside the ledger in `pg_wal/plakar/` (a `.partial` padded to a
+//! whole segment, never over a longer copy), and the ledger is extended.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -19,6 +26,9 @@ use std::time::SystemTime;
 use prost::bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
+mod wal;
+
+use super::chain::{self, Chain};
 use super::options::PhysicalDestination;
 use crate::error::Error;
 use crate::names;
@@ -26,6 +36,7 @@ use crate::protocol::connectors::Record;
 use crate::protocol::destination::{Destination, Export, Results};
 use crate::protocol::record::{MODE_DIR, MODE_SYMLINK};
 use crate::tools::{Tool, Toolbox};
+use crate::wal::{RECEIPTS, WAL_DIR};
 
 /// Refuses a directory that holds anything, naming a running server first.
 fn check_directory(dir: &Path) -> Result<(), Error> {
@@ -56,7 +67,7 @@ impl Destination for PhysicalDestination {
         if let Some(owner) = &config.owner {
             owner.check()?;
         }
-        check_directory(&config.directory)?;
+        check_target(&config.directory)?;
         for (_, dir) in &config.tablespace_mapping {
             check_directory(dir)?;
         }
@@ -68,20 +79,51 @@ impl Destination for PhysicalDestination {
     }
 
     async fn ping(&self) -> Result<(), Error> {
-        check_directory(&self.directory)
+        check_target(&self.directory).map(|_| ())
     }
 
     fn export(self: Arc<Self>) -> Writer {
         Writer {
             root: self.directory.clone(),
+            chain: Chain::load(&self.directory).ok().flatten(),
             config: self,
             started: false,
             directories: Vec::new(),
             manifest: Vec::new(),
+            snapshot: None,
             tablespaces: HashMap::new(),
             placed: HashMap::new(),
+            wal: None,
         }
     }
+}
+
+/// A directory to restore into: absent or empty, or restored for recovery
+/// (for a WAL snapshot); its chain then.
+fn check_target(dir: &Path) -> Result<Option<Chain>, Error> {
+    if dir.join("postmaster.pid").exists() {
+        return Err(Error::DirectoryInUse(dir.to_path_buf()));
+    }
+    match Chain::load(dir) {
+        Ok(Some(chain)) => Ok(Some(chain)),
+        Ok(None) => check_directory(dir).map(|()| None),
+        Err(source) => Err(Error::Io {
+            action: "read",
+            path: chain::ledger_path(dir),
+            source,
+        }),
+    }
+}
+
+/// A WAL snapshot being restored.
+#[derive(Debug, Default)]
+pub struct WalRestore {
+    /// The chain it makes, once its manifest is checked.
+    extended: Option<Chain>,
+    /// Why it does not go on, returned at the next record.
+    refused: Option<Error>,
+    /// Files written under a temporary name: final name, temporary path, length.
+    staged: Vec<(String, PathBuf, u64)>,
 }
 
 /// A file being written.
@@ -108,6 +150,22 @@ pub struct Writer {
     tablespaces: HashMap<String, (String, PathBuf)>,
     /// Where each tablespace is restored, by OID.
     placed: HashMap<String, PathBuf>,
+    /// `/manifest.json`, once read.
+    snapshot: Option<crate::manifest::Manifest>,
+    /// The chain of a directory restored for recovery.
+    chain: Option<Chain>,
+    /// Set once the first record says the snapshot is WAL.
+    wal: Option<WalRestore>,
+}
+
+/// Whether a record belongs to a WAL snapshot: the first after `/` decides
+/// (a base snapshot's `/manifest.json` comes after its data files).
+fn is_wal_record(pathname: &str) -> bool {
+    pathname == names::MANIFEST
+        || pathname == WAL_DIR
+        || pathname.starts_with(&format!("{WAL_DIR}/"))
+        || pathname == RECEIPTS
+        || pathname.starts_with(&format!("{RECEIPTS}/"))
 }
 
 #[tonic::async_trait]
@@ -122,6 +180,20 @@ impl Export for Writer {
     ) -> Result<Option<Open>, Error> {
         if names::is_logical(&record.pathname) {
             return Err(Error::LogicalSnapshot(record.pathname));
+        }
+        if record.pathname != "/" && !self.started && self.wal.is_none() {
+            if is_wal_record(&record.pathname) {
+                if self.chain.is_none() {
+                    return Err(Error::NoRecoveryBase(self.root.clone()));
+                }
+                self.wal = Some(WalRestore::default());
+            } else if self.chain.is_some() {
+                // A base snapshot into a directory already restored.
+                return Err(Error::DirectoryNotEmpty(self.root.clone()));
+            }
+        }
+        if self.wal.is_some() {
+            return self.begin_wal(record, results).await;
         }
         if let Some(oid) = tablespace_of(&record.pathname) {
             if self.placed.is_empty() {
@@ -157,6 +229,9 @@ impl Export for Writer {
     }
 
     async fn finish(&mut self, results: &mut Results) -> Result<(), Error> {
+        if let Some(wal) = self.wal.take() {
+            return self.finish_wal(wal, results);
+        }
         // Deepest first, so that a parent's mode never stops a child's.
         self.directories.sort_by(|a, b| b.0.cmp(&a.0));
         for (dir, mode, mtime) in std::mem::take(&mut self.directories) {
@@ -173,7 +248,11 @@ impl Export for Writer {
             return Ok(());
         }
         self.relocate()?;
-        verify(&self.config).await
+        verify(&self.config).await?;
+        match &self.config.recovery {
+            Some(recovery) => self.prepare_recovery(recovery),
+            None => Ok(()),
+        }
     }
 }
 
@@ -357,6 +436,10 @@ impl Writer {
         if record.pathname == names::MANIFEST {
             let bytes = std::mem::take(&mut self.manifest);
             self.tablespaces = tablespaces_in(&bytes);
+            self.snapshot = serde_json::from_slice(&bytes).ok();
+            if self.wal.is_some() {
+                self.check_wal_manifest();
+            }
         }
         let mut result = match error.or(early) {
             Some(e) => Err(e),
@@ -377,6 +460,13 @@ impl Writer {
                     },
                 )
                 .map_err(|e| format!("cannot write {}: {e}", path.display()));
+        }
+        if let (Some(wal), Ok(())) = (&mut self.wal, &result) {
+            if record.pathname.starts_with(&format!("{WAL_DIR}/")) {
+                let name = record.pathname[WAL_DIR.len() + 1..].to_string();
+                let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                wal.staged.push((name, path, len));
+            }
         }
         results.send(&record, result).await;
     }

@@ -157,6 +157,7 @@ async fn prepare(config: WalSource) -> Result<WalArchive, Error> {
         segment_size,
         ranges: Vec::new(),
         histories: Vec::new(),
+        switches: Vec::new(),
         stopped_at: String::new(),
         ssl_mode: conn.tls.mode.as_str().into(),
     };
@@ -422,6 +423,14 @@ impl Archive<'_> {
         if let manifest::BackupSection::Wal(facts) = &mut manifest.backup {
             facts.ranges = ranges.clone();
             facts.histories = histories;
+            facts.switches = history
+                .switches
+                .iter()
+                .map(|s| manifest::TimelineEnd {
+                    timeline: s.parent,
+                    end_lsn: s.switch.to_string(),
+                })
+                .collect();
             facts.stopped_at = stopped_at;
         }
         manifest.wal = ranges.last().cloned().or(Some(WalRange {
