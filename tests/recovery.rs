@@ -96,12 +96,17 @@ fn mark(cluster: &Cluster, name: &str) -> String {
 
 /// A cluster being archived: the table of marks, and the slot made by a first run.
 fn archived_cluster() -> (Cluster, Archive) {
+    archived_cluster_by(Archive::of)
+}
+
+/// [`archived_cluster`] with the archive `make` makes.
+fn archived_cluster_by(make: fn(&Cluster) -> Archive) -> (Cluster, Archive) {
     let src = Cluster::start_with(ClusterOptions::archived());
     src.sql(
         "postgres",
         "CREATE TABLE marks (name text PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())",
     );
-    let archive = Archive::of(&src);
+    let archive = make(&src);
     archive
         .archive_run()
         .ok_saying(&["created the permanent replication slot \"plakar_wal\""]);
@@ -115,6 +120,16 @@ fn write_wal(cluster: &Cluster, rows: u32) {
         &format!("CREATE TABLE IF NOT EXISTS filler (n int, pad text); INSERT INTO filler SELECT i, repeat('x', 200) FROM generate_series(1, {rows}) i"),
     );
     cluster.sql("postgres", "SELECT pg_switch_wal()");
+}
+
+/// The files of a recovered directory's WAL archive, sorted.
+fn archive_files(data: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(data.join("pg_wal/plakar"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 /// Starts the recovered directory and waits until recovery is over:
@@ -181,7 +196,8 @@ fn to_a_moment_under_load() {
 }
 
 fn uncommitted_runs() {
-    let (src, archive) = archived_cluster();
+    // As `postgres`, so that a store closed to writes fails it.
+    let (src, archive) = archived_cluster_by(Archive::as_postgres);
     let base = archive.base_backup();
     mark(&src, "one");
     write_wal(&src, 20_000);
@@ -289,33 +305,29 @@ fn broken_chains() {
 
     // A gap: the middle snapshot is left out.
     let (_dir, data) = restore_dir();
+    let gapped = archive.destination(&data);
     archive
-        .pk
-        .destination("mydata", &common::cluster::bin_location(&data), &[]);
-    archive
-        .store()
-        .at(&[
-            "restore",
-            "-to",
-            "@mydata",
-            "-o",
-            "recovery_target=latest",
-            &base,
-        ])
+        .restore_base(&gapped, &base, &["recovery_target=latest"])
         .ok();
-    let first_wal: Vec<String> = archive
+    let earlier: Vec<String> = archive
         .store()
         .snapshots()
         .into_iter()
         .filter(|s| *s != skipped && *s != after_gap && *s != base)
         .collect();
-    for snap in first_wal.iter().rev() {
-        archive.store().restore("mydata", snap).ok();
+    for snap in earlier.iter().rev() {
+        archive.store().restore(&gapped, snap).ok();
     }
+    let held_before = archive_files(&data);
     archive
         .store()
-        .restore("mydata", &after_gap)
-        .fails_saying(&["is in no WAL snapshot restored here"]);
+        .restore(&gapped, &after_gap)
+        .fails_saying(&["is in no WAL snapshot restored here", "nothing was written"]);
+    assert_eq!(
+        archive_files(&data),
+        held_before,
+        "the refused snapshot wrote files"
+    );
 
     // Another cluster's WAL, into a directory recovering this one.
     let other = Cluster::start_with(ClusterOptions::archived());
@@ -326,24 +338,28 @@ fn broken_chains() {
         .ok();
     let foreign = archive.store().snapshots()[0].clone();
     let (_dir2, data2) = restore_dir();
+    let other_dir = archive.destination(&data2);
     archive
-        .pk
-        .destination("mydata2", &common::cluster::bin_location(&data2), &[]);
-    archive
-        .store()
-        .at(&[
-            "restore",
-            "-to",
-            "@mydata2",
-            "-o",
-            "recovery_target=latest",
-            &base,
-        ])
+        .restore_base(&other_dir, &base, &["recovery_target=latest"])
         .ok();
+    let held_before = archive_files(&data2);
     archive
         .store()
-        .restore("mydata2", &foreign)
-        .fails_saying(&["another cluster"]);
+        .restore(&other_dir, &foreign)
+        .fails_saying(&[
+            "this WAL snapshot is of another cluster",
+            "nothing was written",
+        ]);
+    assert_eq!(archive_files(&data2), held_before);
+
+    // A WAL snapshot where no base backup was restored for recovery.
+    let (_dir3, empty) = restore_dir();
+    let nowhere = archive.destination(&empty);
+    archive
+        .store()
+        .restore(&nowhere, &after_gap)
+        .fails_saying(&["holds no base backup restored for point-in-time recovery"]);
+    assert!(!empty.exists());
     let _ = src;
 }
 

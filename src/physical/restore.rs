@@ -94,6 +94,7 @@ impl Destination for PhysicalDestination {
             tablespaces: HashMap::new(),
             placed: HashMap::new(),
             wal: None,
+            decided: false,
         }
     }
 }
@@ -156,6 +157,8 @@ pub struct Writer {
     chain: Option<Chain>,
     /// Set once the first record says the snapshot is WAL.
     wal: Option<WalRestore>,
+    /// Whether the first record after `/` has said what the snapshot is.
+    decided: bool,
 }
 
 /// Whether a record belongs to a WAL snapshot: the first after `/` decides
@@ -181,7 +184,8 @@ impl Export for Writer {
         if names::is_logical(&record.pathname) {
             return Err(Error::LogicalSnapshot(record.pathname));
         }
-        if record.pathname != "/" && !self.started && self.wal.is_none() {
+        if record.pathname != "/" && !self.decided {
+            self.decided = true;
             if is_wal_record(&record.pathname) {
                 if self.chain.is_none() {
                     return Err(Error::NoRecoveryBase(self.root.clone()));

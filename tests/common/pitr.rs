@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::cluster::{bin_location, open_dir, Cluster};
+use super::cluster::{bin_location, give_to_server, open_dir, Cluster};
 use super::plakar::{Plakar, Ran, Store};
 
 /// One user's Plakar archiving one cluster: its store, `@mybin` and `@mywal`.
@@ -12,6 +12,8 @@ pub struct Archive {
     /// The user's Plakar.
     pub pk: Plakar,
     store: PathBuf,
+    /// Destinations added so far, each named after its number.
+    destinations: std::cell::Cell<u32>,
 }
 
 impl Archive {
@@ -22,12 +24,24 @@ impl Archive {
 
     /// Base backups of `bases`, the WAL archived from `wal` (its standby, say).
     pub fn of_two(bases: &Cluster, wal: &Cluster) -> Archive {
-        let pk = Plakar::new();
+        Archive::with(Plakar::new(), bases, wal)
+    }
+
+    /// [`Archive::of`] for the `postgres` system user, whom file modes bind.
+    pub fn as_postgres(src: &Cluster) -> Archive {
+        Archive::with(Plakar::as_postgres(), src, src)
+    }
+
+    fn with(pk: Plakar, bases: &Cluster, wal: &Cluster) -> Archive {
         let store = pk.dir().join("store");
         pk.store_at(&store);
         pk.source("mybin", &bases.bin_uri(), &[]);
         pk.source("mywal", &wal.wal_uri(), &[]);
-        Archive { pk, store }
+        Archive {
+            pk,
+            store,
+            destinations: std::cell::Cell::new(0),
+        }
     }
 
     /// The store.
@@ -64,25 +78,40 @@ impl Archive {
     /// the recovery `options` (`-o key=value`), then every WAL snapshot since,
     /// oldest first. The second command's result.
     pub fn restore(&self, data: &Path, base: &str, options: &[&str]) -> Ran {
-        let store = self.store();
-        self.pk.destination("mydata", &bin_location(data), &[]);
-        let mut args = vec!["restore", "-to", "@mydata"];
+        let destination = self.destination(data);
+        self.restore_base(&destination, base, options)
+            .ok_saying(&["matches its backup_manifest"]);
+        self.restore_wal_since(&destination, base)
+    }
+
+    /// `plakar destination add` for `data`: the destination's name.
+    pub fn destination(&self, data: &Path) -> String {
+        let n = self.destinations.get() + 1;
+        self.destinations.set(n);
+        let name = format!("recovered{n}");
+        self.pk.destination(&name, &bin_location(data), &[]);
+        name
+    }
+
+    /// The README's first command: the base snapshot with the recovery `options`.
+    pub fn restore_base(&self, destination: &str, base: &str, options: &[&str]) -> Ran {
+        let target = format!("@{destination}");
+        let mut args = vec!["restore", "-to", target.as_str()];
         for o in options {
             args.extend(["-o", o]);
         }
         args.push(base);
-        store.at(&args).ok_saying(&["matches its backup_manifest"]);
-        self.restore_wal_since(base)
+        self.store().at(&args)
     }
 
     /// The README's second command: every WAL snapshot since the base
-    /// backup's, oldest first, into `@mydata`, stopping at the first failure.
-    pub fn restore_wal_since(&self, base: &str) -> Ran {
+    /// backup's, oldest first, into `destination`, stopping at the first failure.
+    pub fn restore_wal_since(&self, destination: &str, base: &str) -> Ran {
         let since = self.timestamp_of(base);
         self.pk.shell(
             &self.store(),
             &format!(
-                "plakar at \"$STORE\" ls -tag wal -since {since} | awk '{{print $2}}' | tac |\n  while read snap; do plakar at \"$STORE\" restore -to @mydata \"$snap\" || exit 1; done"
+                "plakar at \"$STORE\" ls -tag wal -since {since} | awk '{{print $2}}' | tac |\n  while read snap; do plakar at \"$STORE\" restore -to @{destination} \"$snap\" || exit 1; done"
             ),
         )
     }
@@ -103,6 +132,8 @@ impl Archive {
 /// A fresh directory for a restored data directory.
 pub fn restore_dir() -> (tempfile::TempDir, PathBuf) {
     let dir = open_dir();
+    // Plakar may run as `postgres`, who then writes the directory.
+    give_to_server(dir.path());
     let data = dir.path().join("recovered");
     (dir, data)
 }
