@@ -132,6 +132,15 @@ fn archive_files(data: &std::path::Path) -> Vec<String> {
     names
 }
 
+/// The timeline a server is on, from its control file once checkpointed.
+fn timeline(cluster: &Cluster) -> String {
+    cluster.sql("postgres", "CHECKPOINT");
+    cluster.sql(
+        "postgres",
+        "SELECT timeline_id FROM pg_control_checkpoint()",
+    )
+}
+
 /// Starts the recovered directory and waits until recovery is over:
 /// promoted, or paused at its target.
 fn start_recovered(data: &std::path::Path) -> Cluster {
@@ -385,13 +394,7 @@ fn second_timeline() {
         .ok();
     let promoted = start_recovered(&data);
     assert_eq!(marks(&promoted), ["one"]);
-    assert_eq!(
-        promoted.sql(
-            "postgres",
-            "SELECT timeline_id FROM pg_control_checkpoint()"
-        ),
-        "2"
-    );
+    assert_eq!(timeline(&promoted), "2");
     archive.pk.source("newwal", &promoted.wal_uri(), &[]);
     let run = |source: &str| {
         archive
@@ -431,13 +434,7 @@ fn second_timeline() {
         .ok();
     let copy = start_recovered(&again);
     assert_eq!(marks(&copy), ["one", "three"]);
-    assert_eq!(
-        copy.sql(
-            "postgres",
-            "SELECT timeline_id FROM pg_control_checkpoint()"
-        ),
-        "3"
-    );
+    assert_eq!(timeline(&copy), "3");
 }
 
 fn standby_promoted() {
