@@ -94,6 +94,9 @@ pub enum Error {
     /// A physical snapshot sent to the logical destination.
     #[error("{0} belongs to a physical backup (postgres+bin://), which pg_restore cannot read; nothing was restored. Restore the snapshot into a new data directory with a physical destination: plakar destination add mydata postgres+bin:///path/to/empty/directory")]
     PhysicalSnapshot(String),
+    /// A WAL snapshot sent to the logical destination.
+    #[error("{0} belongs to a WAL snapshot (postgres+wal://), which only the physical destination restores, into a data directory restored for point-in-time recovery; nothing was restored")]
+    WalSnapshot(String),
     /// A logical snapshot sent to the physical destination.
     #[error("{0} comes from a logical backup (pg_dump), not a data directory; nothing was written. Restore the snapshot with a postgres:// destination: plakar destination add mypgdst postgres://user@host/")]
     LogicalSnapshot(String),

@@ -43,6 +43,13 @@ pub fn is_data_directory(path: &str) -> bool {
     DATA_DIRECTORY_NAMES.contains(&first)
 }
 
+/// Whether a record belongs to a WAL snapshot (`postgres+wal://`): its WAL
+/// files or its receipts.
+pub fn is_wal_archive(path: &str) -> bool {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    first == "wal" || first == "receipt"
+}
+
 /// Whether a record is one only a logical backup (pg_dump, pg_dumpall) writes.
 pub fn is_logical(path: &str) -> bool {
     matches!(

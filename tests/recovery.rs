@@ -369,7 +369,13 @@ fn broken_chains() {
         .restore(&nowhere, &after_gap)
         .fails_saying(&["holds no base backup restored for point-in-time recovery"]);
     assert!(!empty.exists());
-    let _ = src;
+
+    // A WAL snapshot sent to the logical destination.
+    archive.pk.destination("mypgdst", &src.uri("postgres"), &[]);
+    archive
+        .store()
+        .restore("mypgdst", &after_gap)
+        .fails_saying(&["belongs to a WAL snapshot (postgres+wal://)"]);
 }
 
 fn second_timeline() {
