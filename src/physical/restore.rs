@@ -67,9 +67,13 @@ impl Destination for PhysicalDestination {
         if let Some(owner) = &config.owner {
             owner.check()?;
         }
-        check_target(&config.directory)?;
-        for (_, dir) in &config.tablespace_mapping {
-            check_directory(dir)?;
+        // A directory restored for recovery takes WAL snapshots only: its
+        // tablespaces are already in their mapped directories, which the same
+        // destination's `tablespace_mapping` still names.
+        if check_target(&config.directory)?.is_none() {
+            for (_, dir) in &config.tablespace_mapping {
+                check_directory(dir)?;
+            }
         }
         Ok(config)
     }

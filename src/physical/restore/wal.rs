@@ -235,11 +235,18 @@ impl Writer {
             self.give(&target).map_err(Error::Verify)?;
             chain.held.insert(name, len);
         }
-        chain.save(&self.root).map_err(io("write", &archive))?;
+        let ledger = chain.save(&self.root).map_err(io("write", &archive))?;
+        self.give(&ledger).map_err(Error::Verify)?;
         if let Some(recovery) = &self.config.recovery {
             recovery
                 .write(&self.root)
                 .map_err(io("write", &self.root))?;
+            for path in [
+                self.root.join("recovery.signal"),
+                self.root.join("postgresql.auto.conf"),
+            ] {
+                self.give(&path).map_err(Error::Verify)?;
+            }
         }
         self.chain = Some(chain.clone());
         let (timeline, reach) = chain.furthest();
