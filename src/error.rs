@@ -49,6 +49,9 @@ pub enum Error {
     /// A WAL snapshot restored where no base backup was restored for recovery.
     #[error("{} holds no base backup restored for point-in-time recovery, so a WAL snapshot cannot go there; nothing was written. Restore the base snapshot there first with a recovery target (such as -o recovery_target=latest), then the WAL snapshots taken since, oldest first", .0.display())]
     NoRecoveryBase(PathBuf),
+    /// A WAL snapshot restored where recovery has already ended.
+    #[error("{} has already recovered (its recovery.signal is gone: the server ended recovery and opened for writes), so a WAL snapshot can no longer go there; nothing was written. To recover further, restore the base snapshot into a new directory, then the WAL snapshots, oldest first", .0.display())]
+    AlreadyRecovered(PathBuf),
     /// A WAL snapshot whose WAL came before its manifest.
     #[error("the WAL snapshot's {0} came before its /manifest.json, which says whose WAL it is; nothing was written")]
     WalBeforeManifest(String),

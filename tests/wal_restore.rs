@@ -195,6 +195,12 @@ async fn wal_snapshots_restored_after_the_base_recover_to_a_restore_point_or_to_
     assert_eq!(marks(&recovered), ["a"]);
     drop(recovered);
 
+    // Recovery is over there: a WAL snapshot no longer goes in.
+    let run = host::physical_restore(&config, &chain.second).await;
+    let err = run.error.as_deref().expect("refused");
+    assert!(err.contains("has already recovered"), "{err}");
+    assert!(!data.join("recovery.signal").exists());
+
     // To the latest: every mark, `c` from the partial segment.
     let data = target.path().join("to_the_latest");
     let location = bin_location(&data);

@@ -194,6 +194,11 @@ impl Export for Writer {
                 if self.chain.is_none() {
                     return Err(Error::NoRecoveryBase(self.root.clone()));
                 }
+                // PostgreSQL removes recovery.signal when recovery ends: WAL
+                // restored then would put a server that has moved on back into recovery.
+                if !self.root.join("recovery.signal").exists() {
+                    return Err(Error::AlreadyRecovered(self.root.clone()));
+                }
                 self.wal = Some(WalRestore::default());
             } else if self.chain.is_some() {
                 // A base snapshot into a directory already restored.
