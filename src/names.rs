@@ -46,8 +46,12 @@ pub fn is_data_directory(path: &str) -> bool {
 /// Whether a record belongs to a WAL snapshot (`postgres+wal://`): its WAL
 /// files or its receipts.
 pub fn is_wal_archive(path: &str) -> bool {
-    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    first == "wal" || first == "receipt"
+    [crate::wal::WAL_DIR, crate::wal::RECEIPTS]
+        .iter()
+        .any(|dir| {
+            path.strip_prefix(dir)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
 }
 
 /// Whether a record is one only a logical backup (pg_dump, pg_dumpall) writes.

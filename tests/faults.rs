@@ -207,12 +207,43 @@ async fn a_plakar_that_stops_acknowledging_fails_the_backup() {
         ]);
 }
 
-/// A WAL source's configuration for `src`, its state in `state`.
-fn wal_config(src: &Cluster, state: &std::path::Path) -> Vec<(String, String)> {
-    vec![
-        ("location".into(), src.wal_uri()),
-        ("state_dir".into(), state.display().to_string()),
-    ]
+/// A WAL source that has run once, with complete segments written since.
+struct Archived {
+    src: Cluster,
+    state: tempfile::TempDir,
+    /// Where the slot keeps WAL from.
+    kept: String,
+    /// The record of the segment holding that position.
+    path: String,
+}
+
+impl Archived {
+    async fn new() -> Archived {
+        let src = Cluster::start_with(common::ClusterOptions::archived());
+        let state = tempfile::tempdir().unwrap();
+        let mut archived = Archived {
+            src,
+            state,
+            kept: String::new(),
+            path: String::new(),
+        };
+        let owned = archived.config();
+        let config: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Backup::wal(&config).run().await.committed();
+        more_wal(&archived.src);
+        let (kept, segment) = slot_start(&archived.src);
+        archived.kept = kept;
+        archived.path = format!("/wal/{segment}");
+        archived
+    }
+
+    /// The source's configuration: its location and state directory.
+    fn config(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("location", self.src.wal_uri()),
+            ("state_dir", self.state.path().display().to_string()),
+        ]
+    }
 }
 
 /// Where the WAL source's slot keeps WAL from, and the name of its segment.
@@ -239,17 +270,10 @@ fn more_wal(src: &Cluster) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wal_stream_cut_mid_segment_fails_the_run_and_the_slot_keeps_that_wal() {
-    let src = Cluster::start_with(common::ClusterOptions::archived());
-    let state = tempfile::tempdir().unwrap();
-    let owned = wal_config(&src, state.path());
-    let config: Vec<(&str, &str)> = owned
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    Backup::wal(&config).run().await.committed();
-    more_wal(&src);
-    let (kept, segment) = slot_start(&src);
-    let path = format!("/wal/{segment}");
+    let archived = Archived::new().await;
+    let (src, kept, path) = (&archived.src, archived.kept.clone(), archived.path.clone());
+    let owned = archived.config();
+    let config: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
     let run = Backup::wal(&config)
         .holding(&path, || {
@@ -269,7 +293,7 @@ async fn a_wal_stream_cut_mid_segment_fails_the_run_and_the_slot_keeps_that_wal(
     );
     assert!(!run.finished);
     assert_eq!(
-        slot_start(&src).0,
+        slot_start(src).0,
         kept,
         "the slot moved past WAL no snapshot holds"
     );
@@ -281,17 +305,10 @@ async fn a_wal_stream_cut_mid_segment_fails_the_run_and_the_slot_keeps_that_wal(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_segment_plakar_cannot_store_fails_the_run_and_is_sent_again() {
-    let src = Cluster::start_with(common::ClusterOptions::archived());
-    let state = tempfile::tempdir().unwrap();
-    let owned = wal_config(&src, state.path());
-    let config: Vec<(&str, &str)> = owned
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    Backup::wal(&config).run().await.committed();
-    more_wal(&src);
-    let (kept, segment) = slot_start(&src);
-    let path = format!("/wal/{segment}");
+    let archived = Archived::new().await;
+    let (src, kept, path) = (&archived.src, archived.kept.clone(), archived.path.clone());
+    let owned = archived.config();
+    let config: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
     let run = Backup::wal(&config)
         .failing_to_store(&path, "disk full")
@@ -302,7 +319,7 @@ async fn a_segment_plakar_cannot_store_fails_the_run_and_is_sent_again() {
         err.contains(&format!("Plakar could not store {path}: disk full")),
         "{err}"
     );
-    assert_eq!(slot_start(&src).0, kept);
+    assert_eq!(slot_start(src).0, kept);
 
     let again = Backup::wal(&config).run().await;
     assert!(again.committed().files.contains_key(&path));
@@ -313,5 +330,5 @@ async fn a_segment_plakar_cannot_store_fails_the_run_and_is_sent_again() {
         "{}",
         again.stderr
     );
-    assert_eq!(slot_start(&src).0, kept);
+    assert_eq!(slot_start(src).0, kept);
 }

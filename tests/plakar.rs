@@ -20,7 +20,6 @@ use common::plakar::{self, Plakar};
 use common::{
     databases, items, owned_source, seed, table_owner, Cluster, ClusterOptions, PASSWORD,
 };
-use libtest_mimic::{Arguments, Failed, Trial};
 
 /// Every case, by name.
 const CASES: &[(&str, fn())] = &[
@@ -112,36 +111,7 @@ const CASES: &[(&str, fn())] = &[
 ];
 
 fn main() {
-    let args = Arguments::from_args();
-    let found = plakar::find();
-    let trials = CASES
-        .iter()
-        .map(|&(name, case)| {
-            Trial::test(name, move || {
-                std::panic::catch_unwind(case).map_err(|panic| {
-                    let message = panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|| "the case panicked".into());
-                    Failed::from(message)
-                })
-            })
-            .with_ignored_flag(found.is_none())
-        })
-        .collect();
-    if found.is_none() {
-        let line = format!(
-            "REAL PLAKAR NOT RUN: {} real-Plakar cases did not run: no plakar binary in {}",
-            CASES.len(),
-            plakar::LOOKED_IN
-        );
-        eprintln!("{line}");
-        // make test repeats it after every other test binary's output.
-        let marker = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plakar-not-run");
-        let _ = std::fs::write(marker, format!("{line}\n"));
-    }
-    libtest_mimic::run(&args, trials).exit();
+    plakar::run_cases(CASES, "real-Plakar cases");
 }
 
 /// The source's URI as the documentation writes it, password included.

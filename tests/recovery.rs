@@ -16,8 +16,8 @@ use common::caught::wait_until;
 use common::load::{assert_pgbench_consistent, pgbench_sums, pgbench_writing};
 use common::pitr::{restore_dir, Archive};
 use common::plakar;
+use common::walsnap::archive_files;
 use common::{Cluster, ClusterOptions};
-use libtest_mimic::{Arguments, Failed, Trial};
 
 /// Every case, by name.
 const CASES: &[(&str, fn())] = &[
@@ -49,35 +49,7 @@ const CASES: &[(&str, fn())] = &[
 ];
 
 fn main() {
-    let args = Arguments::from_args();
-    let found = plakar::find();
-    let trials = CASES
-        .iter()
-        .map(|&(name, case)| {
-            Trial::test(name, move || {
-                std::panic::catch_unwind(case).map_err(|panic| {
-                    let message = panic
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|| "the case panicked".into());
-                    Failed::from(message)
-                })
-            })
-            .with_ignored_flag(found.is_none())
-        })
-        .collect();
-    if found.is_none() {
-        let line = format!(
-            "REAL PLAKAR NOT RUN: {} point-in-time recovery cases did not run: no plakar binary in {}",
-            CASES.len(),
-            plakar::LOOKED_IN
-        );
-        eprintln!("{line}");
-        let marker = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plakar-not-run");
-        let _ = std::fs::write(marker, format!("{line}\n"));
-    }
-    libtest_mimic::run(&args, trials).exit();
+    plakar::run_cases(CASES, "point-in-time recovery cases");
 }
 
 /// The names in `marks`, in the order they were written.
@@ -120,16 +92,6 @@ fn write_wal(cluster: &Cluster, rows: u32) {
         &format!("CREATE TABLE IF NOT EXISTS filler (n int, pad text); INSERT INTO filler SELECT i, repeat('x', 200) FROM generate_series(1, {rows}) i"),
     );
     cluster.sql("postgres", "SELECT pg_switch_wal()");
-}
-
-/// The files of a recovered directory's WAL archive, sorted.
-fn archive_files(data: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(data.join("pg_wal/plakar"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 /// The timeline a server is on, from its control file once checkpointed.

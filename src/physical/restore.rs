@@ -36,7 +36,7 @@ use crate::protocol::connectors::Record;
 use crate::protocol::destination::{Destination, Export, Results};
 use crate::protocol::record::{MODE_DIR, MODE_SYMLINK};
 use crate::tools::{Tool, Toolbox};
-use crate::wal::{RECEIPTS, WAL_DIR};
+use crate::wal::WAL_DIR;
 
 /// Refuses a directory that holds anything, naming a running server first.
 fn check_directory(dir: &Path) -> Result<(), Error> {
@@ -168,11 +168,7 @@ pub struct Writer {
 /// Whether a record belongs to a WAL snapshot: the first after `/` decides
 /// (a base snapshot's `/manifest.json` comes after its data files).
 fn is_wal_record(pathname: &str) -> bool {
-    pathname == names::MANIFEST
-        || pathname == WAL_DIR
-        || pathname.starts_with(&format!("{WAL_DIR}/"))
-        || pathname == RECEIPTS
-        || pathname.starts_with(&format!("{RECEIPTS}/"))
+    pathname == names::MANIFEST || names::is_wal_archive(pathname)
 }
 
 #[tonic::async_trait]

@@ -398,3 +398,43 @@ impl Store<'_> {
         out.stdout
     }
 }
+
+/// Runs a file's real-Plakar cases with libtest-mimic. Without a plakar
+/// binary every case is reported as ignored, never as passed, and a line in
+/// `target/plakar-not-run` says so, which `make test` repeats at its end.
+pub fn run_cases(cases: &'static [(&'static str, fn())], what: &str) {
+    use libtest_mimic::{Arguments, Failed, Trial};
+    let args = Arguments::from_args();
+    let found = find();
+    let trials = cases
+        .iter()
+        .map(|&(name, case)| {
+            Trial::test(name, move || {
+                std::panic::catch_unwind(case).map_err(|panic| {
+                    let message = panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "the case panicked".into());
+                    Failed::from(message)
+                })
+            })
+            .with_ignored_flag(found.is_none())
+        })
+        .collect();
+    if found.is_none() {
+        let line = format!(
+            "REAL PLAKAR NOT RUN: {} {what} did not run: no plakar binary in {LOOKED_IN}",
+            cases.len()
+        );
+        eprintln!("{line}");
+        let marker = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plakar-not-run");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(marker)
+            .expect("target/ is writable");
+        let _ = std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes());
+    }
+    libtest_mimic::run(&args, trials).exit();
+}

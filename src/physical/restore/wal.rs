@@ -13,6 +13,7 @@ use crate::protocol::connectors::Record;
 use crate::protocol::destination::Results;
 use crate::protocol::record::MODE_DIR;
 use crate::replication::Lsn;
+use crate::wal::segment::{parse_history_file_name, Segment};
 use crate::wal::{PARTIAL, WAL_DIR};
 
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
@@ -128,16 +129,21 @@ impl Writer {
             }));
         }
         let name = inside.unwrap_or_default().to_string();
-        if wal.extended.is_none() {
+        let Some(size) = wal.extended.as_ref().map(|c| c.segment_size) else {
             return Err(Error::WalBeforeManifest(record.pathname));
-        }
-        let bad = name.contains('/') || name.starts_with('.') || name.is_empty();
+        };
+        // Only PostgreSQL's own names: a segment (perhaps `.partial`) or a history file.
+        let segment = name.strip_suffix(PARTIAL).unwrap_or(&name);
+        let bad = Segment::parse(segment, size.unwrap_or(16 * 1024 * 1024)).is_none()
+            && parse_history_file_name(&name).is_none();
         let staged = self
             .root
             .join(ARCHIVE_DIR)
             .join(format!(".{name}.incoming"));
         let file = if bad {
-            Err(format!("{path} is not a WAL file name"))
+            Err(format!(
+                "{path} is not a WAL file name (a segment such as 000000010000000000000003, or a history file such as 00000002.history)"
+            ))
         } else {
             std::fs::OpenOptions::new()
                 .write(true)
