@@ -127,6 +127,29 @@ pub enum Error {
     /// A tablespace's files whose directory `/manifest.json` does not name.
     #[error("the snapshot holds the files of tablespace {0} but its manifest.json names no directory for it; give it one with option `tablespace_mapping={0}=/absolute/dir`")]
     UnknownTablespace(String),
+    /// A physical snapshot's `/.tablespaces.json` that cannot be read.
+    #[error("the snapshot's /.tablespaces.json cannot be read ({0}); nothing was written")]
+    BadTablespaceList(String),
+    /// A tablespace's directory that holds files.
+    #[error("tablespace {tablespace} would be restored into {}, which is not empty; a physical restore overwrites nothing: give it a new or empty directory with option `tablespace_mapping={key}=/absolute/dir`", .dir.display())]
+    TablespaceDirectoryNotEmpty {
+        /// The tablespace, as `name (oid)`.
+        tablespace: String,
+        /// Its name, for the option's example.
+        key: String,
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// Two tablespaces restored into one directory.
+    #[error("tablespaces {first} and {second} would both be restored into {}; give each a directory of its own with option `tablespace_mapping`; nothing was written", .dir.display())]
+    SharedTablespaceDirectory {
+        /// The directory.
+        dir: PathBuf,
+        /// One tablespace, as `name (oid)`.
+        first: String,
+        /// The other.
+        second: String,
+    },
     /// `tablespace_mapping` names a tablespace the snapshot does not hold.
     #[error("option `tablespace_mapping` names {key}, which is no tablespace of this snapshot (it holds: {known}); name each by its name or OID")]
     UnmappedTablespace {

@@ -40,7 +40,7 @@ const DATA_DIRECTORY_NAMES: &[&str] = &[
 /// Whether a record belongs to a physical backup (a data directory).
 pub fn is_data_directory(path: &str) -> bool {
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    DATA_DIRECTORY_NAMES.contains(&first)
+    DATA_DIRECTORY_NAMES.contains(&first) || path == crate::physical::tablespaces::RECORD
 }
 
 /// Whether a record belongs to a WAL snapshot (`postgres+wal://`): its WAL
@@ -214,6 +214,21 @@ mod tests {
             classify("/00003-my app.dump"),
             Ok(Entry::Database("my app".into()))
         );
+    }
+
+    #[test]
+    fn a_data_directory_is_known_by_its_first_records() {
+        for path in [
+            "/.tablespaces.json",
+            "/PG_VERSION",
+            "/base/5/1",
+            "/pg_tblspc/16384",
+        ] {
+            assert!(is_data_directory(path), "{path}");
+        }
+        for path in ["/manifest.json", "/app.dump", "/.tablespaces.json.bak"] {
+            assert!(!is_data_directory(path), "{path}");
+        }
     }
 
     #[test]

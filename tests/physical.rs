@@ -8,7 +8,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use common::cluster::{bin_location, open_dir};
+use common::cluster::{bin_location, give_to_server, open_dir, server_dir};
 use common::host::{self, Backup, Connector, Restore, Snapshot};
 use common::load::{succeed, tool};
 use common::{items, seed, Cluster, ClusterOptions};
@@ -73,6 +73,71 @@ async fn a_physical_snapshot_restores_into_a_directory_that_verifies_and_starts(
         0o700
     );
     assert!(!data.join("manifest.json").exists());
+    let copy = Cluster::adopt(&data);
+    assert_eq!(items(&copy, "app"), items(&src, "app"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pg_basebackup_that_opens_an_archive_before_its_pipe_is_made_is_started_again() {
+    let src = physical_source(200);
+    let place = open_dir();
+    let tables = server_dir(place.path(), "tables");
+    src.sql(
+        "postgres",
+        &format!("CREATE TABLESPACE tables LOCATION '{}'", tables.display()),
+    );
+    src.sql("app", "ALTER TABLE items SET TABLESPACE tables");
+    // A pg_basebackup that, once, makes its directory with base.tar already in
+    // it as a plain file, as if it had opened it before the plugin made the pipe.
+    let bin = open_dir();
+    let wrapper = bin.path().join("pg_basebackup");
+    std::fs::write(
+        &wrapper,
+        format!(
+            r#"#!/bin/sh
+for arg; do case "$arg" in --pgdata=*) out="${{arg#--pgdata=}}";; esac; done
+if [ -n "$out" ] && [ "$out" != "-" ] && [ ! -e "$0.raced" ]; then
+  : > "$0.raced"
+  mkdir "$out.new" && : > "$out.new/base.tar" && mv "$out.new" "$out"
+  exec sleep 30
+fi
+exec {} "$@"
+"#,
+            tool("pg_basebackup").display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let run = host::physical_backup(&[
+        ("location", &src.bin_uri()),
+        ("pg_bin_dir", &bin.path().display().to_string()),
+    ])
+    .await;
+    assert!(bin.path().join("pg_basebackup.raced").exists());
+    assert!(
+        run.stderr
+            .contains("opened base.tar before the plugin made it a pipe")
+            && run
+                .stderr
+                .contains("starting pg_basebackup again (attempt 2 of 3)"),
+        "{}",
+        run.stderr
+    );
+    let snapshot = run.committed();
+    let target = open_dir();
+    let data = target.path().join("restored");
+    let mapping = format!("tables={}", target.path().join("tables").display());
+    host::physical_restore(
+        &[
+            ("location", &bin_location(&data)),
+            ("tablespace_mapping", &mapping),
+        ],
+        &snapshot,
+    )
+    .await
+    .assert_ok();
+    give_to_server(&target.path().join("tables"));
     let copy = Cluster::adopt(&data);
     assert_eq!(items(&copy, "app"), items(&src, "app"));
 }

@@ -93,6 +93,10 @@ const CASES: &[(&str, fn())] = &[
         physical_tablespaces,
     ),
     (
+        "an_18_cluster_whose_disks_are_lost_goes_back_with_its_tablespace_where_it_was",
+        physical_tablespace_in_place,
+    ),
+    (
         "physical_backup_fails_on_a_damaged_page_and_names_the_file",
         physical_checksums,
     ),
@@ -783,15 +787,21 @@ fn physical_targets() {
         .fails_saying(&["belongs to a running PostgreSQL server"]);
 }
 
+/// Makes tablespace `name` in a directory of its own under `place`.
+fn tablespace(src: &Cluster, place: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let dir = server_dir(place, name);
+    src.sql(
+        "postgres",
+        &format!("CREATE TABLESPACE {name} LOCATION '{}'", dir.display()),
+    );
+    dir
+}
+
 fn physical_tablespaces() {
     let src = Cluster::start_with(ClusterOptions::physical());
     let place = open_dir();
     for name in ["tables", "indexes"] {
-        let dir = server_dir(place.path(), name);
-        src.sql(
-            "postgres",
-            &format!("CREATE TABLESPACE {name} LOCATION '{}'", dir.display()),
-        );
+        tablespace(&src, place.path(), name);
     }
     seed(&src, "app", 500);
     src.sql("app", "ALTER TABLE items SET TABLESPACE tables");
@@ -814,7 +824,7 @@ fn physical_tablespaces() {
     assert!(store.files(&snap).contains(&"pg_tblspc".to_string()));
 
     // Unmapped, a tablespace goes back to its original directory, which the
-    // source still uses: refused before any of that tablespace's files is written.
+    // source still uses: refused before anything is written.
     let elsewhere = open_dir();
     pk.destination(
         "original",
@@ -824,9 +834,13 @@ fn physical_tablespaces() {
     let before = std::fs::read_dir(place.path().join("tables"))
         .unwrap()
         .count();
-    store
-        .restore("original", &snap)
-        .fails_saying(&["is not empty", &place.path().display().to_string()]);
+    store.restore("original", &snap).fails_saying(&[
+        "tablespace tables (",
+        "is not empty",
+        &place.path().display().to_string(),
+        "option `tablespace_mapping=tables=",
+    ]);
+    assert!(!elsewhere.path().join("restored").exists());
     assert_eq!(
         std::fs::read_dir(place.path().join("tables"))
             .unwrap()
@@ -848,6 +862,23 @@ fn physical_tablespaces() {
         .restore("misspelt", &snap)
         .fails_saying(&["names tabels", "tables (", "indexes ("]);
     assert!(!misspelt.path().join("t").exists());
+
+    // Both sent to one directory: refused before anything is written.
+    let shared = open_dir();
+    pk.destination(
+        "shared",
+        &bin_location(&shared.path().join("restored")),
+        &[&format!(
+            "tablespace_mapping=tables={0},indexes={0}",
+            shared.path().join("t").display()
+        )],
+    );
+    store.restore("shared", &snap).fails_saying(&[
+        "would both be restored into",
+        "indexes (",
+        "tables (",
+    ]);
+    assert_eq!(std::fs::read_dir(shared.path()).unwrap().count(), 0);
 
     // A mapped directory that holds a file: refused before anything is written.
     let target = open_dir();
@@ -903,6 +934,62 @@ fn physical_tablespaces() {
     );
     assert_eq!(items(&copy, "app"), items(&src, "app"));
     assert_pgbench_consistent(&copy, "postgres");
+}
+
+fn physical_tablespace_in_place() {
+    // A PostgreSQL 18 server whose disks are lost, put back where it was.
+    let bin = pg18_bin();
+    let src = Cluster::start_with(ClusterOptions {
+        bin: bin.clone(),
+        ..ClusterOptions::physical()
+    });
+    let place = open_dir();
+    let tables = tablespace(&src, place.path(), "tables");
+    seed(&src, "app", 300);
+    src.sql("app", "ALTER TABLE items SET TABLESPACE tables");
+    let rows = items(&src, "app");
+    let pg_bin_dir = format!("pg_bin_dir={}", bin.display());
+    let pk = Plakar::new();
+    let store = pk.store("store");
+    pk.source("mybin", &src.bin_uri(), &[&pg_bin_dir]);
+    let snap = store.backed_up("mybin");
+    let listed: serde_json::Value =
+        serde_json::from_slice(&store.cat(&snap, "/.tablespaces.json")).unwrap();
+    assert_eq!(listed["tablespaces"][0]["name"], "tables");
+    assert_eq!(
+        listed["tablespaces"][0]["location"],
+        tables.display().to_string()
+    );
+
+    src.stop();
+    let data = src.data_dir().to_path_buf();
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::remove_dir_all(&tables).unwrap();
+    pk.destination("mydata", &bin_location(&data), &[&pg_bin_dir]);
+    store
+        .restore("mydata", &snap)
+        .ok_saying(&["matches its backup_manifest"]);
+    // The data directory's link leads to the original directory, and the
+    // plugin's own files are not in the data directory.
+    assert_eq!(
+        std::fs::read_link(
+            data.join("pg_tblspc")
+                .join(listed["tablespaces"][0]["oid"].to_string())
+        )
+        .unwrap(),
+        tables
+    );
+    assert!(!data.join(".tablespaces.json").exists() && !data.join("manifest.json").exists());
+    give_to_server(&tables);
+    let copy = Cluster::adopt_with(&data, &bin);
+    assert_eq!(
+        copy.rows(
+            "app",
+            "SELECT pg_tablespace_location(t.oid) FROM pg_tables p JOIN pg_tablespace t ON t.spcname = p.tablespace WHERE p.tablename = 'items'"
+        ),
+        vec![tables.display().to_string()]
+    );
+    assert_eq!(items(&copy, "app"), rows);
 }
 
 fn physical_checksums() {

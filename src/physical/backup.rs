@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
 use super::options::PhysicalSource;
+use super::tablespaces::{self, Tablespace};
 use super::tar::{self, Kind};
 use super::{explain, preflight};
 use crate::connection::{server_major, MAINTENANCE_DB};
@@ -48,8 +49,8 @@ pub struct PhysicalBackup {
     opens_tx: mpsc::Sender<OpenCall>,
     opens_rx: Mutex<Option<mpsc::Receiver<OpenCall>>>,
     started: SystemTime,
-    /// The OIDs of the tablespaces outside the data directory, when `Init` ran.
-    tablespaces: Vec<u32>,
+    /// The tablespaces outside the data directory, when `Init` ran.
+    tablespaces: Vec<Tablespace>,
 }
 
 impl std::fmt::Debug for PhysicalBackup {
@@ -199,7 +200,7 @@ impl Copy<'_> {
         let user = &backup.config.conn.user;
         // pg_basebackup's own failure is usually the cause of a broken stream,
         // so it comes first; a stream we stopped reading explains the rest.
-        let failed = match (outcome.failure(), copied) {
+        let failed = match (outcome.and_then(|o| o.failure()), copied) {
             (None, Ok(())) => None,
             (Some(why), Ok(())) => Some(explain::basebackup_failure(&why, user)),
             (None, Err(copy)) => Some(copy),
@@ -222,16 +223,26 @@ impl Copy<'_> {
         if manifest.wal.is_none() {
             tracing::warn!("backup_manifest has no WAL range; the manifest leaves it out");
         }
-        let bytes = manifest.to_json();
+        if !backup.tablespaces.is_empty() {
+            let list = tablespaces::to_json(&backup.tablespaces);
+            self.own_file(tablespaces::RECORD, &list, &root.entry)
+                .await?;
+        }
+        self.own_file(crate::names::MANIFEST, &manifest.to_json(), &root.entry)
+            .await
+    }
+
+    /// Announces and serves a file of the plugin's own, owned like `/`.
+    async fn own_file(&mut self, path: &str, bytes: &[u8], root: &Entry) -> Result<(), Error> {
         let entry = Entry {
-            path: crate::names::MANIFEST.into(),
+            path: path.into(),
             kind: EntryKind::File(bytes.len() as u64),
             perm: 0o600,
             modified: SystemTime::now(),
-            ..root.entry
+            ..root.clone()
         };
         self.run.announce(record::entry_record(&entry)).await?;
-        let mut content = &bytes[..];
+        let mut content = bytes;
         self.serve(&entry.path, bytes.len() as u64, &mut content, None)
             .await
             .map_err(Error::BaseBackup)
@@ -245,7 +256,7 @@ impl Copy<'_> {
         root: &mut Root,
         progress: &mut Progress,
         backup_manifest: &mut Vec<u8>,
-    ) -> Result<(Result<(), String>, Outcome), Error> {
+    ) -> Result<(Result<(), String>, Option<Outcome>), Error> {
         let mut running = start_basebackup(backup, None)?;
         let stdout = running.child.stdout.take().expect("stdout is piped");
         let mut stream = BufReader::with_capacity(CHUNK_SIZE, stdout);
@@ -257,7 +268,7 @@ impl Copy<'_> {
             let _ = tokio::io::copy(&mut stream, &mut tokio::io::sink()).await;
         }
         drop(stream);
-        Ok((copied, running.finish().await))
+        Ok((copied, Some(running.finish().await)))
     }
 
     /// A cluster with tablespaces: pg_basebackup writes one tar per tablespace
@@ -275,7 +286,7 @@ impl Copy<'_> {
         root: &mut Root,
         progress: &mut Progress,
         backup_manifest: &mut Vec<u8>,
-    ) -> Result<(Result<(), String>, Outcome), Error> {
+    ) -> Result<(Result<(), String>, Option<Outcome>), Error> {
         let private = tempfile::Builder::new()
             .prefix("plakar-postgresql-")
             .tempdir()
@@ -284,36 +295,31 @@ impl Copy<'_> {
                 path: std::env::temp_dir(),
                 source,
             })?;
-        let out = private.path().join("archives");
-        let mut running = start_basebackup(backup, Some(&out))?;
         let mut tars: Vec<String> = backup
             .tablespaces
             .iter()
-            .map(|oid| format!("{oid}.tar"))
+            .map(|t| format!("{}.tar", t.oid))
             .collect();
         tars.push("base.tar".into());
         let manifest_pipe = "backup_manifest.tmp";
+        let pipes: Vec<&str> = tars
+            .iter()
+            .map(String::as_str)
+            .chain([manifest_pipe])
+            .collect();
+        let (mut running, out, piped) = start_into_pipes(backup, private.path(), &pipes).await?;
+        if let Err(why) = piped {
+            // Ended by itself, its own words say why; else it waits for pipes
+            // that will never be read, and its end, by our hand, says nothing.
+            let ended = matches!(running.child.try_wait(), Ok(Some(_)));
+            if !ended {
+                let _ = running.child.start_kill();
+            }
+            let outcome = running.finish().await;
+            return Ok((Err(why), ended.then_some(outcome)));
+        }
 
         let copied = async {
-            // pg_basebackup makes the directory once it has checked it is absent.
-            loop {
-                if out.is_dir() {
-                    break;
-                }
-                if let Ok(Some(_)) = running.child.try_wait() {
-                    return Err("pg_basebackup ended before it wrote any archive".to_string());
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            for name in tars.iter().map(String::as_str).chain([manifest_pipe]) {
-                make_pipe(&out.join(name)).map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::AlreadyExists {
-                        format!("pg_basebackup opened {name} before the plugin could make it a pipe; run the backup again")
-                    } else {
-                        format!("cannot make the pipe {}: {e}", out.join(name).display())
-                    }
-                })?;
-            }
             let (opened_tx, mut opened) = mpsc::unbounded_channel();
             for name in &tars {
                 let (path, name, tx) = (out.join(name), name.clone(), opened_tx.clone());
@@ -431,7 +437,7 @@ impl Copy<'_> {
         }
         let outcome = running.finish().await;
         drop(private);
-        Ok((copied, outcome))
+        Ok((copied, Some(outcome)))
     }
 
     /// Reads the tar members and hands each to Plakar, `/` before the first.
@@ -600,6 +606,79 @@ async fn stream_to(
             // Plakar stopped reading this file; its acknowledgement says the rest.
             return Ok(());
         }
+    }
+    Ok(())
+}
+
+/// How many times pg_basebackup is started when it opens an archive before
+/// the plugin has made it a pipe.
+const PIPE_ATTEMPTS: u32 = 3;
+
+/// Why the archives' pipes could not be made.
+#[derive(Debug, thiserror::Error)]
+enum PipeError {
+    #[error("pg_basebackup ended before it wrote any archive")]
+    Ended,
+    /// pg_basebackup opened it first, as a plain file.
+    #[error("pg_basebackup opened {0} before the plugin could make it a pipe, at each of {PIPE_ATTEMPTS} attempts; run the backup again")]
+    Raced(String),
+    #[error("cannot make the pipe {}: {source}", .path.display())]
+    Make {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Starts pg_basebackup into a new directory under `private`, and makes each
+/// archive a named pipe there as soon as pg_basebackup has created the
+/// directory (it connects, and has the server checkpoint, before it opens the
+/// first). Should it win that race, it is stopped, before anything was read,
+/// and started again. The directory, and whether the pipes are there.
+async fn start_into_pipes(
+    backup: &PhysicalBackup,
+    private: &Path,
+    pipes: &[&str],
+) -> Result<(Running, std::path::PathBuf, Result<(), String>), Error> {
+    let mut attempt = 1;
+    loop {
+        let out = private.join(format!("archives-{attempt}"));
+        let mut running = start_basebackup(backup, Some(&out))?;
+        match make_pipes(&mut running, &out, pipes).await {
+            Err(PipeError::Raced(name)) if attempt < PIPE_ATTEMPTS => {
+                tracing::warn!(
+                    "pg_basebackup opened {name} before the plugin made it a pipe; starting pg_basebackup again (attempt {} of {PIPE_ATTEMPTS})",
+                    attempt + 1
+                );
+                let _ = running.child.start_kill();
+                let _ = running.finish().await;
+                attempt += 1;
+            }
+            made => return Ok((running, out, made.map_err(|e| e.to_string()))),
+        }
+    }
+}
+
+/// Waits for pg_basebackup to create `out`, then makes the pipes in it.
+async fn make_pipes(running: &mut Running, out: &Path, pipes: &[&str]) -> Result<(), PipeError> {
+    // pg_basebackup makes the directory once it has checked it is absent.
+    while !out.is_dir() {
+        if let Ok(Some(_)) = running.child.try_wait() {
+            if out.is_dir() {
+                break;
+            }
+            return Err(PipeError::Ended);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for name in pipes {
+        let path = out.join(name);
+        make_pipe(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => PipeError::Raced(name.to_string()),
+            _ => PipeError::Make {
+                path: path.clone(),
+                source: e,
+            },
+        })?;
     }
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod owner;
 pub mod preflight;
 pub mod recovery;
 pub mod restore;
+pub mod tablespaces;
 mod tar;
 
 pub use backup::PhysicalBackup;

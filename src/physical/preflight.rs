@@ -5,6 +5,7 @@
 
 use tokio_postgres::Client;
 
+use super::tablespaces::Tablespace;
 use crate::connection::{Connection, PgError};
 use crate::replication::slot::{self, SlotName};
 use crate::replication::{self, Refusal, SystemId};
@@ -28,17 +29,25 @@ pub async fn check(admin: &Client, conn: &Connection) -> Result<SystemId, Prefli
     Ok(replication::probe(conn).await?)
 }
 
-/// The OIDs of the tablespaces outside the data directory: pg_basebackup
-/// writes one archive for each, named after it.
-pub async fn tablespaces(admin: &Client) -> Result<Vec<u32>, PreflightError> {
+/// The tablespaces outside the data directory: pg_basebackup writes one
+/// archive for each, named after its OID.
+pub async fn tablespaces(admin: &Client) -> Result<Vec<Tablespace>, PreflightError> {
     let rows = admin
         .query(
-            "SELECT oid FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1",
+            "SELECT oid, spcname::text, pg_tablespace_location(oid)::text FROM pg_tablespace
+             WHERE spcname NOT IN ('pg_default', 'pg_global') ORDER BY 1",
             &[],
         )
         .await
         .map_err(|e| PreflightError::Query(PgError::new("", &e)))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(rows
+        .iter()
+        .map(|r| Tablespace {
+            oid: r.get(0),
+            name: r.get(1),
+            location: r.get::<_, String>(2).into(),
+        })
+        .collect())
 }
 
 /// Takes a temporary physical replication slot that reserves WAL from now on;

@@ -30,6 +30,7 @@ mod wal;
 
 use super::chain::{self, Chain};
 use super::options::PhysicalDestination;
+use super::tablespaces;
 use crate::error::Error;
 use crate::names;
 use crate::protocol::connectors::Record;
@@ -71,8 +72,8 @@ impl Destination for PhysicalDestination {
         // tablespaces are already in their mapped directories, which the same
         // destination's `tablespace_mapping` still names.
         if check_target(&config.directory)?.is_none() {
-            for (_, dir) in &config.tablespace_mapping {
-                check_directory(dir)?;
+            for (key, dir) in &config.tablespace_mapping {
+                check_tablespace_directory(dir, key, key)?;
             }
         }
         Ok(config)
@@ -93,7 +94,8 @@ impl Destination for PhysicalDestination {
             config: self,
             started: false,
             directories: Vec::new(),
-            manifest: Vec::new(),
+            own: Vec::new(),
+            refused: None,
             snapshot: None,
             tablespaces: HashMap::new(),
             placed: HashMap::new(),
@@ -101,6 +103,21 @@ impl Destination for PhysicalDestination {
             decided: false,
         }
     }
+}
+
+/// Refuses a tablespace's directory that holds anything, naming the
+/// tablespace and the option that gives it another.
+fn check_tablespace_directory(dir: &Path, tablespace: &str, key: &str) -> Result<(), Error> {
+    check_directory(dir).map_err(|e| match e {
+        Error::DirectoryNotEmpty(dir) | Error::DirectoryInUse(dir) => {
+            Error::TablespaceDirectoryNotEmpty {
+                tablespace: tablespace.to_string(),
+                key: key.to_string(),
+                dir,
+            }
+        }
+        other => other,
+    })
 }
 
 /// A directory to restore into: absent or empty, or restored for recovery
@@ -148,11 +165,16 @@ pub struct Writer {
     /// Directories written, with their mode and mtime, applied at the end
     /// (a directory made read-only first could not be filled).
     directories: Vec<(PathBuf, u32, Option<SystemTime>)>,
-    /// The bytes of `/manifest.json`, read for its tablespaces.
-    manifest: Vec<u8>,
-    /// The snapshot's tablespaces by OID: name and original directory. Plakar
-    /// sends `/manifest.json` before `/pg_tblspc`, in path order.
+    /// The bytes of the plugin's own file being read (`/.tablespaces.json`
+    /// or `/manifest.json`), which is not written into the directory.
+    own: Vec<u8>,
+    /// The snapshot's tablespaces by OID: name and original directory, from
+    /// `/.tablespaces.json`, which Plakar sends first (path order), or from
+    /// `/manifest.json` in snapshots made before that record existed.
     tablespaces: HashMap<String, (String, PathBuf)>,
+    /// Why the restore does not go on, returned at the next record: found
+    /// while reading `/.tablespaces.json`, before anything is written.
+    refused: Option<Error>,
     /// Where each tablespace is restored, by OID.
     placed: HashMap<String, PathBuf>,
     /// `/manifest.json`, once read.
@@ -204,6 +226,9 @@ impl Export for Writer {
         if self.wal.is_some() {
             return self.begin_wal(record, results).await;
         }
+        if let Some(refused) = self.refused.take() {
+            return Err(refused);
+        }
         if let Some(oid) = tablespace_of(&record.pathname) {
             if self.placed.is_empty() {
                 self.check_mapping()?;
@@ -218,8 +243,8 @@ impl Export for Writer {
     }
 
     async fn write(&mut self, open: &mut Open, chunk: Bytes) {
-        if open.record.pathname == names::MANIFEST {
-            self.manifest.extend_from_slice(&chunk);
+        if is_own_file(&open.record.pathname) {
+            self.own.extend_from_slice(&chunk);
         }
         if let (Some(file), None) = (&mut open.file, &open.error) {
             if let Err(e) = file.write_all(&chunk).await {
@@ -275,9 +300,9 @@ impl Writer {
             results.send(&record, Ok::<(), String>(())).await;
             return None;
         }
-        if record.pathname == names::MANIFEST {
+        if is_own_file(&record.pathname) {
             // The plugin's own description of the backup: not part of the data directory.
-            tracing::info!("{} is not written into the data directory", names::MANIFEST);
+            tracing::info!("{} is not written into the data directory", record.pathname);
             return Some(Open {
                 record,
                 file: None,
@@ -374,6 +399,41 @@ impl Writer {
         Ok(())
     }
 
+    /// Reads `/.tablespaces.json` and decides where every tablespace goes,
+    /// refusing a directory that is not empty, or one given to two
+    /// tablespaces, before the first file of the data directory is written.
+    fn place_all(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let list =
+            tablespaces::parse(bytes).map_err(|e| Error::BadTablespaceList(e.to_string()))?;
+        self.tablespaces = list
+            .into_iter()
+            .map(|t| (t.oid.to_string(), (t.name, t.location)))
+            .collect();
+        self.check_mapping()?;
+        let mut oids: Vec<String> = self.tablespaces.keys().cloned().collect();
+        oids.sort();
+        for oid in oids {
+            let dir = self.place(&oid)?;
+            if let Some((other, _)) = self.placed.iter().find(|(_, d)| **d == dir) {
+                return Err(Error::SharedTablespaceDirectory {
+                    dir,
+                    first: self.tablespace_name(other),
+                    second: self.tablespace_name(&oid),
+                });
+            }
+            self.placed.insert(oid, dir);
+        }
+        Ok(())
+    }
+
+    /// A tablespace as the user knows it: `name (oid)`.
+    fn tablespace_name(&self, oid: &str) -> String {
+        match self.tablespaces.get(oid) {
+            Some((name, _)) => format!("{name} ({oid})"),
+            None => oid.to_string(),
+        }
+    }
+
     /// Where tablespace `oid` is restored: its `tablespace_mapping`, by OID or
     /// name, else its original directory; refused unless absent or empty.
     fn place(&self, oid: &str) -> Result<PathBuf, Error> {
@@ -388,7 +448,8 @@ impl Writer {
             (None, Some((_, original))) => original.clone(),
             (None, None) => return Err(Error::UnknownTablespace(oid.to_string())),
         };
-        check_directory(&dir)?;
+        let key = known.map_or(oid, |(name, _)| name.as_str());
+        check_tablespace_directory(&dir, &self.tablespace_name(oid), key)?;
         Ok(dir)
     }
 
@@ -442,9 +503,19 @@ impl Writer {
             path,
             error,
         } = open;
+        if record.pathname == tablespaces::RECORD {
+            let bytes = std::mem::take(&mut self.own);
+            if let Err(refused) = self.place_all(&bytes) {
+                results.send(&record, Err(refused.to_string())).await;
+                self.refused = Some(refused);
+                return;
+            }
+        }
         if record.pathname == names::MANIFEST {
-            let bytes = std::mem::take(&mut self.manifest);
-            self.tablespaces = tablespaces_in(&bytes);
+            let bytes = std::mem::take(&mut self.own);
+            if self.tablespaces.is_empty() {
+                self.tablespaces = tablespaces_in(&bytes);
+            }
             self.snapshot = serde_json::from_slice(&bytes).ok();
             if self.wal.is_some() {
                 self.check_wal_manifest();
@@ -479,6 +550,12 @@ impl Writer {
         }
         results.send(&record, result).await;
     }
+}
+
+/// Whether a record is one of the plugin's own files, never written into
+/// the data directory.
+fn is_own_file(pathname: &str) -> bool {
+    pathname == names::MANIFEST || pathname == tablespaces::RECORD
 }
 
 /// The OID of the tablespace a record belongs to: `/pg_tblspc/<oid>[/...]`.
