@@ -222,7 +222,7 @@ async fn wal_snapshots_restored_after_the_base_recover_to_a_restore_point_or_to_
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_wal_snapshot_of_another_cluster_with_a_hole_or_without_its_base_is_refused_writing_nothing(
+async fn a_wal_snapshot_of_another_cluster_with_a_hole_a_short_segment_or_without_its_base_is_refused_writing_nothing(
 ) {
     let chain = chain().await;
     let target = open_dir();
@@ -303,10 +303,32 @@ async fn a_wal_snapshot_of_another_cluster_with_a_hole_or_without_its_base_is_re
     assert!(err.contains("is not empty"), "{err}");
     unchanged("a second base");
 
-    // The snapshots in their order are taken.
+    // A complete segment cut short: that file fails, and none is put in place.
+    let mut short = chain.first.clone();
+    let segment = short
+        .paths()
+        .into_iter()
+        .find(|p| p.starts_with("/wal/") && !p.ends_with(".partial") && !p.ends_with(".history"))
+        .expect("a complete segment")
+        .to_string();
+    short.files.get_mut(&segment).unwrap().truncate(8192);
+    let run = host::physical_restore(&config, &short).await;
+    assert!(
+        run.error_of(&segment)
+            .contains("it holds 8192 bytes, and a complete segment of this server holds 16777216"),
+        "{:?}",
+        run.results
+    );
+    unchanged("a segment cut short");
+
+    // The snapshots in their order are taken, and what a restore cut short
+    // left staged is swept away.
+    let stray = data.join("pg_wal/plakar/.000000010000000000000009.incoming");
+    std::fs::write(&stray, b"cut short").unwrap();
     for snapshot in [&chain.first, &chain.second] {
         host::physical_restore(&config, snapshot).await.assert_ok();
     }
+    assert!(!stray.exists());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -217,6 +217,7 @@ impl Export for Writer {
                 if !self.root.join("recovery.signal").exists() {
                     return Err(Error::AlreadyRecovered(self.root.clone()));
                 }
+                self.sweep_incoming();
                 self.wal = Some(WalRestore::default());
             } else if self.chain.is_some() {
                 // A base snapshot into a directory already restored.
@@ -545,6 +546,11 @@ impl Writer {
             if record.pathname.starts_with(&format!("{WAL_DIR}/")) {
                 let name = record.pathname[WAL_DIR.len() + 1..].to_string();
                 let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                let size = wal.extended.as_ref().and_then(|c| c.segment_size);
+                if let Some(why) = wal::misfit(&name, len, size) {
+                    result = Err(format!("{}: {why}", record.pathname));
+                }
+                // Staged even so: a failed restore removes every staged file.
                 wal.staged.push((name, path, len));
             }
         }

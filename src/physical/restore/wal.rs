@@ -16,12 +16,33 @@ use crate::replication::Lsn;
 use crate::wal::segment::{parse_history_file_name, Segment};
 use crate::wal::{PARTIAL, WAL_DIR};
 
+/// The suffix of a WAL file being written, before it is put in place.
+const INCOMING: &str = ".incoming";
+
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.to_path_buf();
     move |source| Error::Io {
         action,
         path,
         source,
+    }
+}
+
+/// Why a WAL file just written cannot be what its name says: a complete
+/// segment is exactly one segment long, a `.partial` at most that.
+pub(super) fn misfit(name: &str, len: u64, segment_size: Option<u64>) -> Option<String> {
+    if parse_history_file_name(name).is_some() {
+        return None;
+    }
+    let size = segment_size.unwrap_or(16 * 1024 * 1024);
+    match name.strip_suffix(PARTIAL) {
+        Some(_) if len > size => Some(format!(
+            "it holds {len} bytes, more than a segment of this server ({size} bytes)"
+        )),
+        None if len != size => Some(format!(
+            "it holds {len} bytes, and a complete segment of this server holds {size}"
+        )),
+        _ => None,
     }
 }
 
@@ -87,6 +108,23 @@ impl Writer {
         Ok(())
     }
 
+    /// Removes the files an earlier WAL restore left staged when it was cut
+    /// short (Plakar stopped before the end): never put in place, never read.
+    pub(super) fn sweep_incoming(&self) {
+        let archive = self.root.join(ARCHIVE_DIR);
+        let Ok(entries) = std::fs::read_dir(&archive) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(INCOMING) {
+                tracing::info!("removing {name}, left by a WAL restore that did not end");
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// A record of a WAL snapshot.
     pub(super) async fn begin_wal(
         &mut self,
@@ -139,7 +177,7 @@ impl Writer {
         let staged = self
             .root
             .join(ARCHIVE_DIR)
-            .join(format!(".{name}.incoming"));
+            .join(format!(".{name}{INCOMING}"));
         let file = if bad {
             Err(format!(
                 "{path} is not a WAL file name (a segment such as 000000010000000000000003, or a history file such as 00000002.history)"
@@ -263,5 +301,26 @@ impl Writer {
             self.root.display()
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::misfit;
+
+    const MB16: u64 = 16 * 1024 * 1024;
+
+    #[test]
+    fn a_segment_must_be_as_long_as_the_servers_segments() {
+        assert_eq!(misfit("000000010000000000000003", MB16, Some(MB16)), None);
+        assert!(misfit("000000010000000000000003", MB16 - 1, Some(MB16))
+            .unwrap()
+            .contains("holds 16777215 bytes"));
+        assert_eq!(
+            misfit("000000010000000000000003.partial", 8192, Some(MB16)),
+            None
+        );
+        assert!(misfit("000000010000000000000003.partial", MB16 + 1, Some(MB16)).is_some());
+        assert_eq!(misfit("00000002.history", 42, Some(MB16)), None);
     }
 }
