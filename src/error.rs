@@ -168,10 +168,10 @@ pub enum Error {
     #[error("{0}")]
     Verify(String),
     /// Plakar called `Import` a second time on a source that is read once.
-    #[error("a physical backup is imported once")]
+    #[error("this backup's stream is read once, and Plakar asked to import it again")]
     ImportedTwice,
-    /// Plakar asked for content after the copy ended.
-    #[error("the physical backup is over: {0} was asked for after the copy ended")]
+    /// Plakar asked for content after the stream was read.
+    #[error("{0} was asked for after the backup's stream was read to its end")]
     CopyOver(String),
 }
 

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
@@ -27,16 +27,11 @@ use crate::connection::{server_major, MAINTENANCE_DB};
 use crate::error::Error;
 use crate::manifest::{self, Checkpoint, Manifest, PhysicalFacts, PhysicalOptions, WalRange};
 use crate::progress::Progress;
+use crate::protocol::in_order::{OpenCalls, OpenQueue};
 use crate::protocol::record::{self, Entry, EntryKind};
-use crate::protocol::source::{Content, Ended, ImportRun, Source};
+use crate::protocol::source::{Content, ImportRun, Source};
 use crate::protocol::CHUNK_SIZE;
 use crate::tools::{Kit, Outcome, Running, Tool, Toolbox};
-
-/// An `Open` call waiting for its file's bytes.
-struct OpenCall {
-    path: String,
-    content: Content,
-}
 
 /// A physical backup in progress: what `Init` learnt and holds.
 pub struct PhysicalBackup {
@@ -46,8 +41,8 @@ pub struct PhysicalBackup {
     _admin: Client,
     /// The manifest as `Init` knew it.
     manifest: Manifest,
-    opens_tx: mpsc::Sender<OpenCall>,
-    opens_rx: Mutex<Option<mpsc::Receiver<OpenCall>>>,
+    /// The `Open` calls, served by the copy in `import`.
+    opens: OpenQueue,
     started: SystemTime,
     /// The tablespaces outside the data directory, when `Init` ran.
     tablespaces: Vec<Tablespace>,
@@ -99,14 +94,12 @@ async fn prepare(config: PhysicalSource) -> Result<PhysicalBackup, Error> {
             system.timeline
         );
     }
-    let (opens_tx, opens_rx) = mpsc::channel(4);
     Ok(PhysicalBackup {
         config,
         toolbox,
         _admin: admin,
         manifest,
-        opens_tx,
-        opens_rx: Mutex::new(Some(opens_rx)),
+        opens: OpenQueue::default(),
         started: SystemTime::now(),
         tablespaces,
     })
@@ -129,12 +122,7 @@ impl Source for PhysicalBackup {
     }
 
     async fn import(self: Arc<Self>, run: &mut ImportRun) -> Result<(), Error> {
-        let opens = self
-            .opens_rx
-            .lock()
-            .expect("not poisoned")
-            .take()
-            .ok_or(Error::ImportedTwice)?;
+        let opens = self.opens.take().ok_or(Error::ImportedTwice)?;
         Copy { run, opens }.backup(&self).await.inspect_err(|why| {
             tracing::error!("physical backup failed: {why}");
         })
@@ -142,17 +130,17 @@ impl Source for PhysicalBackup {
 
     async fn open(self: Arc<Self>, path: String, content: Content) -> Result<(), Error> {
         // The copy in `import` serves it, in the order of pg_basebackup's stream.
-        self.opens_tx
-            .send(OpenCall { path, content })
+        self.opens
+            .hand_over(path, content)
             .await
-            .map_err(|refused| Error::CopyOver(refused.0.path))
+            .map_err(Error::CopyOver)
     }
 }
 
 /// One `Import` call: the copy, and the `Open` calls it serves.
 struct Copy<'a> {
     run: &'a mut ImportRun,
-    opens: mpsc::Receiver<OpenCall>,
+    opens: OpenCalls,
 }
 
 /// The bytes of PostgreSQL's own backup manifest kept to read its WAL range.
@@ -547,29 +535,20 @@ impl Copy<'_> {
         path: &str,
         size: u64,
         content: &mut (impl AsyncRead + Unpin),
-        mut keep: Option<&mut Vec<u8>>,
+        keep: Option<&mut Vec<u8>>,
     ) -> Result<(), String> {
-        loop {
-            let asked = self
-                .run
-                .unless_stored(path, self.opens.recv())
-                .await
-                .map_err(|e| e.to_string())?;
-            let call = match asked {
-                None => return Ok(()),
-                Some(None) => return Err(Ended::Import.to_string()),
-                Some(Some(call)) => call,
-            };
-            if call.path != path {
-                call.content
-                    .fail(format!(
-                        "postgresql physical source: {} was asked for while {path} is being copied; the files of a base backup are read in order",
-                        call.path
-                    ))
-                    .await;
-                continue;
-            }
-            return stream_to(&call.content, size, content, keep.as_deref_mut()).await;
+        let opened = self
+            .opens
+            .opened(self.run, path, |asked| {
+                format!(
+                    "postgresql physical source: {asked} was asked for while {path} is being copied; the files of a base backup are read in order"
+                )
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        match opened {
+            Some(call) => stream_to(&call, size, content, keep).await,
+            None => Ok(()),
         }
     }
 }

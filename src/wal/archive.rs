@@ -25,11 +25,10 @@
 //! this run sends that WAL again (Plakar deduplicates it).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prost::bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
@@ -42,17 +41,12 @@ use crate::connection::{PgError, MAINTENANCE_DB};
 use crate::error::Error;
 use crate::manifest::{self, Manifest, WalFacts, WalRange};
 use crate::progress::Progress;
+use crate::protocol::in_order::{OpenCalls, OpenQueue};
 use crate::protocol::record::{self, Entry, EntryKind};
 use crate::protocol::source::{Content, Ended, ImportRun, Source};
 use crate::protocol::CHUNK_SIZE;
 use crate::replication::slot::{self, SlotName};
 use crate::replication::{self, Lsn, ReplicationConnection, SystemId};
-
-/// An `Open` call waiting for its file's bytes.
-struct OpenCall {
-    path: String,
-    content: Content,
-}
 
 /// A WAL archive run: what `Init` learnt and holds.
 pub struct WalArchive {
@@ -66,8 +60,8 @@ pub struct WalArchive {
     /// Whether this run created the slot.
     created: bool,
     manifest: Manifest,
-    opens_tx: mpsc::Sender<OpenCall>,
-    opens_rx: Mutex<Option<mpsc::Receiver<OpenCall>>>,
+    /// The `Open` calls, served by the stream in `import`.
+    opens: OpenQueue,
     started: SystemTime,
 }
 
@@ -171,7 +165,6 @@ async fn prepare(config: WalSource) -> Result<WalArchive, Error> {
         system.timeline,
         config.slot
     );
-    let (opens_tx, opens_rx) = mpsc::channel(4);
     Ok(WalArchive {
         config,
         admin,
@@ -181,8 +174,7 @@ async fn prepare(config: WalSource) -> Result<WalArchive, Error> {
         restart,
         created: ensured.created,
         manifest,
-        opens_tx,
-        opens_rx: Mutex::new(Some(opens_rx)),
+        opens: OpenQueue::default(),
         started: SystemTime::now(),
     })
 }
@@ -241,12 +233,7 @@ impl Source for WalArchive {
     }
 
     async fn import(self: Arc<Self>, run: &mut ImportRun) -> Result<(), Error> {
-        let opens = self
-            .opens_rx
-            .lock()
-            .expect("not poisoned")
-            .take()
-            .ok_or(Error::ImportedTwice)?;
+        let opens = self.opens.take().ok_or(Error::ImportedTwice)?;
         Archive { run, opens }
             .archive(&self)
             .await
@@ -255,17 +242,17 @@ impl Source for WalArchive {
 
     async fn open(self: Arc<Self>, path: String, content: Content) -> Result<(), Error> {
         // The stream in `import` serves it, in the order the WAL comes.
-        self.opens_tx
-            .send(OpenCall { path, content })
+        self.opens
+            .hand_over(path, content)
             .await
-            .map_err(|refused| Error::CopyOver(refused.0.path))
+            .map_err(Error::CopyOver)
     }
 }
 
 /// One `Import` call: the stream, and the `Open` calls it serves.
 struct Archive<'a> {
     run: &'a mut ImportRun,
-    opens: mpsc::Receiver<OpenCall>,
+    opens: OpenCalls,
 }
 
 /// The segment being passed to Plakar.
@@ -612,23 +599,13 @@ impl Archive<'_> {
     /// Waits until Plakar opens the record just announced; None when it
     /// stored it without reading it.
     async fn opened(&mut self, path: &str) -> Result<Option<Content>, Ended> {
-        loop {
-            let asked = self.run.unless_stored(path, self.opens.recv()).await?;
-            let call = match asked {
-                None => return Ok(None),
-                Some(None) => return Err(Ended::Import),
-                Some(Some(call)) => call,
-            };
-            if call.path == path {
-                return Ok(Some(call.content));
-            }
-            call.content
-                .fail(format!(
-                    "postgresql WAL source: {} was asked for while {path} is being sent; WAL is read in order",
-                    call.path
-                ))
-                .await;
-        }
+        self.opens
+            .opened(self.run, path, |asked| {
+                format!(
+                    "postgresql WAL source: {asked} was asked for while {path} is being sent; WAL is read in order"
+                )
+            })
+            .await
     }
 }
 
