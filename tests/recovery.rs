@@ -22,7 +22,7 @@ use common::{Cluster, ClusterOptions};
 /// Every case, by name.
 const CASES: &[(&str, fn())] = &[
     (
-        "under_load_a_restore_reaches_the_moment_by_time_by_name_and_the_latest",
+        "under_load_a_restore_reaches_the_moment_by_time_name_lsn_xid_or_immediate_and_the_latest",
         to_a_moment_under_load,
     ),
     ("a_run_that_is_not_committed_loses_no_wal", uncommitted_runs),
@@ -126,6 +126,8 @@ fn to_a_moment_under_load() {
 
     mark(&src, "before");
     let t1 = mark(&src, "t1");
+    let t1_xid = src.sql("postgres", "SELECT xmin FROM marks WHERE name = 't1'");
+    let t1_lsn = src.sql("postgres", "SELECT pg_current_wal_insert_lsn()");
     src.sql("postgres", "SELECT pg_create_restore_point('t1')");
     std::thread::sleep(Duration::from_millis(500));
     mark(&src, "after");
@@ -138,16 +140,37 @@ fn to_a_moment_under_load() {
     assert!(load.running(), "pgbench ended during the archive runs");
     load.stop();
 
-    for (what, target) in [
-        ("by time", format!("recovery_target_time={t1}")),
-        ("by name", "recovery_target_name=t1".to_string()),
+    let t1_and_before: &[&str] = &["before", "t1"];
+    for (what, target, expected) in [
+        (
+            "by time",
+            format!("recovery_target_time={t1}"),
+            t1_and_before,
+        ),
+        (
+            "by name",
+            "recovery_target_name=t1".to_string(),
+            t1_and_before,
+        ),
+        (
+            "by LSN",
+            format!("recovery_target_lsn={t1_lsn}"),
+            t1_and_before,
+        ),
+        (
+            "by xid",
+            format!("recovery_target_xid={t1_xid}"),
+            t1_and_before,
+        ),
+        // Consistent as of the base backup's end, before any mark.
+        ("immediate", "recovery_target=immediate".to_string(), &[]),
     ] {
         let (_dir, data) = restore_dir();
         archive
             .restore(&data, &base, &[&target, "recovery_target_action=promote"])
             .ok();
         let copy = start_recovered(&data);
-        assert_eq!(marks(&copy), ["before", "t1"], "restored {what}");
+        assert_eq!(marks(&copy), expected, "restored {what}");
         assert_pgbench_consistent(&copy, "postgres");
         assert_eq!(copy.sql("postgres", "SELECT pg_is_in_recovery()"), "f");
     }

@@ -143,12 +143,14 @@ impl Recovery {
             }
             return Ok(None);
         };
-        let text = values.text(name).unwrap_or_default();
+        // recovery_target_xid is an integer; every other target is text.
+        let text = || values.text(name).unwrap_or_default();
         let target = match name {
-            "recovery_target" if text == "latest" => Target::Latest,
+            "recovery_target" if text() == "latest" => Target::Latest,
             "recovery_target" => Target::Immediate,
-            "recovery_target_time" => Target::Time(check_time(&text)?),
+            "recovery_target_time" => Target::Time(check_time(&text())?),
             "recovery_target_lsn" => {
+                let text = text();
                 Target::Lsn(text.trim().parse().map_err(|_| OptionError::Invalid {
                     key: "recovery_target_lsn",
                     value: format!("{text:?}"),
@@ -156,7 +158,7 @@ impl Recovery {
                 })?)
             }
             "recovery_target_xid" => Target::Xid(values.integer(name).unwrap_or_default()),
-            _ => Target::Name(text),
+            _ => Target::Name(text()),
         };
         if action.is_some() && target == Target::Latest {
             return Err(OptionError::Conflict(
@@ -309,6 +311,14 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(lsn.target, Target::Lsn("16/B374D848".parse().unwrap()));
+        let xid = parse(&[("recovery_target_xid", "28024")]).unwrap().unwrap();
+        assert_eq!(xid.target, Target::Xid(28024));
+        assert_eq!(
+            xid.settings()[1],
+            ("recovery_target_xid", "28024".to_string())
+        );
+        let immediate = parse(&[("recovery_target", "immediate")]).unwrap().unwrap();
+        assert_eq!(immediate.target, Target::Immediate);
     }
 
     #[test]
