@@ -323,6 +323,22 @@ fn broken_chains() {
         "the refused snapshot wrote files"
     );
 
+    // A target the WAL never reaches: the server refuses to start, and says why.
+    let tomorrow = src.sql("postgres", "SELECT (now() + interval '1 day')::text");
+    let (_dir3, data3) = restore_dir();
+    archive
+        .restore(
+            &data3,
+            &base,
+            &[&format!("recovery_target_time={tomorrow}")],
+        )
+        .ok();
+    let log = Cluster::failing_to_start(&data3);
+    assert!(
+        log.contains("recovery ended before configured recovery target was reached"),
+        "{log}"
+    );
+
     // Another cluster's WAL, into a directory recovering this one.
     let other = Cluster::start_with(ClusterOptions::archived());
     archive.pk.source("otherwal", &other.wal_uri(), &[]);

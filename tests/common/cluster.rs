@@ -345,6 +345,44 @@ impl Cluster {
         }
     }
 
+    /// Starts a restored directory (its files given to the server's user
+    /// first) that must refuse to start: what the server logged.
+    pub fn failing_to_start(data: &Path) -> String {
+        let dir = home();
+        if let Some((uid, gid)) = server_identity() {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+            run(
+                Command::new("chown")
+                    .arg("-R")
+                    .arg(format!("{uid}:{gid}"))
+                    .arg(data),
+                "chown",
+            );
+        }
+        append(
+            &data.join("postgresql.auto.conf"),
+            &format!(
+                "port = {}\nunix_socket_directories = '{}'\n",
+                free_port(),
+                dir.path().display()
+            ),
+        );
+        let out = as_server(&mut Command::new(default_bin_dir().join("pg_ctl")))
+            .arg("-D")
+            .arg(data)
+            .arg("-l")
+            .arg(dir.path().join("log"))
+            .args(["-w", "-t", "120", "start"])
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "the server started on {}",
+            data.display()
+        );
+        std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+    }
+
     /// A hot standby of `primary` (started with [`ClusterOptions::physical`]
     /// or [`ClusterOptions::primary`]): `pg_basebackup -R` through a
     /// replication slot of its own into a new directory, started on a port of
