@@ -315,7 +315,7 @@ async fn a_wal_snapshot_of_another_cluster_with_a_hole_a_short_segment_or_withou
     let run = host::physical_restore(&config, &short).await;
     assert!(
         run.error_of(&segment)
-            .contains("it holds 8192 bytes, and a complete segment of this server holds 16777216"),
+            .contains("this WAL segment holds 8192 bytes, and a complete segment of this server holds 16777216"),
         "{:?}",
         run.results
     );

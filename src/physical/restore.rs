@@ -264,6 +264,9 @@ impl Export for Writer {
     }
 
     async fn finish(&mut self, results: &mut Results) -> Result<(), Error> {
+        if let Some(refused) = self.refused.take() {
+            return Err(refused);
+        }
         if let Some(wal) = self.wal.take() {
             return self.finish_wal(wal, results);
         }
@@ -548,7 +551,7 @@ impl Writer {
                 let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                 let size = wal.extended.as_ref().and_then(|c| c.segment_size);
                 if let Some(why) = wal::misfit(&name, len, size) {
-                    result = Err(format!("{}: {why}", record.pathname));
+                    result = Err(why);
                 }
                 // Staged even so: a failed restore removes every staged file.
                 wal.staged.push((name, path, len));

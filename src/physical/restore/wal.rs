@@ -37,10 +37,10 @@ pub(super) fn misfit(name: &str, len: u64, segment_size: Option<u64>) -> Option<
     let size = segment_size.unwrap_or(16 * 1024 * 1024);
     match name.strip_suffix(PARTIAL) {
         Some(_) if len > size => Some(format!(
-            "it holds {len} bytes, more than a segment of this server ({size} bytes)"
+            "this partial WAL segment holds {len} bytes, more than a whole segment of this server ({size} bytes)"
         )),
         None if len != size => Some(format!(
-            "it holds {len} bytes, and a complete segment of this server holds {size}"
+            "this WAL segment holds {len} bytes, and a complete segment of this server holds {size}"
         )),
         _ => None,
     }
