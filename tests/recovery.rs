@@ -323,7 +323,7 @@ fn broken_chains() {
         "the refused snapshot wrote files"
     );
 
-    // A target the WAL never reaches: the server refuses to start, and says why.
+    // A target the WAL never reaches: the server stops, and says why.
     let tomorrow = src.sql("postgres", "SELECT (now() + interval '1 day')::text");
     let (_dir3, data3) = restore_dir();
     archive
@@ -333,7 +333,7 @@ fn broken_chains() {
             &[&format!("recovery_target_time={tomorrow}")],
         )
         .ok();
-    let log = Cluster::failing_to_start(&data3);
+    let log = Cluster::stopping_by_itself(&data3);
     assert!(
         log.contains("recovery ended before configured recovery target was reached"),
         "{log}"
