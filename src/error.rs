@@ -140,6 +140,18 @@ pub enum Error {
         /// The directory.
         dir: PathBuf,
     },
+    /// A tablespace's directory inside the data directory, or holding it.
+    #[error("tablespace {tablespace} would be restored into {}, which overlaps the data directory {}; give it a directory of its own, outside it, with option `tablespace_mapping={key}=/absolute/dir`", .dir.display(), .root.display())]
+    TablespaceOverlapsData {
+        /// The tablespace, as `name (oid)`, or the mapping's key.
+        tablespace: String,
+        /// Its name, for the option's example.
+        key: String,
+        /// The tablespace's directory.
+        dir: PathBuf,
+        /// The data directory.
+        root: PathBuf,
+    },
     /// Two tablespaces restored into one directory.
     #[error("tablespaces {first} and {second} would both be restored into {}; give each a directory of its own with option `tablespace_mapping`; nothing was written", .dir.display())]
     SharedTablespaceDirectory {

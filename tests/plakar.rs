@@ -880,6 +880,23 @@ fn physical_tablespaces() {
     ]);
     assert_eq!(std::fs::read_dir(shared.path()).unwrap().count(), 0);
 
+    // One inside the data directory: refused before anything is written.
+    let inside = open_dir();
+    let inside_data = inside.path().join("restored");
+    pk.destination(
+        "inside",
+        &bin_location(&inside_data),
+        &[&format!(
+            "tablespace_mapping=tables={}",
+            inside_data.join("pg_tables").display()
+        )],
+    );
+    store.restore("inside", &snap).fails_saying(&[
+        "overlaps the data directory",
+        "option `tablespace_mapping=tables=",
+    ]);
+    assert!(!inside_data.exists());
+
     // A mapped directory that holds a file: refused before anything is written.
     let target = open_dir();
     let data = target.path().join("restored");

@@ -54,7 +54,7 @@ static DESTINATION_OPTIONS: &[Spec] = &[
         name: "tablespace_mapping",
         kind: Kind::Text,
         default: None,
-        description: "Where tablespaces go instead of their original directories, as `pg_basebackup --tablespace-mapping` does: `NAME_OR_OID=/absolute/dir`, several separated by commas. Each directory must be absent or empty. Without it each tablespace is restored at its original directory, which must be absent or empty too.",
+        description: "Where tablespaces go instead of their original directories, as `pg_basebackup --tablespace-mapping` does: `NAME_OR_OID=/absolute/dir`, several separated by commas. Each directory must be absent or empty, and outside the data directory. Without it each tablespace is restored at its original directory, which must be absent or empty too.",
     },
 ];
 

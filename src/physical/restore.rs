@@ -73,7 +73,7 @@ impl Destination for PhysicalDestination {
         // destination's `tablespace_mapping` still names.
         if check_target(&config.directory)?.is_none() {
             for (key, dir) in &config.tablespace_mapping {
-                check_tablespace_directory(dir, key, key)?;
+                check_tablespace_directory(dir, &config.directory, key, key)?;
             }
         }
         Ok(config)
@@ -105,9 +105,23 @@ impl Destination for PhysicalDestination {
     }
 }
 
-/// Refuses a tablespace's directory that holds anything, naming the
-/// tablespace and the option that gives it another.
-fn check_tablespace_directory(dir: &Path, tablespace: &str, key: &str) -> Result<(), Error> {
+/// Refuses a tablespace's directory that holds anything, or that is inside
+/// the data directory or holds it, naming the tablespace and the option that
+/// gives it another.
+fn check_tablespace_directory(
+    dir: &Path,
+    root: &Path,
+    tablespace: &str,
+    key: &str,
+) -> Result<(), Error> {
+    if dir.starts_with(root) || root.starts_with(dir) {
+        return Err(Error::TablespaceOverlapsData {
+            tablespace: tablespace.to_string(),
+            key: key.to_string(),
+            dir: dir.to_path_buf(),
+            root: root.to_path_buf(),
+        });
+    }
     check_directory(dir).map_err(|e| match e {
         Error::DirectoryNotEmpty(dir) | Error::DirectoryInUse(dir) => {
             Error::TablespaceDirectoryNotEmpty {
@@ -453,7 +467,7 @@ impl Writer {
             (None, None) => return Err(Error::UnknownTablespace(oid.to_string())),
         };
         let key = known.map_or(oid, |(name, _)| name.as_str());
-        check_tablespace_directory(&dir, &self.tablespace_name(oid), key)?;
+        check_tablespace_directory(&dir, &self.root, &self.tablespace_name(oid), key)?;
         Ok(dir)
     }
 
