@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::caught::wait_until;
 use common::load::{assert_pgbench_consistent, pgbench_sums, pgbench_writing};
-use common::pitr::{restore_dir, Archive};
+use common::pitr::{create_marks, mark, restore_dir, Archive};
 use common::plakar;
 use common::walsnap::archive_files;
 use common::{Cluster, ClusterOptions};
@@ -57,15 +57,6 @@ fn marks(cluster: &Cluster) -> Vec<String> {
     cluster.rows("postgres", "SELECT name FROM marks ORDER BY at")
 }
 
-/// Commits a mark; the server's clock just after its commit.
-fn mark(cluster: &Cluster, name: &str) -> String {
-    cluster.sql(
-        "postgres",
-        &format!("INSERT INTO marks (name) VALUES ('{name}')"),
-    );
-    cluster.sql("postgres", "SELECT clock_timestamp()::text")
-}
-
 /// A cluster being archived: the table of marks, and the slot made by a first run.
 fn archived_cluster() -> (Cluster, Archive) {
     archived_cluster_by(Archive::of)
@@ -74,10 +65,7 @@ fn archived_cluster() -> (Cluster, Archive) {
 /// [`archived_cluster`] with the archive `make` makes.
 fn archived_cluster_by(make: fn(&Cluster) -> Archive) -> (Cluster, Archive) {
     let src = Cluster::start_with(ClusterOptions::archived());
-    src.sql(
-        "postgres",
-        "CREATE TABLE marks (name text PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())",
-    );
+    create_marks(&src);
     let archive = make(&src);
     archive
         .archive_run()
@@ -448,10 +436,7 @@ fn standby_promoted() {
     let mut options = ClusterOptions::primary();
     options.config.push("synchronous_commit = on".into());
     let primary = Cluster::start_with(options);
-    primary.sql(
-        "postgres",
-        "CREATE TABLE marks (name text PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())",
-    );
+    create_marks(&primary);
     let standby = Cluster::standby_of(&primary, &[]);
     let archive = Archive::of_two(&primary, &standby);
     archive

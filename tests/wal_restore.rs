@@ -16,6 +16,7 @@ use std::time::Duration;
 use common::caught::wait_until;
 use common::cluster::{bin_location, not_owned_by, open_dir, server_identity};
 use common::host::{self, Restore, Snapshot};
+use common::pitr::{create_marks, mark};
 use common::walsnap::{
     archive_files, of_another_cluster, position, segment_start, system_identifier, wal_snapshot,
     SEGMENT_SIZE,
@@ -36,22 +37,12 @@ struct Chain {
     second_stop: Lsn,
 }
 
-fn mark(src: &Cluster, name: &str) {
-    src.sql(
-        "postgres",
-        &format!("INSERT INTO marks (name) VALUES ('{name}')"),
-    );
-}
-
 async fn chain() -> Chain {
     let mut options = ClusterOptions::archived();
     // The segments stay in pg_wal for the snapshots to be read from.
     options.config.push("wal_keep_size = '1GB'".into());
     let src = Cluster::start_with(options);
-    src.sql(
-        "postgres",
-        "CREATE TABLE marks (name text PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())",
-    );
+    create_marks(&src);
     let base = host::physical_backup(&[("location", &src.bin_uri())])
         .await
         .committed();

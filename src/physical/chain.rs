@@ -64,7 +64,15 @@ pub enum ChainError {
     BadManifest(String),
 }
 
+/// PostgreSQL's default WAL segment size (initdb --wal-segsize=16).
+const DEFAULT_SEGMENT_SIZE: u64 = 16 * 1024 * 1024;
+
 impl Chain {
+    /// The WAL segment size, as a WAL snapshot said it, else PostgreSQL's default.
+    pub fn segment_bytes(&self) -> u64 {
+        self.segment_size.unwrap_or(DEFAULT_SEGMENT_SIZE)
+    }
+
     /// The chain of a base backup of `system_identifier`, whose WAL is `timeline`, `start`..`stop`.
     pub fn of_base(system_identifier: &str, timeline: u32, start: Lsn, stop: Lsn) -> Chain {
         Chain {

@@ -563,8 +563,9 @@ impl Writer {
             if record.pathname.starts_with(&format!("{WAL_DIR}/")) {
                 let name = record.pathname[WAL_DIR.len() + 1..].to_string();
                 let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                let size = wal.extended.as_ref().and_then(|c| c.segment_size);
-                if let Some(why) = wal::misfit(&name, len, size) {
+                let misfit = (wal.extended.as_ref())
+                    .and_then(|chain| wal::misfit(&name, len, chain.segment_bytes()));
+                if let Some(why) = misfit {
                     result = Err(why);
                 }
                 // Staged even so: a failed restore removes every staged file.

@@ -199,6 +199,24 @@ fn pg_ctl_start(bin: &Path, data: &Path, home: &Path, seconds: u32, what: &str) 
     );
 }
 
+/// A home for a server on a restored data directory: its socket and log
+/// there, on a free port, both written into the directory's settings.
+fn restored_home(data: &Path) -> (TempDir, u16) {
+    let dir = home();
+    if let Some((uid, gid)) = server_identity() {
+        std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+    }
+    let port = free_port();
+    append(
+        &data.join("postgresql.auto.conf"),
+        &format!(
+            "port = {port}\nunix_socket_directories = '{}'\n",
+            dir.path().display()
+        ),
+    );
+    (dir, port)
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -298,15 +316,7 @@ impl Cluster {
 
     /// [`Cluster::adopt`] with the server binaries in `bin` (the backup's major version).
     pub fn adopt_with(data: &Path, bin: &Path) -> Cluster {
-        if let Some((uid, gid)) = server_identity() {
-            run(
-                Command::new("chown")
-                    .arg("-R")
-                    .arg(format!("{uid}:{gid}"))
-                    .arg(data),
-                "chown",
-            );
-        }
+        give_to_server(data);
         Cluster::start_restored_with(data, bin)
     }
 
@@ -318,18 +328,7 @@ impl Cluster {
 
     /// [`Cluster::start_restored`] with the server binaries in `bin`.
     pub fn start_restored_with(data: &Path, bin: &Path) -> Cluster {
-        let dir = home();
-        if let Some((uid, gid)) = server_identity() {
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
-        }
-        let port = free_port();
-        append(
-            &data.join("postgresql.auto.conf"),
-            &format!(
-                "port = {port}\nunix_socket_directories = '{}'\n",
-                dir.path().display()
-            ),
-        );
+        let (dir, port) = restored_home(data);
         pg_ctl_start(
             bin,
             data,
@@ -350,25 +349,8 @@ impl Cluster {
     /// start` may fail, or, when hot standby opened the server to connections
     /// before replay ended, succeed just before the server stops.
     pub fn stopping_by_itself(data: &Path) -> String {
-        let dir = home();
-        if let Some((uid, gid)) = server_identity() {
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
-            run(
-                Command::new("chown")
-                    .arg("-R")
-                    .arg(format!("{uid}:{gid}"))
-                    .arg(data),
-                "chown",
-            );
-        }
-        append(
-            &data.join("postgresql.auto.conf"),
-            &format!(
-                "port = {}\nunix_socket_directories = '{}'\n",
-                free_port(),
-                dir.path().display()
-            ),
-        );
+        give_to_server(data);
+        let (dir, _) = restored_home(data);
         let _ = as_server(&mut Command::new(default_bin_dir().join("pg_ctl")))
             .arg("-D")
             .arg(data)

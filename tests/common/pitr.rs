@@ -129,6 +129,23 @@ impl Archive {
     }
 }
 
+/// Makes the table of marks the point-in-time cases commit and look for.
+pub fn create_marks(cluster: &Cluster) {
+    cluster.sql(
+        "postgres",
+        "CREATE TABLE marks (name text PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())",
+    );
+}
+
+/// Commits a mark; the server's clock just after its commit.
+pub fn mark(cluster: &Cluster, name: &str) -> String {
+    cluster.sql(
+        "postgres",
+        &format!("INSERT INTO marks (name) VALUES ('{name}')"),
+    );
+    cluster.sql("postgres", "SELECT clock_timestamp()::text")
+}
+
 /// A fresh directory for a restored data directory.
 pub fn restore_dir() -> (tempfile::TempDir, PathBuf) {
     let dir = open_dir();

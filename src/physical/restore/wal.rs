@@ -30,11 +30,10 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error
 
 /// Why a WAL file just written cannot be what its name says: a complete
 /// segment is exactly one segment long, a `.partial` at most that.
-pub(super) fn misfit(name: &str, len: u64, segment_size: Option<u64>) -> Option<String> {
+pub(super) fn misfit(name: &str, len: u64, size: u64) -> Option<String> {
     if parse_history_file_name(name).is_some() {
         return None;
     }
-    let size = segment_size.unwrap_or(16 * 1024 * 1024);
     match name.strip_suffix(PARTIAL) {
         Some(_) if len > size => Some(format!(
             "this partial WAL segment holds {len} bytes, more than a whole segment of this server ({size} bytes)"
@@ -167,13 +166,13 @@ impl Writer {
             }));
         }
         let name = inside.unwrap_or_default().to_string();
-        let Some(size) = wal.extended.as_ref().map(|c| c.segment_size) else {
+        let Some(size) = wal.extended.as_ref().map(Chain::segment_bytes) else {
             return Err(Error::WalBeforeManifest(record.pathname));
         };
         // Only PostgreSQL's own names: a segment (perhaps `.partial`) or a history file.
         let segment = name.strip_suffix(PARTIAL).unwrap_or(&name);
-        let bad = Segment::parse(segment, size.unwrap_or(16 * 1024 * 1024)).is_none()
-            && parse_history_file_name(&name).is_none();
+        let bad =
+            Segment::parse(segment, size).is_none() && parse_history_file_name(&name).is_none();
         let staged = self
             .root
             .join(ARCHIVE_DIR)
@@ -254,7 +253,7 @@ impl Writer {
             discard(&wal.staged);
             return Ok(());
         }
-        let size = chain.segment_size.unwrap_or(16 * 1024 * 1024);
+        let size = chain.segment_bytes();
         let archive = self.root.join(ARCHIVE_DIR);
         for (name, staged, len) in &wal.staged {
             let (name, len) = match name.strip_suffix(PARTIAL) {
@@ -312,15 +311,12 @@ mod tests {
 
     #[test]
     fn a_segment_must_be_as_long_as_the_servers_segments() {
-        assert_eq!(misfit("000000010000000000000003", MB16, Some(MB16)), None);
-        assert!(misfit("000000010000000000000003", MB16 - 1, Some(MB16))
+        assert_eq!(misfit("000000010000000000000003", MB16, MB16), None);
+        assert!(misfit("000000010000000000000003", MB16 - 1, MB16)
             .unwrap()
             .contains("holds 16777215 bytes"));
-        assert_eq!(
-            misfit("000000010000000000000003.partial", 8192, Some(MB16)),
-            None
-        );
-        assert!(misfit("000000010000000000000003.partial", MB16 + 1, Some(MB16)).is_some());
-        assert_eq!(misfit("00000002.history", 42, Some(MB16)), None);
+        assert_eq!(misfit("000000010000000000000003.partial", 8192, MB16), None);
+        assert!(misfit("000000010000000000000003.partial", MB16 + 1, MB16).is_some());
+        assert_eq!(misfit("00000002.history", 42, MB16), None);
     }
 }
