@@ -18,7 +18,7 @@ use super::exporter::{
     exporter_server, CloseRequest, CloseResponse, ExportRequest, ExportResponse, InitRequest,
     InitResponse, PingRequest, PingResponse,
 };
-use super::{Failure, ResponseStream, Slot};
+use super::{guard, Failure, ResponseStream, Slot};
 
 /// A restore destination: what `Init` prepares.
 #[tonic::async_trait]
@@ -236,8 +236,9 @@ impl<D> DestinationService<D> {
 #[tonic::async_trait]
 impl<D: Destination> exporter_server::Exporter for DestinationService<D> {
     async fn init(&self, request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
-        let destination = D::init(&request.into_inner().config)
+        let destination = guard::guarded(D::init(&request.into_inner().config))
             .await
+            .map_err(|internal| Status::internal(format!("{}: {internal}", self.name)))?
             .map_err(|e| Status::new(e.code(), format!("{}: {e}", self.name)))?;
         let response = InitResponse {
             origin: destination.origin(),
@@ -267,7 +268,17 @@ impl<D: Destination> exporter_server::Exporter for DestinationService<D> {
         let destination = self.current.get()?;
         let (tx, rx) = mpsc::channel(16);
         let restore = destination.export();
-        tokio::spawn(run(self.name, restore, request.into_inner(), tx));
+        let name = self.name;
+        tokio::spawn(async move {
+            if let Err(internal) =
+                guard::guarded(run(name, restore, request.into_inner(), tx.clone())).await
+            {
+                tracing::error!("{name}: {internal}");
+                let _ = tx
+                    .send(Err(Status::internal(format!("{name}: {internal}"))))
+                    .await;
+            }
+        });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 

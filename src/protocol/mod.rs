@@ -4,6 +4,7 @@
 //! Nothing here knows about PostgreSQL.
 
 pub mod destination;
+pub mod guard;
 pub mod in_order;
 pub mod record;
 mod slot;

@@ -18,7 +18,7 @@ use super::importer::{
     importer_server, CloseRequest, CloseResponse, ImportRequest, ImportResponse, InitRequest,
     InitResponse, OpenRequest, OpenResponse, PingRequest, PingResponse,
 };
-use super::{Failure, ResponseStream, Slot};
+use super::{guard, Failure, ResponseStream, Slot};
 
 /// A backup source: what `Init` prepares, the records it announces, the
 /// content behind each.
@@ -138,8 +138,8 @@ impl ImportRun {
 
     /// Waits for every acknowledgement, then ends the call: `finished`, or
     /// the error that keeps Plakar from committing.
-    async fn finish<S: Source>(mut self, name: &str, source: &S, imported: Result<(), S::Error>) {
-        let mut result = imported.map_err(|e| e.to_string());
+    async fn finish<S: Source>(mut self, name: &str, source: &S, imported: Result<(), String>) {
+        let mut result = imported;
         while result.is_ok() && !self.pending.is_empty() {
             match self.acks.message().await {
                 Ok(Some(request)) => {
@@ -238,8 +238,9 @@ impl<S: Source> SourceService<S> {
 #[tonic::async_trait]
 impl<S: Source> importer_server::Importer for SourceService<S> {
     async fn init(&self, request: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
-        let source = S::init(&request.into_inner().config)
+        let source = guard::guarded(S::init(&request.into_inner().config))
             .await
+            .map_err(|internal| Status::internal(format!("{}: {internal}", self.name)))?
             .map_err(|e| self.status(&e, e.code()))?;
         let response = InitResponse {
             origin: source.origin(),
@@ -276,7 +277,10 @@ impl<S: Source> importer_server::Importer for SourceService<S> {
         };
         let name = self.name;
         tokio::spawn(async move {
-            let imported = source.clone().import(&mut run).await;
+            let imported = match guard::guarded(source.clone().import(&mut run)).await {
+                Ok(imported) => imported.map_err(|e| e.to_string()),
+                Err(internal) => Err(internal),
+            };
             run.finish(name, &*source, imported).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -297,10 +301,12 @@ impl<S: Source> importer_server::Importer for SourceService<S> {
         let (tx, rx) = mpsc::channel(4);
         let name = self.name;
         tokio::spawn(async move {
-            if let Err(e) = source.open(path, Content(tx.clone())).await {
-                let status = Status::new(e.code(), format!("{name}: {e}"));
-                let _ = tx.send(Err(status)).await;
-            }
+            let status = match guard::guarded(source.open(path, Content(tx.clone()))).await {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => Status::new(e.code(), format!("{name}: {e}")),
+                Err(internal) => Status::internal(format!("{name}: {internal}")),
+            };
+            let _ = tx.send(Err(status)).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
