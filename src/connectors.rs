@@ -12,8 +12,6 @@ use crate::physical::{PhysicalBackup, PhysicalDestination};
 use crate::restore::options::DESTINATION_OPTIONS;
 use crate::restore::Restore;
 use crate::server::{self, Service};
-use crate::wal::options::WAL_SOURCE_OPTIONS;
-use crate::wal::WalArchive;
 
 /// Which side of Plakar a connector serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +49,7 @@ impl Connector {
 }
 
 /// Every connector, in the order manifest.yaml lists them.
-pub static CONNECTORS: [Connector; 5] = [
+pub static CONNECTORS: [Connector; 4] = [
     Connector {
         role: "importer",
         name: "postgresql source",
@@ -87,15 +85,6 @@ pub static CONNECTORS: [Connector; 5] = [
         summary: "serve the physical restore destination (postgres+bin:///dir)",
         options: &PHYSICAL_DESTINATION_OPTIONS,
         service: server::destination::<PhysicalDestination>,
-    },
-    Connector {
-        role: "wal-importer",
-        name: "postgresql WAL source",
-        side: Side::Source,
-        scheme: "postgres+wal",
-        summary: "serve the WAL-archiving source (postgres+wal://)",
-        options: &WAL_SOURCE_OPTIONS,
-        service: server::source::<WalArchive>,
     },
 ];
 

@@ -43,21 +43,15 @@ pub enum Error {
     /// A WAL archive run failed.
     #[error(transparent)]
     Wal(#[from] WalError),
-    /// A WAL snapshot that does not continue the chain of a directory restored for recovery.
+    /// A snapshot that cannot recover as asked.
     #[error(transparent)]
     Chain(#[from] ChainError),
-    /// A WAL snapshot restored where no base backup was restored for recovery.
-    #[error("{} holds no base backup restored for point-in-time recovery, so a WAL snapshot cannot go there; nothing was written. Restore the base snapshot there first with a recovery target (such as -o recovery_target=latest), then the WAL snapshots taken since, oldest first", .0.display())]
-    NoRecoveryBase(PathBuf),
-    /// A WAL snapshot restored where recovery has already ended.
-    #[error("{} has already recovered (its recovery.signal is gone: the server ended recovery and opened for writes), so a WAL snapshot can no longer go there; nothing was written. To recover further, restore the base snapshot into a new directory, then the WAL snapshots, oldest first", .0.display())]
-    AlreadyRecovered(PathBuf),
-    /// A WAL snapshot whose WAL came before its manifest.
-    #[error("the WAL snapshot's {0} came before its /manifest.json, which says whose WAL it is; nothing was written")]
-    WalBeforeManifest(String),
-    /// A base snapshot restored for recovery without the facts recovery needs.
-    #[error("the snapshot's /manifest.json does not name {0}, which point-in-time recovery needs; restore it without recovery options")]
-    NoRecoveryFacts(&'static str),
+    /// Recovery options for a snapshot that holds no WAL beyond its base.
+    #[error("option `{0}` asks for point-in-time recovery, but this snapshot holds only its base backup (its source did not archive WAL: set archive_wal=true on the physical source); nothing was written. Restore it without recovery options, or restore a snapshot of a source that archives its WAL")]
+    NoWalInSnapshot(String),
+    /// A piece of the snapshot's WAL that is not what `/.chain.json` says.
+    #[error("the snapshot's WAL cannot be restored: {0}; everything this restore wrote was removed. Check the snapshot with `plakar check`, and restore an earlier or a later one")]
+    DamagedWal(String),
     /// A standby cancelled a query of the backup to go on replaying.
     #[error(transparent)]
     RecoveryConflict(#[from] RecoveryConflict),
@@ -97,9 +91,6 @@ pub enum Error {
     /// A physical snapshot sent to the logical destination.
     #[error("{0} belongs to a physical backup (postgres+bin://), which pg_restore cannot read; nothing was restored. Restore the snapshot into a new data directory with a physical destination: plakar destination add mydata postgres+bin:///path/to/empty/directory")]
     PhysicalSnapshot(String),
-    /// A WAL snapshot sent to the logical destination.
-    #[error("{0} belongs to a WAL snapshot (postgres+wal://), which only the physical destination restores, into a data directory restored for point-in-time recovery; nothing was restored")]
-    WalSnapshot(String),
     /// A logical snapshot sent to the physical destination.
     #[error("{0} comes from a logical backup (pg_dump), not a data directory; nothing was written. Restore the snapshot with a postgres:// destination: plakar destination add mypgdst postgres://user@host/")]
     LogicalSnapshot(String),

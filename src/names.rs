@@ -37,21 +37,21 @@ const DATA_DIRECTORY_NAMES: &[&str] = &[
     "tablespace_map",
 ];
 
-/// Whether a record belongs to a physical backup (a data directory).
+/// Whether a record belongs to a physical backup: a data directory, or a
+/// snapshot that carries its WAL (`/.chain.json`, `/bases`, `/wal`, `/receipt`).
 pub fn is_data_directory(path: &str) -> bool {
+    use crate::physical::chain;
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
-    DATA_DIRECTORY_NAMES.contains(&first) || path == crate::physical::tablespaces::RECORD
-}
-
-/// Whether a record belongs to a WAL snapshot (`postgres+wal://`): its WAL
-/// files or its receipts.
-pub fn is_wal_archive(path: &str) -> bool {
-    [crate::wal::WAL_DIR, crate::wal::RECEIPTS]
-        .iter()
-        .any(|dir| {
-            path.strip_prefix(dir)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        })
+    let under = |dir: &str| {
+        path.strip_prefix(dir)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    };
+    DATA_DIRECTORY_NAMES.contains(&first)
+        || path == crate::physical::tablespaces::RECORD
+        || path == chain::RECORD
+        || [chain::BASES, chain::WAL, chain::RECEIPTS]
+            .iter()
+            .any(|d| under(d))
 }
 
 /// Whether a record is one only a logical backup (pg_dump, pg_dumpall) writes.
@@ -223,10 +223,18 @@ mod tests {
             "/PG_VERSION",
             "/base/5/1",
             "/pg_tblspc/16384",
+            "/.chain.json",
+            "/bases/20261204T100000Z/PG_VERSION",
+            "/wal/00000001-0000000003000000-0000000005000060",
         ] {
             assert!(is_data_directory(path), "{path}");
         }
-        for path in ["/manifest.json", "/app.dump", "/.tablespaces.json.bak"] {
+        for path in [
+            "/manifest.json",
+            "/app.dump",
+            "/.tablespaces.json.bak",
+            "/walrus.dump",
+        ] {
             assert!(!is_data_directory(path), "{path}");
         }
     }

@@ -207,15 +207,17 @@ async fn a_plakar_that_stops_acknowledging_fails_the_backup() {
         ]);
 }
 
-/// A WAL source that has run once, with complete segments written since.
+/// A physical source that archives its WAL, run once, with complete
+/// segments written since.
 struct Archived {
     src: Cluster,
     state: tempfile::TempDir,
     /// Where the slot keeps WAL from.
     kept: String,
-    /// The record of the segment holding that position.
-    path: String,
 }
+
+/// Any WAL piece of a snapshot.
+const PIECE: &str = "/wal/00000001-*";
 
 impl Archived {
     async fn new() -> Archived {
@@ -225,35 +227,31 @@ impl Archived {
             src,
             state,
             kept: String::new(),
-            path: String::new(),
         };
         let owned = archived.config();
         let config: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        Backup::wal(&config).run().await.committed();
+        Backup::physical(&config).run().await.committed();
         more_wal(&archived.src);
-        let (kept, segment) = slot_start(&archived.src);
-        archived.kept = kept;
-        archived.path = format!("/wal/{segment}");
+        archived.kept = slot_start(&archived.src);
         archived
     }
 
     /// The source's configuration: its location and state directory.
     fn config(&self) -> Vec<(&'static str, String)> {
         vec![
-            ("location", self.src.wal_uri()),
+            ("location", self.src.bin_uri()),
+            ("archive_wal", "true".into()),
             ("state_dir", self.state.path().display().to_string()),
         ]
     }
 }
 
-/// Where the WAL source's slot keeps WAL from, and the name of its segment.
-fn slot_start(src: &Cluster) -> (String, String) {
-    let row = src.sql(
+/// Where the archiving slot keeps WAL from.
+fn slot_start(src: &Cluster) -> String {
+    src.sql(
         "postgres",
-        "SELECT restart_lsn, pg_walfile_name(restart_lsn) FROM pg_replication_slots WHERE slot_name = 'plakar_wal'",
-    );
-    let (lsn, name) = row.split_once('|').expect("the slot exists");
-    (lsn.to_string(), name.to_string())
+        "SELECT restart_lsn FROM pg_replication_slots WHERE slot_name = 'plakar_wal'",
+    )
 }
 
 /// WAL in complete segments: rows, and the segment switched twice.
@@ -268,15 +266,25 @@ fn more_wal(src: &Cluster) {
     );
 }
 
+/// The snapshot's WAL pieces, by path.
+fn pieces(snapshot: &common::host::Snapshot) -> Vec<(String, usize)> {
+    snapshot
+        .files
+        .iter()
+        .filter(|(p, _)| p.starts_with("/wal/00000001-"))
+        .map(|(p, c)| (p.clone(), c.len()))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn a_wal_stream_cut_mid_segment_fails_the_run_and_the_slot_keeps_that_wal() {
+async fn a_wal_stream_cut_mid_piece_fails_the_run_and_the_slot_keeps_that_wal() {
     let archived = Archived::new().await;
-    let (src, kept, path) = (&archived.src, archived.kept.clone(), archived.path.clone());
+    let (src, kept) = (&archived.src, archived.kept.clone());
     let owned = archived.config();
     let config: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
-    let run = Backup::wal(&config)
-        .holding(&path, || {
+    let run = Backup::physical(&config)
+        .holding(PIECE, || {
             src.sql(
                 "postgres",
                 "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'plakar_wal'",
@@ -293,42 +301,61 @@ async fn a_wal_stream_cut_mid_segment_fails_the_run_and_the_slot_keeps_that_wal(
     );
     assert!(!run.finished);
     assert_eq!(
-        slot_start(src).0,
+        slot_start(src),
         kept,
         "the slot moved past WAL no snapshot holds"
     );
 
-    let again = Backup::wal(&config).run().await.committed();
-    assert!(again.files.contains_key(&path), "{:?}", again.paths());
-    assert_eq!(again.files[&path].len(), 16 * 1024 * 1024);
+    let again = Backup::physical(&config).run().await.committed();
+    let held = pieces(&again);
+    assert!(!held.is_empty(), "{:?}", again.paths());
+    let chain: serde_json::Value = serde_json::from_slice(&again.files["/.chain.json"]).unwrap();
+    let whole: u64 = chain["pieces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let lsn = |s: &str| {
+                let (h, l) = s.split_once('/').unwrap();
+                (u64::from_str_radix(h, 16).unwrap() << 32) + u64::from_str_radix(l, 16).unwrap()
+            };
+            lsn(p["to"].as_str().unwrap()) - lsn(p["from"].as_str().unwrap())
+        })
+        .sum();
+    assert_eq!(
+        held.iter().map(|(_, n)| *n as u64).sum::<u64>(),
+        whole,
+        "every piece holds the bytes /.chain.json gives it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_segment_plakar_cannot_store_fails_the_run_and_is_sent_again() {
+async fn a_piece_plakar_cannot_store_fails_the_run_and_is_sent_again() {
     let archived = Archived::new().await;
-    let (src, kept, path) = (&archived.src, archived.kept.clone(), archived.path.clone());
+    let (src, kept) = (&archived.src, archived.kept.clone());
     let owned = archived.config();
     let config: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
 
-    let run = Backup::wal(&config)
-        .failing_to_store(&path, "disk full")
+    let run = Backup::physical(&config)
+        .failing_to_store(PIECE, "disk full")
         .run()
         .await;
-    let err = run.snapshot.expect_err("an unstored segment fails the run");
+    let err = run.snapshot.expect_err("an unstored piece fails the run");
     assert!(
-        err.contains(&format!("Plakar could not store {path}: disk full")),
+        err.contains("Plakar could not store /wal/00000001-") && err.contains(": disk full"),
         "{err}"
     );
-    assert_eq!(slot_start(src).0, kept);
+    assert_eq!(slot_start(src), kept);
 
-    let again = Backup::wal(&config).run().await;
-    assert!(again.committed().files.contains_key(&path));
+    let again = Backup::physical(&config).run().await;
+    assert!(!pieces(&again.committed()).is_empty());
     // The host's Plakar has no cache: no receipt ever comes back unread,
-    // so the slot stays, and says why.
+    // so the slot stays, and the run takes a new base backup and says why.
     assert!(
-        again.stderr.contains("its WAL is sent again"),
+        again.stderr.contains("stays where it is")
+            && again.stderr.contains("takes a new base backup"),
         "{}",
         again.stderr
     );
-    assert_eq!(slot_start(src).0, kept);
+    assert_eq!(slot_start(src), kept);
 }

@@ -330,3 +330,109 @@ async fn ping_says_whether_the_physical_connectors_can_work() {
         "{err}"
     );
 }
+
+/// A source that archives its WAL, run once through the host: its snapshot,
+/// and the state directory it keeps.
+async fn archiving_snapshot(src: &Cluster) -> (Snapshot, tempfile::TempDir) {
+    let state = tempfile::tempdir().unwrap();
+    let snapshot = host::physical_backup(&[
+        ("location", &src.bin_uri()),
+        ("archive_wal", "true"),
+        ("state_dir", &state.path().display().to_string()),
+    ])
+    .await
+    .committed();
+    (snapshot, state)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_that_carries_its_wal_restores_to_its_end_and_starts() {
+    let src = physical_source(100);
+    src.sql("app", "SELECT pg_switch_wal()");
+    let (snapshot, _state) = archiving_snapshot(&src).await;
+    let chain: serde_json::Value = serde_json::from_slice(&snapshot.files["/.chain.json"]).unwrap();
+    let base = chain["bases"][0]["id"].as_str().unwrap().to_string();
+    for path in ["PG_VERSION", "backup_label", "backup_manifest"] {
+        let path = format!("/bases/{base}/{path}");
+        assert!(snapshot.files.contains_key(&path), "{path} missing");
+    }
+    assert!(snapshot
+        .paths()
+        .iter()
+        .any(|p| p.starts_with("/wal/00000001-")));
+
+    let target = open_dir();
+    let data = target.path().join("restored");
+    let run = host::physical_restore(&[("location", &bin_location(&data))], &snapshot).await;
+    run.assert_ok();
+    assert!(
+        run.stderr.contains("ready for point-in-time recovery"),
+        "{}",
+        run.stderr
+    );
+    for own in ["manifest.json", ".chain.json", "bases", "wal", "receipt"] {
+        assert!(
+            !data.join(own).exists(),
+            "{own} was written into the data directory"
+        );
+    }
+    assert!(data.join("recovery.signal").exists());
+    let segments: Vec<u64> = std::fs::read_dir(data.join("pg_wal/plakar"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .collect();
+    assert!(!segments.is_empty() && segments.iter().all(|n| *n == 16 * 1024 * 1024));
+    let copy = Cluster::adopt(&data);
+    assert_eq!(items(&copy, "app"), items(&src, "app"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_piece_of_wal_cut_short_fails_the_restore_and_leaves_nothing() {
+    let src = physical_source(100);
+    let (mut snapshot, _state) = archiving_snapshot(&src).await;
+    let piece = snapshot
+        .paths()
+        .into_iter()
+        .find(|p| p.starts_with("/wal/00000001-"))
+        .expect("a piece of WAL")
+        .to_string();
+    // A damaged store: the piece shorter than /.chain.json says.
+    let content = snapshot.files.get_mut(&piece).unwrap();
+    content.truncate(content.len() / 2);
+
+    let target = open_dir();
+    let data = target.path().join("restored");
+    let run = host::physical_restore(&[("location", &bin_location(&data))], &snapshot).await;
+    let error = run.error_of(&piece).to_string();
+    assert!(error.contains("where /.chain.json gives it"), "{error}");
+    let failure = run.error.clone().expect("the restore fails");
+    assert!(
+        failure.contains("the snapshot's WAL cannot be restored")
+            && failure.contains("everything this restore wrote was removed"),
+        "{failure}"
+    );
+    assert!(!data.exists(), "the failed restore left {data:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_options_for_a_snapshot_without_wal_are_refused_before_anything_is_written() {
+    let src = physical_source(10);
+    let snapshot = physical_snapshot(&src).await;
+    let target = open_dir();
+    let data = target.path().join("restored");
+    let run = host::physical_restore(
+        &[
+            ("location", &bin_location(&data)),
+            ("recovery_target", "latest"),
+        ],
+        &snapshot,
+    )
+    .await;
+    let failure = run.error.clone().expect("the restore is refused");
+    assert!(
+        failure.contains("option `recovery_target` asks for point-in-time recovery")
+            && failure.contains("archive_wal=true"),
+        "{failure}"
+    );
+    assert!(!data.exists());
+}

@@ -1,41 +1,49 @@
-//! Point-in-time recovery through the real Plakar: a base backup
-//! (`postgres+bin://`), WAL archive runs (`postgres+wal://`) while the
-//! cluster is written to, and restores to a moment with the README's
-//! commands, checked as an administrator would: the rows of that moment and
-//! none after it, pgbench's invariant, a server that accepts connections, and
-//! a clear error with a non-zero exit for each broken chain.
+//! Point-in-time recovery through the real Plakar: one physical source that
+//! archives its WAL (`archive_wal=true`), runs as cron makes them while the
+//! cluster is written to, and restores of one snapshot to a moment with the
+//! README's one command, checked as an administrator would: the rows of that
+//! moment and none after it, pgbench's invariant, a server that accepts
+//! connections, and a clear error with a non-zero exit for what a snapshot
+//! cannot do.
 //!
 //! Without a plakar binary every case is reported as ignored, never as
 //! passed, and `make test` ends with a line saying so.
 
 mod common;
 
+use std::process::Command;
 use std::time::Duration;
 
 use common::caught::wait_until;
 use common::load::{assert_pgbench_consistent, pgbench_sums, pgbench_writing};
-use common::pitr::{create_marks, mark, restore_dir, Archive};
+use common::pitr::{create_marks, mark, marks, restore_dir, Archive};
 use common::plakar;
-use common::walsnap::archive_files;
 use common::{Cluster, ClusterOptions};
 
 /// Every case, by name.
 const CASES: &[(&str, fn())] = &[
     (
-        "under_load_a_restore_reaches_the_moment_by_time_name_lsn_xid_or_immediate_and_the_latest",
+        "under_load_one_restore_of_the_latest_snapshot_reaches_the_moment_before_a_bad_delete_or_the_end",
         to_a_moment_under_load,
     ),
-    ("a_run_that_is_not_committed_loses_no_wal", uncommitted_runs),
     (
-        "an_invalidated_slot_fails_the_run_naming_the_broken_chain",
-        invalidated_slot,
+        "a_killed_run_a_failed_commit_a_run_without_cache_and_a_removed_snapshot_lose_no_wal",
+        interrupted_runs,
     ),
     (
-        "wal_of_another_cluster_or_a_gap_is_refused_before_the_server_starts",
-        broken_chains,
+        "after_a_thinning_prune_every_kept_snapshot_checks_and_restores_on_its_own",
+        retention,
     ),
     (
-        "a_restore_reaches_a_point_on_the_timeline_after_a_promotion",
+        "a_moment_between_the_last_run_on_a_base_and_the_next_base_restores_row_for_row",
+        around_a_new_base,
+    ),
+    (
+        "a_target_outside_the_snapshot_is_refused_with_nothing_written",
+        outside_targets,
+    ),
+    (
+        "a_promoted_copy_archived_as_a_new_source_restores_along_its_timeline",
         second_timeline,
     ),
     (
@@ -43,8 +51,16 @@ const CASES: &[(&str, fn())] = &[
         standby_promoted,
     ),
     (
-        "the_wal_source_refuses_a_user_without_replication",
-        wal_preflight,
+        "an_invalidated_slot_fails_the_run_naming_the_broken_chain",
+        invalidated_slot,
+    ),
+    (
+        "archiving_refuses_a_user_without_replication_before_making_a_slot",
+        preflight,
+    ),
+    (
+        "a_restore_flushes_its_files_to_disk_before_it_reports_success",
+        durable,
     ),
 ];
 
@@ -52,12 +68,8 @@ fn main() {
     plakar::run_cases(CASES, "point-in-time recovery cases");
 }
 
-/// The names in `marks`, in the order they were written.
-fn marks(cluster: &Cluster) -> Vec<String> {
-    cluster.rows("postgres", "SELECT name FROM marks ORDER BY at")
-}
-
-/// A cluster being archived: the table of marks, and the slot made by a first run.
+/// A cluster being archived: the table of marks, and a first run, which
+/// makes the slot and takes the base backup.
 fn archived_cluster() -> (Cluster, Archive) {
     archived_cluster_by(Archive::of)
 }
@@ -67,9 +79,10 @@ fn archived_cluster_by(make: fn(&Cluster) -> Archive) -> (Cluster, Archive) {
     let src = Cluster::start_with(ClusterOptions::archived());
     create_marks(&src);
     let archive = make(&src);
-    archive
-        .archive_run()
-        .ok_saying(&["created the permanent replication slot \"plakar_wal\""]);
+    archive.run().ok_saying(&[
+        "created the permanent replication slot \"plakar_wal\"",
+        "this run takes a new base backup",
+    ]);
     (src, archive)
 }
 
@@ -104,10 +117,18 @@ fn start_recovered(data: &std::path::Path) -> Cluster {
     cluster
 }
 
+/// Restores `snapshot` into a new directory with `options` and starts it.
+fn recovered(archive: &Archive, snapshot: &str, options: &[&str]) -> (tempfile::TempDir, Cluster) {
+    let (dir, data) = restore_dir();
+    archive
+        .restore(&data, snapshot, options)
+        .ok_saying(&["matches its backup_manifest"]);
+    (dir, start_recovered(&data))
+}
+
 fn to_a_moment_under_load() {
     let (src, archive) = archived_cluster();
     let mut load = pgbench_writing(&src, "postgres");
-    let base = archive.base_backup();
     archive.archived();
     std::thread::sleep(Duration::from_secs(1));
     archive.archived();
@@ -118,15 +139,21 @@ fn to_a_moment_under_load() {
     let t1_lsn = src.sql("postgres", "SELECT pg_current_wal_insert_lsn()");
     src.sql("postgres", "SELECT pg_create_restore_point('t1')");
     std::thread::sleep(Duration::from_millis(500));
+    // The mistake to undo.
+    src.sql("postgres", "DELETE FROM marks");
     mark(&src, "after");
     archive.archived();
     std::thread::sleep(Duration::from_secs(1));
-    archive.archived();
     mark(&src, "last");
     let (_, _, _, _, history_before_last) = pgbench_sums(&src, "postgres");
-    archive.archived();
-    assert!(load.running(), "pgbench ended during the archive runs");
+    let latest = archive.archived();
+    assert!(load.running(), "pgbench ended during the runs");
     load.stop();
+    assert_eq!(
+        archive.chain(&latest)["bases"].as_array().unwrap().len(),
+        1,
+        "the latest snapshot carries its one base backup"
+    );
 
     let t1_and_before: &[&str] = &["before", "t1"];
     for (what, target, expected) in [
@@ -153,49 +180,46 @@ fn to_a_moment_under_load() {
         // Consistent as of the base backup's end, before any mark.
         ("immediate", "recovery_target=immediate".to_string(), &[]),
     ] {
-        let (_dir, data) = restore_dir();
-        archive
-            .restore(&data, &base, &[&target, "recovery_target_action=promote"])
-            .ok();
-        let copy = start_recovered(&data);
+        let (_dir, copy) = recovered(
+            &archive,
+            &latest,
+            &[&target, "recovery_target_action=promote"],
+        );
         assert_eq!(marks(&copy), expected, "restored {what}");
         assert_pgbench_consistent(&copy, "postgres");
         assert_eq!(copy.sql("postgres", "SELECT pg_is_in_recovery()"), "f");
     }
 
-    let (_dir, data) = restore_dir();
-    archive
-        .restore(&data, &base, &["recovery_target=latest"])
-        .ok();
-    let copy = start_recovered(&data);
-    assert_eq!(marks(&copy), ["before", "t1", "after", "last"]);
+    // No option: the end of the snapshot's WAL.
+    let (_dir, copy) = recovered(&archive, &latest, &[]);
+    assert_eq!(marks(&copy), ["after", "last"]);
     let (_, _, _, _, history) = pgbench_sums(&copy, "postgres");
     assert!(
         history >= history_before_last,
         "{history} pgbench transactions restored, {history_before_last} committed before the last run"
     );
     assert_pgbench_consistent(&copy, "postgres");
+    assert_eq!(copy.sql("postgres", "SELECT pg_is_in_recovery()"), "f");
 }
 
-fn uncommitted_runs() {
-    // As `postgres`, so that a store closed to writes fails it.
+fn interrupted_runs() {
+    // As `postgres`, so that a store closed to writes fails its commit.
     let (src, archive) = archived_cluster_by(Archive::as_postgres);
-    let base = archive.base_backup();
     mark(&src, "one");
     write_wal(&src, 20_000);
 
     // Plakar killed once the plugin has sent everything, before or while it commits.
-    let state = archive.pk.dir().join("state/plakar-postgresql");
-    let sent = std::fs::read_dir(&state)
+    let state_dir = archive.pk.dir().join("state/plakar-postgresql");
+    let state = std::fs::read_dir(&state_dir)
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "sent"))
-        .expect("the first run recorded where it stopped");
-    let before = std::fs::metadata(&sent).unwrap().modified().unwrap();
+        .find(|p| p.extension().is_some_and(|x| x == "json"))
+        .expect("the first run recorded what its snapshot holds");
+    let before = std::fs::metadata(&state).unwrap().modified().unwrap();
     let mut run = archive
         .store()
-        .command(&["backup", "-tag", "wal", "-no-progress", "@mywal"])
+        .command(&["backup", "-no-progress", "@mypg"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -204,7 +228,7 @@ fn uncommitted_runs() {
         Duration::from_secs(60),
         "the run to send its records",
         || {
-            std::fs::metadata(&sent)
+            std::fs::metadata(&state)
                 .and_then(|m| m.modified())
                 .is_ok_and(|t| t > before)
         },
@@ -215,34 +239,249 @@ fn uncommitted_runs() {
     mark(&src, "two");
     write_wal(&src, 20_000);
     // A store that fails at commit: its states directory closed to writes.
-    let store = archive.store();
     let states = archive.pk.dir().join("store/states");
     assert!(states.is_dir(), "the store keeps its states in {states:?}");
-    {
+    let close = |mode| {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&states, std::fs::Permissions::from_mode(0o500)).unwrap();
-    }
-    let failed = archive.archive_run();
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&states, std::fs::Permissions::from_mode(0o700)).unwrap();
-    }
-    let _ = store;
+        std::fs::set_permissions(&states, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    close(0o500);
+    let failed = archive.run();
+    close(0o700);
     failed.fails_saying(&[]);
 
     mark(&src, "three");
-    archive
-        .archive_run()
-        .ok_saying(&["stays at", "its WAL is sent again"]);
-    archive.archived();
+    archive.run().ok_saying(&[
+        "replication slot \"plakar_wal\" stays where it is",
+        "builds on the last committed snapshot",
+    ]);
 
+    // Plakar's cache off: nothing proves the parent, so a new base.
+    mark(&src, "four");
+    archive
+        .store()
+        .at(&["backup", "-no-progress", "-cache", "no", "@mypg"])
+        .ok_saying(&["this run takes a new base backup", "no earlier snapshot"]);
+
+    // The latest snapshot removed: the next run builds on what is left.
+    let latest = archive.latest();
+    archive.store().at(&["rm", &latest]).ok();
+    mark(&src, "five");
+    let last = archive.archived();
+
+    let (_dir, copy) = recovered(&archive, &last, &[]);
+    assert_eq!(marks(&copy), ["one", "two", "three", "four", "five"]);
+    assert_eq!(copy.sql("postgres", "SELECT count(*) FROM filler"), "40000");
+}
+
+fn retention() {
+    let (src, archive) = archived_cluster();
+    let mut moments = Vec::new();
+    for (i, new_base) in [false, false, true, false, false].into_iter().enumerate() {
+        let name = format!("m{i}");
+        moments.push((name.clone(), mark(&src, &name)));
+        write_wal(&src, 2_000);
+        let options: &[&str] = if new_base { &["new_base=true"] } else { &[] };
+        archive.archived_with(options);
+    }
+    let all = archive.store().snapshots();
+    // Keep the latest two, then one an hour: the others of this hour go.
+    archive
+        .store()
+        .at(&["prune", "-apply", "-keep-last", "2"])
+        .ok();
+    archive.store().at(&["maintenance"]).ok();
+    let kept = archive.store().snapshots();
+    assert!(
+        kept.len() < all.len() && !kept.is_empty(),
+        "the prune kept {kept:?} of {all:?}"
+    );
+    for snapshot in &kept {
+        archive.store().at(&["check", snapshot]).ok();
+        let chain = archive.chain(snapshot);
+        let stopped_at = chain["stopped_at"].as_str().unwrap().to_string();
+        // The marks committed before this snapshot's run.
+        let held: Vec<&(String, String)> = moments
+            .iter()
+            .filter(|(_, at)| {
+                src.sql(
+                    "postgres",
+                    &format!("SELECT '{at}'::timestamptz < '{stopped_at}'::timestamptz"),
+                ) == "t"
+            })
+            .collect();
+        let names: Vec<String> = held.iter().map(|(n, _)| n.clone()).collect();
+        let (_dir, copy) = recovered(&archive, snapshot, &[]);
+        assert_eq!(marks(&copy), names, "the latest of {snapshot}");
+        // A moment inside it, after its base backup is consistent.
+        let ready = chain["bases"][0]["ready_at"].as_str().unwrap().to_string();
+        let inside = held.iter().rev().nth(1).filter(|(_, at)| {
+            src.sql(
+                "postgres",
+                &format!("SELECT '{at}'::timestamptz > '{ready}'::timestamptz"),
+            ) == "t"
+        });
+        if let Some((_, at)) = inside {
+            let (_dir, copy) = recovered(
+                &archive,
+                snapshot,
+                &[
+                    &format!("recovery_target_time={at}"),
+                    "recovery_target_action=promote",
+                ],
+            );
+            assert_eq!(marks(&copy), names[..names.len() - 1], "{snapshot} to {at}");
+        }
+    }
+}
+
+fn around_a_new_base() {
+    let (src, archive) = archived_cluster();
+    mark(&src, "a");
+    archive.archived();
+    // After the last run on the old base, before the new base starts.
+    let gap = mark(&src, "gap");
+    std::thread::sleep(Duration::from_millis(200));
+    let renewing = archive.archived_with(&["new_base=true"]);
+    mark(&src, "after");
+    let chain = archive.chain(&renewing);
+    let bases = chain["bases"].as_array().unwrap();
+    assert_eq!(bases.len(), 2, "the run that renews keeps both: {chain:#}");
+
+    let (dir, data) = restore_dir();
+    archive
+        .restore(
+            &data,
+            &renewing,
+            &[
+                &format!("recovery_target_time={gap}"),
+                "recovery_target_action=promote",
+            ],
+        )
+        .ok_saying(&[&format!(
+            "restoring base backup {}",
+            bases[0]["id"].as_str().unwrap()
+        )]);
+    let copy = start_recovered(&data);
+    assert_eq!(marks(&copy), ["a", "gap"]);
+    drop((copy, dir));
+
+    // The next run carries the new base alone.
+    let next = archive.archived();
+    assert_eq!(archive.chain(&next)["bases"].as_array().unwrap().len(), 1);
+    let (_dir, copy) = recovered(&archive, &next, &[]);
+    assert_eq!(marks(&copy), ["a", "gap", "after"]);
     let (_dir, data) = restore_dir();
     archive
-        .restore(&data, &base, &["recovery_target=latest"])
-        .ok();
-    let copy = start_recovered(&data);
-    assert_eq!(marks(&copy), ["one", "two", "three"]);
-    assert_eq!(copy.sql("postgres", "SELECT count(*) FROM filler"), "40000");
+        .restore(&data, &next, &[&format!("recovery_target_time={gap}")])
+        .fails_saying(&[
+            "is before the first moment this snapshot reaches",
+            "nothing was written",
+        ]);
+    assert!(!data.exists(), "a refused restore wrote {data:?}");
+}
+
+fn outside_targets() {
+    let (src, archive) = archived_cluster();
+    mark(&src, "one");
+    let snapshot = archive.archived();
+    let tomorrow = src.sql("postgres", "SELECT (now() + interval '1 day')::text");
+    for (target, words) in [
+        (
+            format!("recovery_target_time={tomorrow}"),
+            "is after the last moment this snapshot holds",
+        ),
+        (
+            "recovery_target_lsn=FF/0".to_string(),
+            "is past the end of this snapshot's WAL",
+        ),
+    ] {
+        let (_dir, data) = restore_dir();
+        let ran = archive
+            .restore(&data, &snapshot, &[&target])
+            .fails_saying(&[words, "nothing was written"]);
+        assert!(ran.output().contains("the snapshot covers") || ran.output().contains("from "));
+        assert!(!data.exists(), "a refused restore wrote {data:?}");
+    }
+    // The logical destination refuses it before anything is restored.
+    archive.pk.destination("mypgdst", &src.uri("postgres"), &[]);
+    archive
+        .store()
+        .restore("mypgdst", &snapshot)
+        .fails_saying(&["belongs to a physical backup"]);
+}
+
+fn second_timeline() {
+    let (src, archive) = archived_cluster();
+    mark(&src, "one");
+    src.sql("postgres", "SELECT pg_create_restore_point('fork')");
+    mark(&src, "two");
+    let snapshot = archive.archived();
+
+    // A point-in-time restore, promoted: timeline 2, archived as a source of its own.
+    let (_dir, promoted) = recovered(
+        &archive,
+        &snapshot,
+        &[
+            "recovery_target_name=fork",
+            "recovery_target_action=promote",
+        ],
+    );
+    assert_eq!(marks(&promoted), ["one"]);
+    assert_eq!(timeline(&promoted), "2");
+    archive
+        .pk
+        .source("newpg", &promoted.bin_uri(), &["archive_wal=true"]);
+    archive.run_source("newpg", &[]).ok();
+    mark(&promoted, "three");
+    promoted.sql("postgres", "SELECT pg_create_restore_point('on2')");
+    mark(&promoted, "four");
+    archive.run_source("newpg", &[]).ok();
+    let latest = archive.latest();
+    let chain = archive.chain(&latest);
+    assert_eq!(chain["timeline"], 2, "{chain:#}");
+    archive.store().cat(&latest, "/wal/00000002.history");
+
+    let (_dir2, copy) = recovered(
+        &archive,
+        &latest,
+        &["recovery_target_name=on2", "recovery_target_action=promote"],
+    );
+    assert_eq!(marks(&copy), ["one", "three"]);
+    assert_eq!(timeline(&copy), "3");
+}
+
+fn standby_promoted() {
+    let mut options = ClusterOptions::primary();
+    options.config.push("synchronous_commit = on".into());
+    let primary = Cluster::start_with(options);
+    create_marks(&primary);
+    let standby = Cluster::standby_of(&primary, &[]);
+    standby.wait_for_replay_of(&primary);
+    let archive = Archive::of(&standby);
+    archive.run().ok_saying(&[
+        "created the permanent replication slot \"plakar_wal\"",
+        "is a standby",
+    ]);
+    mark(&primary, "one");
+    write_wal(&primary, 10_000);
+    standby.wait_for_replay_of(&primary);
+    archive.archived();
+
+    // Failover: the standby becomes the primary, on timeline 2.
+    assert_eq!(standby.sql("postgres", "SELECT pg_promote()"), "t");
+    mark(&standby, "two");
+    let after = archive.archived();
+    let chain = archive.chain(&after);
+    assert_eq!(chain["timeline"], 2, "{chain:#}");
+    assert_eq!(chain["histories"], serde_json::json!([2]));
+    let pieces = chain["pieces"].as_array().unwrap();
+    assert_eq!(pieces.last().unwrap()["timeline"], 2, "{chain:#}");
+    archive.store().cat(&after, "/wal/00000002.history");
+
+    let (_dir, copy) = recovered(&archive, &after, &[]);
+    assert_eq!(marks(&copy), ["one", "two"]);
+    assert_eq!(copy.sql("postgres", "SELECT count(*) FROM filler"), "10000");
 }
 
 fn invalidated_slot() {
@@ -267,209 +506,15 @@ fn invalidated_slot() {
             ) == "lost"
         },
     );
-    archive.archive_run().fails_saying(&[
+    archive.run().fails_saying(&[
         "replication slot \"plakar_wal\" was invalidated by the server",
         "the chain of archived WAL is broken after",
-        "take a new base backup",
         "pg_drop_replication_slot('plakar_wal')",
+        "takes a new base backup",
     ]);
 }
 
-fn broken_chains() {
-    let (src, archive) = archived_cluster();
-    let base = archive.base_backup();
-    mark(&src, "one");
-    archive.archived();
-    write_wal(&src, 20_000);
-    let skipped = archive.archived();
-    write_wal(&src, 20_000);
-    let after_gap = archive.archived();
-
-    // A gap: the middle snapshot is left out.
-    let (_dir, data) = restore_dir();
-    let gapped = archive.destination(&data);
-    archive
-        .restore_base(&gapped, &base, &["recovery_target=latest"])
-        .ok();
-    let earlier: Vec<String> = archive
-        .store()
-        .snapshots()
-        .into_iter()
-        .filter(|s| *s != skipped && *s != after_gap && *s != base)
-        .collect();
-    for snap in earlier.iter().rev() {
-        archive.store().restore(&gapped, snap).ok();
-    }
-    let held_before = archive_files(&data);
-    archive
-        .store()
-        .restore(&gapped, &after_gap)
-        .fails_saying(&["is in no WAL snapshot restored here", "nothing was written"]);
-    assert_eq!(
-        archive_files(&data),
-        held_before,
-        "the refused snapshot wrote files"
-    );
-
-    // A target the WAL never reaches: the server stops, and says why.
-    let tomorrow = src.sql("postgres", "SELECT (now() + interval '1 day')::text");
-    let (_dir3, data3) = restore_dir();
-    archive
-        .restore(
-            &data3,
-            &base,
-            &[&format!("recovery_target_time={tomorrow}")],
-        )
-        .ok();
-    let log = Cluster::stopping_by_itself(&data3);
-    assert!(
-        log.contains("recovery ended before configured recovery target was reached"),
-        "{log}"
-    );
-
-    // Another cluster's WAL, into a directory recovering this one.
-    let other = Cluster::start_with(ClusterOptions::archived());
-    archive.pk.source("otherwal", &other.wal_uri(), &[]);
-    archive
-        .store()
-        .at(&["backup", "-tag", "wal", "@otherwal"])
-        .ok();
-    let foreign = archive.store().snapshots()[0].clone();
-    let (_dir2, data2) = restore_dir();
-    let other_dir = archive.destination(&data2);
-    archive
-        .restore_base(&other_dir, &base, &["recovery_target=latest"])
-        .ok();
-    let held_before = archive_files(&data2);
-    archive
-        .store()
-        .restore(&other_dir, &foreign)
-        .fails_saying(&[
-            "this WAL snapshot is of another cluster",
-            "nothing was written",
-        ]);
-    assert_eq!(archive_files(&data2), held_before);
-
-    // A WAL snapshot where no base backup was restored for recovery.
-    let (_dir3, empty) = restore_dir();
-    let nowhere = archive.destination(&empty);
-    archive
-        .store()
-        .restore(&nowhere, &after_gap)
-        .fails_saying(&["holds no base backup restored for point-in-time recovery"]);
-    assert!(!empty.exists());
-
-    // A WAL snapshot sent to the logical destination.
-    archive.pk.destination("mypgdst", &src.uri("postgres"), &[]);
-    archive
-        .store()
-        .restore("mypgdst", &after_gap)
-        .fails_saying(&["belongs to a WAL snapshot (postgres+wal://)"]);
-}
-
-fn second_timeline() {
-    let (src, archive) = archived_cluster();
-    let base = archive.base_backup();
-    mark(&src, "one");
-    src.sql("postgres", "SELECT pg_create_restore_point('fork')");
-    mark(&src, "two");
-    archive.archived();
-
-    // A point-in-time restore, promoted: timeline 2, archived from then on.
-    let (_dir, data) = restore_dir();
-    archive
-        .restore(
-            &data,
-            &base,
-            &[
-                "recovery_target_name=fork",
-                "recovery_target_action=promote",
-            ],
-        )
-        .ok();
-    let promoted = start_recovered(&data);
-    assert_eq!(marks(&promoted), ["one"]);
-    assert_eq!(timeline(&promoted), "2");
-    archive.pk.source("newwal", &promoted.wal_uri(), &[]);
-    let run = |source: &str| {
-        archive
-            .store()
-            .at(&[
-                "backup",
-                "-tag",
-                "wal",
-                "-no-progress",
-                &format!("@{source}"),
-            ])
-            .ok()
-    };
-    run("newwal");
-    mark(&promoted, "three");
-    promoted.sql("postgres", "SELECT pg_create_restore_point('on2')");
-    mark(&promoted, "four");
-    run("newwal");
-    let files = archive
-        .store()
-        .at(&[
-            "ls",
-            "-recursive",
-            &format!("{}:/wal", archive.store().snapshots()[0]),
-        ])
-        .ok()
-        .stdout;
-    assert!(files.contains("00000002.history"), "{files}");
-
-    let (_dir2, again) = restore_dir();
-    archive
-        .restore(
-            &again,
-            &base,
-            &["recovery_target_name=on2", "recovery_target_action=promote"],
-        )
-        .ok();
-    let copy = start_recovered(&again);
-    assert_eq!(marks(&copy), ["one", "three"]);
-    assert_eq!(timeline(&copy), "3");
-}
-
-fn standby_promoted() {
-    let mut options = ClusterOptions::primary();
-    options.config.push("synchronous_commit = on".into());
-    let primary = Cluster::start_with(options);
-    create_marks(&primary);
-    let standby = Cluster::standby_of(&primary, &[]);
-    let archive = Archive::of_two(&primary, &standby);
-    archive
-        .archive_run()
-        .ok_saying(&["created the permanent replication slot \"plakar_wal\""]);
-    let base = archive.base_backup();
-    mark(&primary, "one");
-    write_wal(&primary, 10_000);
-    standby.wait_for_replay_of(&primary);
-    archive.archived();
-
-    // Failover: the standby becomes the primary, on timeline 2.
-    assert_eq!(standby.sql("postgres", "SELECT pg_promote()"), "t");
-    mark(&standby, "two");
-    let after = archive.archived();
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&archive.store().cat(&after, "/manifest.json")).unwrap();
-    assert_eq!(manifest["server"]["timeline"], 2, "{manifest:#}");
-    assert_eq!(manifest["backup"]["histories"], serde_json::json!([2]));
-    let ranges = manifest["backup"]["ranges"].as_array().unwrap();
-    assert_eq!(ranges.last().unwrap()["timeline"], 2, "{manifest:#}");
-    archive.store().cat(&after, "/wal/00000002.history");
-
-    let (_dir, data) = restore_dir();
-    archive
-        .restore(&data, &base, &["recovery_target=latest"])
-        .ok();
-    let copy = start_recovered(&data);
-    assert_eq!(marks(&copy), ["one", "two"]);
-    assert_eq!(copy.sql("postgres", "SELECT count(*) FROM filler"), "10000");
-}
-
-fn wal_preflight() {
+fn preflight() {
     let src = Cluster::start_with(ClusterOptions::archived());
     src.sql(
         "postgres",
@@ -479,9 +524,13 @@ fn wal_preflight() {
     let store = pk.store("store");
     let location =
         src.uri_without_password("plain", "")
-            .replacen("postgres://", "postgres+wal://", 1);
-    pk.source("mywal", &location, &["password=plain-secret"]);
-    let ran = store.backup("mywal").fails_saying(&[
+            .replacen("postgres://", "postgres+bin://", 1);
+    pk.source(
+        "mypg",
+        &location,
+        &["password=plain-secret", "archive_wal=true"],
+    );
+    let ran = store.backup("mypg").fails_saying(&[
         "user \"plain\" may not open a replication connection",
         "ALTER ROLE \"plain\" REPLICATION",
     ]);
@@ -490,4 +539,64 @@ fn wal_preflight() {
         src.sql("postgres", "SELECT count(*) FROM pg_replication_slots"),
         "0"
     );
+}
+
+/// `syncfs` calls of a `plakar restore` and of the plugin it starts, counted
+/// with `strace -f`.
+fn syncfs_calls(
+    archive: &Archive,
+    data: &std::path::Path,
+    snapshot: &str,
+    options: &[&str],
+) -> usize {
+    let destination = archive.destination(data);
+    let target = format!("@{destination}");
+    let mut args = vec!["restore", "-to", target.as_str()];
+    for o in options {
+        args.extend(["-o", *o]);
+    }
+    args.push(snapshot);
+    let plain = archive.store().command(&args);
+    let trace = archive.pk.dir().join(format!("strace-{destination}"));
+    let mut traced = Command::new("strace");
+    traced
+        .args(["-f", "-qq", "-e", "trace=syncfs", "-o"])
+        .arg(&trace)
+        .arg(plain.get_program())
+        .args(plain.get_args())
+        .env_clear()
+        .stdin(std::process::Stdio::null());
+    for (key, value) in plain.get_envs() {
+        if let Some(value) = value {
+            traced.env(key, value);
+        }
+    }
+    if let Some(dir) = plain.get_current_dir() {
+        traced.current_dir(dir);
+    }
+    let out = traced
+        .output()
+        .expect("strace runs (scripts/setup.sh installs it)");
+    assert!(
+        out.status.success(),
+        "the restore failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("syncfs(") && l.contains("= 0"))
+        .count()
+}
+
+fn durable() {
+    let (_src, archive) = archived_cluster();
+    let snapshot = archive.archived();
+    let (_dir, data) = restore_dir();
+    let synced = syncfs_calls(&archive, &data, &snapshot, &[]);
+    assert!(synced >= 1, "no syncfs before the restore reported success");
+    let (_dir2, data2) = restore_dir();
+    let unsynced = syncfs_calls(&archive, &data2, &snapshot, &["sync=false"]);
+    assert_eq!(unsynced, 0, "sync=false flushed anyway");
 }

@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
+use super::archive::Archiving;
 use super::options::PhysicalSource;
 use super::tablespaces::{self, Tablespace};
 use super::tar::{self, Kind};
@@ -35,12 +36,14 @@ use crate::tools::{Kit, Outcome, Running, Tool, Toolbox};
 
 /// A physical backup in progress: what `Init` learnt and holds.
 pub struct PhysicalBackup {
-    config: PhysicalSource,
+    pub(super) config: PhysicalSource,
     toolbox: Toolbox,
     /// Holds the temporary replication slot for as long as it lives.
-    _admin: Client,
+    pub(super) admin: Client,
     /// The manifest as `Init` knew it.
-    manifest: Manifest,
+    pub(super) manifest: Manifest,
+    /// With `archive_wal`: the slot, the state, what the run carries.
+    pub(super) archiving: Option<Archiving>,
     /// The `Open` calls, served by the copy in `import`.
     opens: OpenQueue,
     started: SystemTime,
@@ -67,6 +70,10 @@ async fn prepare(config: PhysicalSource) -> Result<PhysicalBackup, Error> {
         toolbox.version
     );
     let system = preflight::check(&admin, conn).await?;
+    let archiving = match config.archive.clone() {
+        Some(archive) => Some(Archiving::prepare(&config, archive, &admin, system.clone()).await?),
+        None => None,
+    };
     let tablespaces = preflight::tablespaces(&admin).await?;
     // On a standby too: a temporary physical slot can be made there, and
     // keeps the WAL the copy needs from its restartpoints.
@@ -97,8 +104,9 @@ async fn prepare(config: PhysicalSource) -> Result<PhysicalBackup, Error> {
     Ok(PhysicalBackup {
         config,
         toolbox,
-        _admin: admin,
+        admin,
         manifest,
+        archiving,
         opens: OpenQueue::default(),
         started: SystemTime::now(),
         tablespaces,
@@ -123,12 +131,29 @@ impl Source for PhysicalBackup {
 
     async fn import(self: Arc<Self>, run: &mut ImportRun) -> Result<(), Error> {
         let opens = self.opens.take().ok_or(Error::ImportedTwice)?;
-        Copy { run, opens }.backup(&self).await.inspect_err(|why| {
-            tracing::error!("physical backup failed: {why}");
-        })
+        let mut copy = Copy {
+            run,
+            opens,
+            base: String::new(),
+            kept: Vec::new(),
+        };
+        let done = match &self.archiving {
+            Some(archiving) => super::archive::run(&mut copy, &self, archiving).await,
+            None => copy.backup(&self).await,
+        };
+        done.inspect_err(|why| tracing::error!("physical backup failed: {why}"))
+    }
+
+    fn failure(&self) -> Option<String> {
+        self.archiving.as_ref().and_then(Archiving::failure)
     }
 
     async fn open(self: Arc<Self>, path: String, content: Content) -> Result<(), Error> {
+        if let Some(why) = self.archiving.as_ref().and_then(|a| a.refuse(&path)) {
+            tracing::error!("{why}");
+            content.fail(why).await;
+            return Ok(());
+        }
         // The copy in `import` serves it, in the order of pg_basebackup's stream.
         self.opens
             .hand_over(path, content)
@@ -138,9 +163,22 @@ impl Source for PhysicalBackup {
 }
 
 /// One `Import` call: the copy, and the `Open` calls it serves.
-struct Copy<'a> {
-    run: &'a mut ImportRun,
-    opens: OpenCalls,
+pub(super) struct Copy<'a> {
+    pub(super) run: &'a mut ImportRun,
+    pub(super) opens: OpenCalls,
+    /// Where the data directory's records go: `` for `/` itself, or
+    /// `/bases/<id>` in a snapshot that carries its WAL.
+    pub(super) base: String,
+    /// Every record of the copy announced so far, for later runs to carry.
+    pub(super) kept: Vec<Entry>,
+}
+
+/// What a copy leaves for the snapshot's manifest.
+pub(super) struct Copied {
+    /// The manifest, with the copy's WAL range.
+    pub(super) manifest: Manifest,
+    /// The data directory's record, owned as its files are.
+    pub(super) root: Entry,
 }
 
 /// The bytes of PostgreSQL's own backup manifest kept to read its WAL range.
@@ -149,6 +187,25 @@ const BACKUP_MANIFEST_LIMIT: usize = 256 * 1024 * 1024;
 impl Copy<'_> {
     /// Copies the cluster: pg_basebackup's stream member by member, then the manifest.
     async fn backup(&mut self, backup: &PhysicalBackup) -> Result<(), Error> {
+        let copied = self.copy_base(backup).await?;
+        self.own_file(
+            crate::names::MANIFEST,
+            &copied.manifest.to_json(),
+            &copied.root,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Announces a record of the copy, kept for later runs.
+    async fn put(&mut self, entry: &Entry) -> Result<(), crate::protocol::source::Ended> {
+        self.kept.push(entry.clone());
+        self.run.announce(record::entry_record(entry)).await
+    }
+
+    /// Copies the cluster under [`Copy::base`]: pg_basebackup's stream member
+    /// by member, and the list of tablespaces.
+    pub(super) async fn copy_base(&mut self, backup: &PhysicalBackup) -> Result<Copied, Error> {
         // Every record of this backup carries its start in `dev`: Plakar's cache
         // then never takes a file's content from an earlier snapshot on the
         // strength of its size and mtime, which cannot prove a PostgreSQL file
@@ -163,7 +220,11 @@ impl Copy<'_> {
         // of the stream's first member (see `copy_members`).
         let mut root = Root {
             entry: Entry {
-                path: "/".into(),
+                path: if self.base.is_empty() {
+                    "/".into()
+                } else {
+                    self.base.clone()
+                },
                 kind: EntryKind::Directory,
                 perm: 0o700,
                 modified: backup.started,
@@ -203,7 +264,7 @@ impl Copy<'_> {
         }
         progress.done();
         if !root.announced {
-            self.run.announce(record::entry_record(&root.entry)).await?;
+            self.put(&root.entry.clone()).await?;
         }
 
         let mut manifest = backup.manifest.clone();
@@ -213,15 +274,23 @@ impl Copy<'_> {
         }
         if !backup.tablespaces.is_empty() {
             let list = tablespaces::to_json(&backup.tablespaces);
-            self.own_file(tablespaces::RECORD, &list, &root.entry)
-                .await?;
+            let path = format!("{}{}", self.base, tablespaces::RECORD);
+            let entry = self.own_file(&path, &list, &root.entry).await?;
+            self.kept.push(entry);
         }
-        self.own_file(crate::names::MANIFEST, &manifest.to_json(), &root.entry)
-            .await
+        Ok(Copied {
+            manifest,
+            root: root.entry,
+        })
     }
 
-    /// Announces and serves a file of the plugin's own, owned like `/`.
-    async fn own_file(&mut self, path: &str, bytes: &[u8], root: &Entry) -> Result<(), Error> {
+    /// Announces and serves a file of the plugin's own, owned like `/`; its record.
+    pub(super) async fn own_file(
+        &mut self,
+        path: &str,
+        bytes: &[u8],
+        root: &Entry,
+    ) -> Result<Entry, Error> {
         let entry = Entry {
             path: path.into(),
             kind: EntryKind::File(bytes.len() as u64),
@@ -233,7 +302,8 @@ impl Copy<'_> {
         let mut content = bytes;
         self.serve(&entry.path, bytes.len() as u64, &mut content, None)
             .await
-            .map_err(Error::BaseBackup)
+            .map_err(Error::BaseBackup)?;
+        Ok(entry)
     }
 
     /// A cluster without tablespaces: one tar stream on pg_basebackup's stdout,
@@ -397,16 +467,13 @@ impl Copy<'_> {
                 ));
             }
             let entry = Entry {
-                path: "/backup_manifest".into(),
+                path: format!("{}/backup_manifest", self.base),
                 kind: EntryKind::File(bytes.len() as u64),
                 perm: 0o600,
                 modified: SystemTime::now(),
                 ..root.entry.clone()
             };
-            self.run
-                .announce(record::entry_record(&entry))
-                .await
-                .map_err(|e| e.to_string())?;
+            self.put(&entry).await.map_err(|e| e.to_string())?;
             let mut content = &bytes[..];
             self.serve(&entry.path, bytes.len() as u64, &mut content, None)
                 .await?;
@@ -460,7 +527,7 @@ impl Copy<'_> {
                 }
             };
             let mut entry = Entry {
-                path: format!("{prefix}{}", record_path(&header.name)),
+                path: format!("{}{prefix}{}", self.base, record_path(&header.name)),
                 kind,
                 perm: header.mode & 0o777,
                 modified: UNIX_EPOCH + Duration::from_secs(header.mtime.max(0) as u64),
@@ -479,26 +546,23 @@ impl Copy<'_> {
                 root.entry.gid = entry.gid;
                 root.entry.user = entry.user.clone();
                 root.entry.group = entry.group.clone();
-                self.run
-                    .announce(record::entry_record(&root.entry))
+                self.put(&root.entry.clone())
                     .await
                     .map_err(|e| e.to_string())?;
                 root.announced = true;
             }
             if !top_announced {
                 let top = Entry {
-                    path: prefix.to_string(),
+                    path: format!("{}{prefix}", self.base),
                     kind: EntryKind::Directory,
                     perm: 0o700,
                     ..entry.clone()
                 };
-                self.run
-                    .announce(record::entry_record(&top))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                self.put(&top).await.map_err(|e| e.to_string())?;
                 top_announced = true;
             }
-            if entry.path == "/backup_manifest" {
+            let backup_manifest_path = format!("{}/backup_manifest", self.base);
+            if entry.path == backup_manifest_path {
                 // pg_basebackup adds it itself, with made-up ids (2048:1024):
                 // given the data directory's owner, it looks like the file it is.
                 entry.uid = root.entry.uid;
@@ -506,12 +570,9 @@ impl Copy<'_> {
                 entry.user = root.entry.user.clone();
                 entry.group = root.entry.group.clone();
             }
-            self.run
-                .announce(record::entry_record(&entry))
-                .await
-                .map_err(|e| e.to_string())?;
+            self.put(&entry).await.map_err(|e| e.to_string())?;
             if header.kind == Kind::File {
-                let keep = (entry.path == "/backup_manifest").then_some(&mut *backup_manifest);
+                let keep = (entry.path == backup_manifest_path).then_some(&mut *backup_manifest);
                 let mut content = (&mut *stream).take(header.size);
                 self.serve(&entry.path, header.size, &mut content, keep)
                     .await?;

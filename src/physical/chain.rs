@@ -1,373 +1,492 @@
-//! The WAL chain of a data directory restored for point-in-time recovery:
-//! `pg_wal/plakar/chain.json`, written by the base restore and extended by
-//! each WAL snapshot restored after it. It says which cluster the base is of,
-//! and how far the WAL restored so far reaches on each timeline without a
-//! hole; a WAL snapshot that is of another cluster, or that would leave a
-//! hole, is refused before any of its files is written, so the server never
-//! finds the hole half-way through its recovery.
-
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+//! What a physical snapshot holds to recover the cluster, and to which
+//! moments: `/.chain.json`, the first record Plakar restores (`.` sorts
+//! before every name of a data directory), so that the destination checks
+//! the snapshot and the recovery target before it writes anything.
+//!
+//! A snapshot of the archiving source holds one base backup, or two in the
+//! run that takes a new one (the older then covers the moments before the
+//! newer is consistent), under `/bases/<id>/`, and the WAL from the oldest
+//! base's start to where the run stopped, in pieces under `/wal/`, one per
+//! run and timeline, which later runs carry forward unchanged.
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::{TimelineEnd, WalFacts};
+use crate::manifest::TimelineEnd;
 use crate::replication::Lsn;
-use crate::wal::segment::{History, Segment, Switch};
+use crate::wal::segment::{History, Switch};
 
-/// The directory of the archived WAL, under the data directory: PostgreSQL
-/// ignores what pg_wal's subdirectories hold, and so do pg_basebackup and
-/// pg_verifybackup.
-pub const ARCHIVE_DIR: &str = "pg_wal/plakar";
+/// The record's path.
+pub const RECORD: &str = "/.chain.json";
+/// The directory holding each base backup's data directory.
+pub const BASES: &str = "/bases";
+/// The directory holding the WAL pieces and history files.
+pub const WAL: &str = "/wal";
+/// The directory of the runs' receipts.
+pub const RECEIPTS: &str = "/receipt";
 
-/// The ledger's file name, in [`ARCHIVE_DIR`].
-pub const LEDGER: &str = "chain.json";
-
-/// What a data directory restored for recovery holds of the chain.
+/// The WAL and base backups a snapshot holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Chain {
-    /// The cluster of the base backup.
+    /// The cluster.
     pub system_identifier: String,
-    /// The base backup's timeline and WAL range.
-    pub base_timeline: u32,
-    /// Where the base backup's WAL starts.
-    pub base_start_lsn: String,
-    /// Where it stops: the WAL from there on must come from WAL snapshots.
-    pub base_stop_lsn: String,
-    /// The WAL segment size, once a WAL snapshot has said it.
-    #[serde(default)]
-    pub segment_size: Option<u64>,
-    /// How far the WAL reaches without a hole, by timeline.
-    pub reach: BTreeMap<u32, String>,
-    /// The longest ancestry known of each timeline.
-    #[serde(default)]
-    pub histories: BTreeMap<u32, Vec<TimelineEnd>>,
-    /// The bytes held of each segment file in the archive (a segment that was
-    /// still being written when its snapshot was taken holds fewer).
-    #[serde(default)]
-    pub held: BTreeMap<String, u64>,
-    /// The latest `stopped_at` of the WAL snapshots restored.
-    #[serde(default)]
-    pub stopped_at: Option<String>,
+    /// The server's WAL segment size, in bytes.
+    pub segment_size: u64,
+    /// The base backups, oldest first (one, or two in the run that took a new one).
+    pub bases: Vec<Base>,
+    /// The WAL, in the order it was written.
+    pub pieces: Vec<Piece>,
+    /// The timelines whose history file `/wal/` holds.
+    pub histories: Vec<u32>,
+    /// The ancestry of the timeline at the stop, oldest first.
+    pub switches: Vec<TimelineEnd>,
+    /// The timeline at the stop.
+    pub timeline: u32,
+    /// Where the WAL stops.
+    pub stop_lsn: String,
+    /// The server's clock just before the stop was read (RFC 3339, UTC):
+    /// every transaction committed by then is in the snapshot.
+    pub stopped_at: String,
 }
 
-/// Why a WAL snapshot does not continue the chain.
+/// One base backup of the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Base {
+    /// Its directory's name under `/bases`.
+    pub id: String,
+    /// The timeline it started on.
+    pub timeline: u32,
+    /// Where its WAL starts (the backup checkpoint's redo position).
+    pub start_lsn: String,
+    /// Where the copy is consistent.
+    pub end_lsn: String,
+    /// The server's clock when the copy started (RFC 3339, UTC).
+    pub started_at: String,
+    /// The server's clock once the copy ended: the first moment it reaches.
+    pub ready_at: String,
+}
+
+/// A stretch of WAL on one timeline, in one record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    pub timeline: u32,
+    /// Its first position.
+    pub from: String,
+    /// The position just past its last byte.
+    pub to: String,
+}
+
+impl Piece {
+    /// Its record path: timeline and positions in fixed-width hex, so that
+    /// names sort in the order the WAL was written on each timeline.
+    pub fn path(&self) -> String {
+        let (from, to) = (self.from_lsn().0, self.to_lsn().0);
+        format!("{WAL}/{:08X}-{from:016X}-{to:016X}", self.timeline)
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        self.to_lsn().0.saturating_sub(self.from_lsn().0)
+    }
+
+    /// Whether it holds no byte.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn from_lsn(&self) -> Lsn {
+        self.from.parse().unwrap_or(Lsn(0))
+    }
+
+    pub fn to_lsn(&self) -> Lsn {
+        self.to.parse().unwrap_or(Lsn(0))
+    }
+}
+
+/// Where a recovery should stop, as far as the chain can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Aim {
+    /// The end of the WAL, or as soon as consistent: the newest base.
+    Newest,
+    /// A moment, in microseconds since the epoch (UTC).
+    Time { text: String, micros: i64 },
+    /// A WAL position.
+    Lsn(Lsn),
+    /// A target the chain cannot place (a transaction, a restore point):
+    /// the oldest base, which reaches every moment of the snapshot.
+    Anywhere,
+}
+
+/// Why a snapshot cannot recover as asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
-    #[error("this WAL snapshot is of another cluster (system identifier {theirs}) than the base backup restored here ({ours}); nothing was written. Restore the WAL snapshots of the base backup's own cluster")]
-    OtherCluster { ours: String, theirs: String },
-    #[error("the WAL from {from} to {to} on timeline {timeline} is in no WAL snapshot restored here, so this snapshot (whose WAL starts at {to}) does not continue the chain; nothing was written. Restore the WAL snapshots taken before this one first, oldest first; if none holds that WAL, the chain is broken at {from} and no recovery from this base backup can pass it")]
-    Gap { timeline: u32, from: Lsn, to: Lsn },
-    #[error("the WAL of timeline {timeline} does not descend from timeline {base} of the base backup restored here (no history links them); nothing was written")]
-    Unrelated { timeline: u32, base: u32 },
-    #[error("the WAL snapshot's manifest is not readable: {0}")]
-    BadManifest(String),
+    #[error("/.chain.json cannot be read: {0}")]
+    Unreadable(String),
+    #[error("the snapshot holds no base backup")]
+    NoBase,
+    #[error("the snapshot's WAL has a hole from {from} (timeline {timeline}) to the next piece it holds, so base backup {base} cannot recover past {from}; nothing was written. Restore an earlier or later snapshot")]
+    Gap {
+        base: String,
+        timeline: u32,
+        from: Lsn,
+    },
+    #[error("recovery_target_time {target} is after the last moment this snapshot holds ({covered}); nothing was written. Restore a later snapshot (`plakar ls` lists them by date)")]
+    TimeAfter { target: String, covered: String },
+    #[error("recovery_target_time {target} is before the first moment this snapshot reaches ({covered}); nothing was written. Restore an earlier snapshot, one whose base backup was taken before that moment")]
+    TimeBefore { target: String, covered: String },
+    #[error("recovery_target_lsn {target} is past the end of this snapshot's WAL ({stop}); nothing was written. Restore a later snapshot")]
+    LsnAfter { target: Lsn, stop: Lsn },
+    #[error("recovery_target_lsn {target} is before the position where this snapshot's base backup is consistent ({end}); nothing was written. Restore an earlier snapshot")]
+    LsnBefore { target: Lsn, end: Lsn },
 }
-
-/// PostgreSQL's default WAL segment size (initdb --wal-segsize=16).
-const DEFAULT_SEGMENT_SIZE: u64 = 16 * 1024 * 1024;
 
 impl Chain {
-    /// The WAL segment size, as a WAL snapshot said it, else PostgreSQL's default.
-    pub fn segment_bytes(&self) -> u64 {
-        self.segment_size.unwrap_or(DEFAULT_SEGMENT_SIZE)
+    /// Reads the record.
+    pub fn from_json(bytes: &[u8]) -> Result<Chain, ChainError> {
+        serde_json::from_slice(bytes).map_err(|e| ChainError::Unreadable(e.to_string()))
     }
 
-    /// The chain of a base backup of `system_identifier`, whose WAL is `timeline`, `start`..`stop`.
-    pub fn of_base(system_identifier: &str, timeline: u32, start: Lsn, stop: Lsn) -> Chain {
-        Chain {
-            system_identifier: system_identifier.to_string(),
-            base_timeline: timeline,
-            base_start_lsn: start.to_string(),
-            base_stop_lsn: stop.to_string(),
-            segment_size: None,
-            reach: BTreeMap::from([(timeline, stop.to_string())]),
-            histories: BTreeMap::new(),
-            held: BTreeMap::new(),
-            stopped_at: None,
-        }
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec_pretty(self).expect("serializable");
+        bytes.push(b'\n');
+        bytes
     }
 
-    /// Reads the ledger of `data`, if the directory was restored for recovery.
-    pub fn load(data: &Path) -> std::io::Result<Option<Chain>> {
-        match std::fs::read(ledger_path(data)) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(std::io::Error::other),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Writes the ledger, atomically.
-    pub fn save(&self, data: &Path) -> std::io::Result<PathBuf> {
-        let path = ledger_path(data);
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("serializable"))?;
-        std::fs::rename(&tmp, &path)?;
-        Ok(path)
-    }
-
-    fn reach_of(&self, timeline: u32) -> Option<Lsn> {
-        self.reach.get(&timeline).and_then(|l| l.parse().ok())
-    }
-
-    /// Where the WAL of `timeline` can start for the chain to go on, if the
-    /// chain reaches it: its reach, or the start of the segment of its
-    /// switch from a timeline the chain reaches up to that segment.
-    fn entry_point(&self, timeline: u32, history: &History, size: u64) -> Result<Lsn, ChainError> {
-        if let Some(reach) = self.reach_of(timeline) {
-            return Ok(reach);
-        }
-        let switches = &history.switches;
-        // The switch whose next timeline is this one.
-        let at = switches
-            .iter()
-            .enumerate()
-            .find(|(i, _)| switches.get(i + 1).map_or(history.timeline, |n| n.parent) == timeline);
-        let Some((_, Switch { parent, switch })) = at else {
-            return Err(ChainError::Unrelated {
-                timeline,
-                base: self.base_timeline,
-            });
-        };
-        let start = Segment::holding(timeline, *switch, size).start(size);
-        let parent_reach = self.entry_point(*parent, history, size)?;
-        let parent_reach = self.reach_of(*parent).unwrap_or(parent_reach);
-        if parent_reach < start {
-            return Err(ChainError::Gap {
-                timeline: *parent,
-                from: parent_reach,
-                to: start,
-            });
-        }
-        Ok(start)
-    }
-
-    /// Checks that a WAL snapshot continues the chain, and returns the chain
-    /// it makes; `self` is left as it is.
-    pub fn extended_by(
-        &self,
-        system_identifier: &str,
-        facts: &WalFacts,
-    ) -> Result<Chain, ChainError> {
-        if system_identifier != self.system_identifier {
-            return Err(ChainError::OtherCluster {
-                ours: self.system_identifier.clone(),
-                theirs: system_identifier.to_string(),
-            });
-        }
-        let size = facts.segment_size;
-        let newest = facts
-            .ranges
-            .last()
-            .map_or(self.base_timeline, |r| r.timeline);
-        let mut switches: Vec<Switch> = Vec::new();
-        for end in &facts.switches {
-            let switch = end
-                .end_lsn
-                .parse()
-                .map_err(|e: crate::replication::BadLsn| ChainError::BadManifest(e.to_string()))?;
-            switches.push(Switch {
-                parent: end.timeline,
-                switch,
-            });
-        }
-        // The switches are the ancestry of the server's timeline, the last range's.
-        let history = History {
-            timeline: newest,
-            switches,
-        };
-        let mut next = self.clone();
-        next.segment_size = Some(size);
-        for range in &facts.ranges {
-            let start: Lsn = range
-                .start_lsn
-                .parse()
-                .map_err(|e: crate::replication::BadLsn| ChainError::BadManifest(e.to_string()))?;
-            let stop: Lsn = range
-                .stop_lsn
-                .parse()
-                .map_err(|e: crate::replication::BadLsn| ChainError::BadManifest(e.to_string()))?;
-            let known = next.history_for(range.timeline, &history);
-            let entry = next.entry_point(range.timeline, &known, size)?;
-            if start > entry {
-                return Err(ChainError::Gap {
-                    timeline: range.timeline,
-                    from: entry,
-                    to: start,
-                });
-            }
-            let reach = next.reach_of(range.timeline).unwrap_or(entry).max(stop);
-            next.reach.insert(range.timeline, reach.to_string());
-        }
-        if !facts.switches.is_empty() {
-            let longest = next.histories.get(&history.timeline).map_or(0, Vec::len);
-            if facts.switches.len() > longest {
-                next.histories
-                    .insert(history.timeline, facts.switches.clone());
-            }
-        }
-        if next.stopped_at.as_deref() < Some(facts.stopped_at.as_str()) {
-            next.stopped_at = Some(facts.stopped_at.clone());
-        }
-        Ok(next)
-    }
-
-    /// The ancestry to judge `timeline` by: the snapshot's, or a longer one
-    /// restored before that leads to it.
-    fn history_for(&self, timeline: u32, snapshot: &History) -> History {
-        if snapshot.leads_from(timeline) {
-            return snapshot.clone();
-        }
-        self.histories
-            .iter()
-            .map(|(t, ends)| History {
-                timeline: *t,
-                switches: ends
-                    .iter()
-                    .filter_map(|e| {
-                        Some(Switch {
-                            parent: e.timeline,
-                            switch: e.end_lsn.parse().ok()?,
-                        })
+    /// The history of the timeline at the stop.
+    pub fn history(&self) -> History {
+        History {
+            timeline: self.timeline,
+            switches: self
+                .switches
+                .iter()
+                .filter_map(|s| {
+                    Some(Switch {
+                        parent: s.timeline,
+                        switch: s.end_lsn.parse().ok()?,
                     })
-                    .collect(),
-            })
-            .find(|h| h.leads_from(timeline))
-            .unwrap_or_else(|| snapshot.clone())
+                })
+                .collect(),
+        }
     }
 
-    /// How far the chain reaches on its newest timeline, for the log.
-    pub fn furthest(&self) -> (u32, String) {
-        self.reach
-            .iter()
-            .next_back()
-            .map(|(t, l)| (*t, l.clone()))
-            .unwrap_or((self.base_timeline, self.base_stop_lsn.clone()))
+    pub fn stop(&self) -> Lsn {
+        self.stop_lsn.parse().unwrap_or(Lsn(0))
+    }
+
+    /// The moments the snapshot covers, as the user reads them.
+    pub fn covered(&self) -> String {
+        match self.bases.first() {
+            Some(oldest) => format!("from {} to {}", oldest.ready_at, self.stopped_at),
+            None => format!("up to {}", self.stopped_at),
+        }
+    }
+
+    /// Checks that the WAL runs without a hole from `base`'s start to the stop,
+    /// along the timelines that lead to the stop's.
+    pub fn check_continuous(&self, base: &Base) -> Result<(), ChainError> {
+        let history = self.history();
+        let mut pieces: Vec<&Piece> = self.pieces.iter().collect();
+        pieces.sort_by_key(|p| (p.from_lsn(), p.timeline));
+        let mut reach: Lsn = base.start_lsn.parse().unwrap_or(Lsn(0));
+        let stop = self.stop();
+        for piece in pieces {
+            if reach >= stop {
+                break;
+            }
+            if piece.from_lsn() > reach {
+                break;
+            }
+            if piece.to_lsn() > reach && piece.timeline == history.timeline_of(reach) {
+                // A timeline's WAL past its switch is not on the way to the stop's.
+                let end = history.end_of(piece.timeline).unwrap_or(Lsn(u64::MAX));
+                reach = piece.to_lsn().min(end);
+            }
+        }
+        if reach < stop {
+            return Err(ChainError::Gap {
+                base: base.id.clone(),
+                timeline: history.timeline_of(reach),
+                from: reach,
+            });
+        }
+        Ok(())
+    }
+
+    /// The base backup a recovery to `aim` starts from, once the chain is
+    /// known to reach it from there.
+    pub fn base_for(&self, aim: &Aim) -> Result<&Base, ChainError> {
+        let newest = self.bases.last().ok_or(ChainError::NoBase)?;
+        let oldest = self.bases.first().ok_or(ChainError::NoBase)?;
+        let base = match aim {
+            Aim::Newest => newest,
+            Aim::Anywhere => oldest,
+            Aim::Time { text, micros } => {
+                let after = |at: &str| moment(at).is_some_and(|m| m > *micros);
+                if moment(&self.stopped_at).is_some_and(|stop| *micros > stop) {
+                    return Err(ChainError::TimeAfter {
+                        target: text.clone(),
+                        covered: self.covered(),
+                    });
+                }
+                self.bases
+                    .iter()
+                    .rev()
+                    .find(|b| !after(&b.ready_at))
+                    .ok_or_else(|| ChainError::TimeBefore {
+                        target: text.clone(),
+                        covered: self.covered(),
+                    })?
+            }
+            Aim::Lsn(target) => {
+                if *target > self.stop() {
+                    return Err(ChainError::LsnAfter {
+                        target: *target,
+                        stop: self.stop(),
+                    });
+                }
+                let end = |b: &Base| b.end_lsn.parse().unwrap_or(Lsn(u64::MAX));
+                self.bases
+                    .iter()
+                    .rev()
+                    .find(|b| end(b) <= *target)
+                    .ok_or_else(|| ChainError::LsnBefore {
+                        target: *target,
+                        end: end(oldest),
+                    })?
+            }
+        };
+        self.check_continuous(base)?;
+        Ok(base)
     }
 }
 
-/// The ledger's path in a data directory.
-pub fn ledger_path(data: &Path) -> PathBuf {
-    data.join(ARCHIVE_DIR).join(LEDGER)
+/// Microseconds since the epoch of a timestamp with an explicit zone, as
+/// PostgreSQL prints them or a user types them: `2026-12-02 14:03:11+00`,
+/// `2026-12-02T14:03:11.123456Z`, `... +05:30`, `... UTC`. None for anything
+/// else (a time without a zone depends on the restored server's settings).
+pub fn moment(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let b = t.as_bytes();
+    let num = |range: std::ops::Range<usize>| -> Option<i64> {
+        let s = t.get(range)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    if b.len() < 16 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b' ' || b[10] == b'T') {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute) = (num(11..13)?, num(14..16)?);
+    if b[13] != b':' {
+        return None;
+    }
+    let mut at = 16;
+    let mut second = 0;
+    let mut micros = 0;
+    if b.get(at) == Some(&b':') {
+        second = num(at + 1..at + 3)?;
+        at += 3;
+        if b.get(at) == Some(&b'.') {
+            let digits = t[at + 1..].bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 {
+                return None;
+            }
+            let frac = &t[at + 1..at + 1 + digits.min(6)];
+            micros = frac.parse::<i64>().ok()? * 10_i64.pow(6 - frac.len() as u32);
+            at += 1 + digits;
+        }
+    }
+    let zone = t[at..].trim();
+    let offset = match zone {
+        "Z" | "UTC" | "+00" | "-00" | "+00:00" | "-00:00" => 0,
+        z if z.len() >= 3 && (z.starts_with('+') || z.starts_with('-')) => {
+            let sign = if z.starts_with('-') { -1 } else { 1 };
+            let digits: String = z[1..].chars().filter(|c| *c != ':').collect();
+            if digits.len() != 2 && digits.len() != 4 || !digits.bytes().all(|c| c.is_ascii_digit())
+            {
+                return None;
+            }
+            let h: i64 = digits[..2].parse().ok()?;
+            let m: i64 = if digits.len() == 4 {
+                digits[2..].parse().ok()?
+            } else {
+                0
+            };
+            sign * (h * 3600 + m * 60)
+        }
+        _ => return None,
+    };
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    Some(seconds * 1_000_000 + micros)
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::WalRange;
 
-    const MB16: u64 = 16 * 1024 * 1024;
-
-    fn lsn(s: &str) -> Lsn {
-        s.parse().unwrap()
-    }
-
-    fn facts(ranges: &[(u32, &str, &str)], switches: &[(u32, &str)]) -> WalFacts {
-        WalFacts {
-            slot: "plakar_wal".into(),
-            segment_size: MB16,
-            ranges: ranges
-                .iter()
-                .map(|(t, a, b)| WalRange {
-                    timeline: *t,
-                    start_lsn: a.to_string(),
-                    stop_lsn: b.to_string(),
-                })
-                .collect(),
-            histories: Vec::new(),
-            switches: switches
-                .iter()
-                .map(|(t, l)| TimelineEnd {
-                    timeline: *t,
-                    end_lsn: l.to_string(),
-                })
-                .collect(),
-            stopped_at: "2026-12-02T14:00:00.000000Z".into(),
-            ssl_mode: "prefer".into(),
+    fn piece(timeline: u32, from: &str, to: &str) -> Piece {
+        Piece {
+            timeline,
+            from: from.into(),
+            to: to.into(),
         }
     }
 
-    fn base() -> Chain {
-        Chain::of_base("7001", 1, lsn("0/5000028"), lsn("0/5000138"))
+    fn base(id: &str, start: &str, end: &str, ready_at: &str) -> Base {
+        Base {
+            id: id.into(),
+            timeline: 1,
+            start_lsn: start.into(),
+            end_lsn: end.into(),
+            started_at: ready_at.into(),
+            ready_at: ready_at.into(),
+        }
+    }
+
+    fn chain(bases: Vec<Base>, pieces: Vec<Piece>, stop: &str) -> Chain {
+        Chain {
+            system_identifier: "7".into(),
+            segment_size: 16 << 20,
+            bases,
+            pieces,
+            histories: vec![],
+            switches: vec![],
+            timeline: 1,
+            stop_lsn: stop.into(),
+            stopped_at: "2026-12-04T10:00:00.000000Z".into(),
+        }
     }
 
     #[test]
-    fn snapshots_that_follow_each_other_extend_the_chain() {
-        let chain = base()
-            .extended_by("7001", &facts(&[(1, "0/4000000", "0/7000060")], &[]))
-            .unwrap();
-        assert_eq!(chain.reach[&1], "0/7000060");
-        let chain = chain
-            .extended_by("7001", &facts(&[(1, "0/7000000", "0/9000000")], &[]))
-            .unwrap();
-        assert_eq!(chain.furthest(), (1, "0/9000000".to_string()));
-        // An older snapshot restored again changes nothing.
-        let again = chain
-            .extended_by("7001", &facts(&[(1, "0/4000000", "0/7000060")], &[]))
-            .unwrap();
-        assert_eq!(again.reach, chain.reach);
+    fn moments_read_with_their_zone_only() {
+        let utc = moment("2026-12-04 10:00:00+00").unwrap();
+        assert_eq!(moment("2026-12-04T10:00:00.000000Z"), Some(utc));
+        assert_eq!(moment("2026-12-04 11:30:00+01:30"), Some(utc));
+        assert_eq!(moment("2026-12-04 10:00:00.5 UTC"), Some(utc + 500_000));
+        assert_eq!(moment("1970-01-01 00:00:01+00"), Some(1_000_000));
+        assert_eq!(moment("2026-12-04 10:00:00"), None);
+        assert_eq!(moment("yesterday"), None);
     }
 
     #[test]
-    fn a_hole_or_another_cluster_is_refused_naming_what_is_missing() {
-        let err = base()
-            .extended_by("7001", &facts(&[(1, "0/8000000", "0/9000000")], &[]))
-            .unwrap_err();
-        assert_eq!(
-            err,
-            ChainError::Gap {
-                timeline: 1,
-                from: lsn("0/5000138"),
-                to: lsn("0/8000000")
-            }
-        );
-        assert!(err.to_string().starts_with(
-            "the WAL from 0/5000138 to 0/8000000 on timeline 1 is in no WAL snapshot restored here"
-        ));
-        let err = base()
-            .extended_by("9999", &facts(&[(1, "0/5000000", "0/9000000")], &[]))
-            .unwrap_err();
-        assert!(err
-            .to_string()
-            .contains("another cluster (system identifier 9999)"));
+    fn pieces_sort_by_timeline_then_position() {
+        let a = piece(1, "0/3000000", "0/5000060").path();
+        let b = piece(1, "0/5000060", "1/0").path();
+        let c = piece(2, "0/4000000", "0/4000100").path();
+        assert_eq!(a, "/wal/00000001-0000000003000000-0000000005000060");
+        assert!(a < b && b < c);
     }
 
     #[test]
-    fn a_later_timeline_continues_the_chain_from_its_switch() {
-        let chain = base()
-            .extended_by("7001", &facts(&[(1, "0/5000000", "0/6000100")], &[]))
-            .unwrap();
-        // Timeline 2 began at 0/6000080, in the segment from 0/6000000.
-        let two = facts(&[(2, "0/6000000", "0/8000000")], &[(1, "0/6000080")]);
-        let chain = chain.extended_by("7001", &two).unwrap();
-        assert_eq!(chain.reach[&2], "0/8000000");
-        assert_eq!(chain.histories[&2].len(), 1);
-        // Timeline 3 from 2 at 0/7800000, its first snapshot from the switch's segment.
-        let three = facts(
-            &[(3, "0/7000000", "0/9000000")],
-            &[(1, "0/6000080"), (2, "0/7800000")],
+    fn the_wal_must_run_from_the_base_to_the_stop() {
+        let b = base("a", "0/2000028", "0/2000100", "2026-12-04T09:00:00Z");
+        let whole = chain(
+            vec![b.clone()],
+            vec![
+                piece(1, "0/2000000", "0/3000060"),
+                piece(1, "0/3000000", "0/5000000"),
+            ],
+            "0/5000000",
+        );
+        assert!(whole.check_continuous(&b).is_ok());
+        let holed = chain(
+            vec![b.clone()],
+            vec![
+                piece(1, "0/2000000", "0/3000060"),
+                piece(1, "0/4000000", "0/5000000"),
+            ],
+            "0/5000000",
+        );
+        let err = holed.check_continuous(&b).unwrap_err();
+        assert!(err.to_string().contains("hole from 0/3000060"), "{err}");
+    }
+
+    #[test]
+    fn the_wal_follows_a_switch_of_timeline() {
+        let b = base("a", "0/2000028", "0/2000100", "2026-12-04T09:00:00Z");
+        let mut c = chain(
+            vec![b.clone()],
+            vec![
+                piece(1, "0/2000000", "0/40000A8"),
+                piece(2, "0/4000000", "0/6000000"),
+            ],
+            "0/6000000",
+        );
+        c.timeline = 2;
+        c.switches = vec![TimelineEnd {
+            timeline: 1,
+            end_lsn: "0/40000A8".into(),
+        }];
+        assert!(c.check_continuous(&b).is_ok());
+        // Timeline 1 past the switch is not on the way to 2.
+        c.pieces = vec![piece(1, "0/2000000", "0/6000000")];
+        assert!(c.check_continuous(&b).is_err());
+    }
+
+    #[test]
+    fn a_target_picks_the_newest_base_that_reaches_it_and_nothing_outside() {
+        let old = base("old", "0/2000028", "0/2000100", "2026-12-04T08:00:00Z");
+        let new = base("new", "0/8000028", "0/8000100", "2026-12-04T09:30:00Z");
+        let c = chain(
+            vec![old, new],
+            vec![piece(1, "0/2000000", "0/9000000")],
+            "0/9000000",
+        );
+        let at = |t: &str| Aim::Time {
+            text: t.into(),
+            micros: moment(t).unwrap(),
+        };
+        assert_eq!(c.base_for(&at("2026-12-04 09:00:00+00")).unwrap().id, "old");
+        assert_eq!(c.base_for(&at("2026-12-04 09:45:00+00")).unwrap().id, "new");
+        assert_eq!(c.base_for(&Aim::Newest).unwrap().id, "new");
+        assert_eq!(c.base_for(&Aim::Anywhere).unwrap().id, "old");
+        let late = c.base_for(&at("2026-12-04 10:00:01+00")).unwrap_err();
+        assert!(
+            late.to_string()
+                .contains("from 2026-12-04T08:00:00Z to 2026-12-04T10:00:00"),
+            "{late}"
+        );
+        let early = c.base_for(&at("2026-12-04 07:00:00+00")).unwrap_err();
+        assert!(matches!(early, ChainError::TimeBefore { .. }));
+        assert_eq!(
+            c.base_for(&Aim::Lsn("0/8000200".parse().unwrap()))
+                .unwrap()
+                .id,
+            "new"
         );
         assert_eq!(
-            chain.extended_by("7001", &three).unwrap().reach[&3],
-            "0/9000000"
+            c.base_for(&Aim::Lsn("0/3000000".parse().unwrap()))
+                .unwrap()
+                .id,
+            "old"
         );
-        // A timeline whose parent the chain does not reach up to the switch.
-        let short = base();
-        let err = short.extended_by("7001", &two).unwrap_err();
-        assert_eq!(
-            err,
-            ChainError::Gap {
-                timeline: 1,
-                from: lsn("0/5000138"),
-                to: lsn("0/6000000")
-            }
-        );
-        let stray = facts(&[(5, "0/6000000", "0/8000000")], &[]);
         assert!(matches!(
-            chain.extended_by("7001", &stray),
-            Err(ChainError::Unrelated { timeline: 5, .. })
+            c.base_for(&Aim::Lsn("0/9000001".parse().unwrap())),
+            Err(ChainError::LsnAfter { .. })
+        ));
+        assert!(matches!(
+            c.base_for(&Aim::Lsn("0/2000000".parse().unwrap())),
+            Err(ChainError::LsnBefore { .. })
         ));
     }
 }

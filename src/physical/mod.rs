@@ -3,6 +3,7 @@
 //! new data directory and verified with pg_verifybackup. A room of its own
 //! beside the logical `backup` and `restore`, sharing `connection` and `tools`.
 
+pub mod archive;
 pub mod backup;
 pub mod chain;
 mod explain;

@@ -8,7 +8,9 @@ use std::sync::LazyLock;
 use super::owner::Owner;
 use super::recovery::{Recovery, RECOVERY_OPTIONS};
 use crate::connection::{Connection, CLIENT_OPTIONS, SERVER_OPTIONS, TOOL_OPTIONS};
-use crate::options::{Kind, OptionError, Spec, Table};
+use crate::options::{Kind, OptionError, Spec, Table, Values};
+use crate::replication::slot::SlotName;
+use std::time::Duration;
 
 static BASEBACKUP_OPTIONS: &[Spec] = &[
     Spec {
@@ -31,12 +33,51 @@ static BASEBACKUP_OPTIONS: &[Spec] = &[
     },
 ];
 
+static ARCHIVE_OPTIONS: &[Spec] = &[
+    Spec {
+        name: "archive_wal",
+        kind: Kind::Bool,
+        default: Some("false"),
+        description: "Make every snapshot restorable to any moment up to its run: each run adds the WAL written since the previous one, streamed from a permanent replication slot, and carries forward the base backup and the WAL that snapshot held (Plakar stores them again without reading them). A new base backup is taken by the first run, when the current one is older than `base_max_age`, and when a run cannot prove that the previous snapshot was committed. Run it often (every minute from cron): the slot keeps the server's WAL until the next run.",
+    },
+    Spec {
+        name: "slot",
+        kind: Kind::Text,
+        default: Some(DEFAULT_SLOT),
+        description: "With `archive_wal`: the permanent physical replication slot that keeps the server's WAL until a committed snapshot holds it; created by the first run. One slot per store. To stop archiving, drop it: `SELECT pg_drop_replication_slot('plakar_wal')`.",
+    },
+    Spec {
+        name: "state_dir",
+        kind: Kind::Text,
+        default: None,
+        description: "With `archive_wal`: the local directory of the runs' state, two files per slot and server: `SLOT@HOST-PORT.lock`, held while a run lasts, and `SLOT@HOST-PORT.json`, what the last snapshots hold. Default: `$XDG_STATE_HOME/plakar-postgresql`, or `~/.local/state/plakar-postgresql`. Losing it loses no WAL: the next run takes a new base backup.",
+    },
+    Spec {
+        name: "base_max_age",
+        kind: Kind::Text,
+        default: Some(DEFAULT_BASE_MAX_AGE),
+        description: "With `archive_wal`: the age at which a run takes a new base backup instead of carrying the current one forward, as a number and a unit (`s`, `m`, `h`, `d`), such as `12h` or `7d`. The snapshot of that run holds both, so every moment stays reachable.",
+    },
+    Spec {
+        name: "new_base",
+        kind: Kind::Bool,
+        default: Some("false"),
+        description: "With `archive_wal`: take a new base backup in this run whatever its age, for one run: `plakar backup -o new_base=true @mypg`.",
+    },
+];
+
 static DESTINATION_OPTIONS: &[Spec] = &[
     Spec {
         name: "location",
         kind: Kind::Text,
         default: None,
-        description: "The directory to restore into: `postgres+bin:///absolute/path`. It must be absent or empty, but for a WAL snapshot, which goes into a directory restored for recovery (see `recovery_target`).",
+        description: "The directory to restore into: `postgres+bin:///absolute/path`. It must be absent or empty.",
+    },
+    Spec {
+        name: "sync",
+        kind: Kind::Bool,
+        default: Some("true"),
+        description: "Flush every restored file to disk (syncfs on the file system of the data directory and of each tablespace) before the restore reports success, so that a crash just after it loses nothing; `false` for throw-away copies.",
     },
     Spec {
         name: "pg_bin_dir",
@@ -67,6 +108,7 @@ pub static PHYSICAL_SOURCE_OPTIONS: LazyLock<Table> = LazyLock::new(|| {
             TOOL_OPTIONS,
             CLIENT_OPTIONS,
             BASEBACKUP_OPTIONS,
+            ARCHIVE_OPTIONS,
         ],
     )
 });
@@ -90,6 +132,104 @@ pub struct PhysicalSource {
     pub max_rate: Option<String>,
     /// Leave page checksums to the server (else `--no-verify-checksums`).
     pub verify_checksums: bool,
+    /// How the snapshots carry their WAL, with `archive_wal`.
+    pub archive: Option<ArchiveConfig>,
+}
+
+/// The slot that keeps the WAL when the user names none.
+pub const DEFAULT_SLOT: &str = "plakar_wal";
+
+/// The age of a base backup past which a run takes a new one.
+pub const DEFAULT_BASE_MAX_AGE: &str = "1d";
+
+/// What `archive_wal` and its companions ask.
+#[derive(Debug, Clone)]
+pub struct ArchiveConfig {
+    /// The permanent slot.
+    pub slot: SlotName,
+    /// Where the runs' state lives.
+    pub state_dir: PathBuf,
+    /// The age past which a run takes a new base backup.
+    pub base_max_age: Duration,
+    /// Take a new base backup in this run.
+    pub new_base: bool,
+}
+
+impl ArchiveConfig {
+    fn parse(values: &Values) -> Result<Option<ArchiveConfig>, OptionError> {
+        if !values.flag("archive_wal") {
+            for option in ["slot", "state_dir", "base_max_age", "new_base"] {
+                if values.is_set(option) {
+                    return Err(OptionError::Conflict(format!(
+                        "option `{option}` belongs to WAL archiving, which is off: set archive_wal=true, or leave `{option}` out"
+                    )));
+                }
+            }
+            return Ok(None);
+        }
+        let raw = values.text("slot").unwrap_or_else(|| DEFAULT_SLOT.into());
+        let slot = SlotName::new(&raw).map_err(|_| OptionError::Invalid {
+            key: "slot",
+            value: format!("{raw:?}"),
+            accepted: "1 to 63 lower-case letters, digits and underscores".into(),
+        })?;
+        let state_dir = match values.text("state_dir") {
+            Some(dir) => {
+                let dir = PathBuf::from(dir);
+                if !dir.is_absolute() {
+                    return Err(OptionError::Invalid {
+                        key: "state_dir",
+                        value: format!("{:?}", dir.display().to_string()),
+                        accepted: "an absolute directory path".into(),
+                    });
+                }
+                dir
+            }
+            None => default_state_dir().ok_or_else(|| {
+                OptionError::Conflict(
+                    "neither XDG_STATE_HOME nor HOME is set, so WAL archiving has no default state_dir; set the option `state_dir`".into(),
+                )
+            })?,
+        };
+        let age = values
+            .text("base_max_age")
+            .unwrap_or_else(|| DEFAULT_BASE_MAX_AGE.into());
+        let base_max_age = parse_age(&age).ok_or_else(|| OptionError::Invalid {
+            key: "base_max_age",
+            value: format!("{age:?}"),
+            accepted: "a whole number and a unit, s, m, h or d, such as 12h or 7d".into(),
+        })?;
+        Ok(Some(ArchiveConfig {
+            slot,
+            state_dir,
+            base_max_age,
+            new_base: values.flag("new_base"),
+        }))
+    }
+}
+
+/// `90m`, `12h`, `7d`: a whole number of seconds, minutes, hours or days.
+fn parse_age(raw: &str) -> Option<Duration> {
+    let raw = raw.trim();
+    let unit = raw.chars().last()?;
+    let number: u64 = raw[..raw.len() - unit.len_utf8()].trim().parse().ok()?;
+    let seconds = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    (number > 0).then(|| Duration::from_secs(number * seconds))
+}
+
+/// `$XDG_STATE_HOME/plakar-postgresql`, or `~/.local/state/plakar-postgresql`.
+fn default_state_dir() -> Option<PathBuf> {
+    let nonempty = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    nonempty("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| nonempty("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .map(|d| d.join("plakar-postgresql"))
 }
 
 impl PhysicalSource {
@@ -111,6 +251,7 @@ impl PhysicalSource {
             fast_checkpoint: values.text("checkpoint").as_deref() == Some("fast"),
             max_rate,
             verify_checksums: values.flag("verify_checksums"),
+            archive: ArchiveConfig::parse(&values)?,
         })
     }
 }
@@ -151,6 +292,8 @@ pub struct PhysicalDestination {
     pub tablespace_mapping: Vec<(String, PathBuf)>,
     /// The recovery to write for `pg_ctl start`, if any recovery option is set.
     pub recovery: Option<Recovery>,
+    /// Flush the restored files to disk before reporting success.
+    pub sync: bool,
 }
 
 /// `tablespace_mapping`: `NAME_OR_OID=/absolute/dir[,...]`, each tablespace once.
@@ -222,6 +365,7 @@ impl PhysicalDestination {
             owner,
             tablespace_mapping,
             recovery: Recovery::from_values(&values)?,
+            sync: values.flag("sync"),
         })
     }
 }

@@ -8,7 +8,9 @@ use std::path::Path;
 use crate::options::{Kind, OptionError, Spec, Values};
 use crate::replication::Lsn;
 
-use super::chain::ARCHIVE_DIR;
+/// The directory of the restored WAL, under the data directory: PostgreSQL
+/// ignores what pg_wal's subdirectories hold, and so does pg_verifybackup.
+pub const ARCHIVE_DIR: &str = "pg_wal/plakar";
 
 /// The recovery options of the physical destination.
 pub static RECOVERY_OPTIONS: &[Spec] = &[
@@ -16,7 +18,7 @@ pub static RECOVERY_OPTIONS: &[Spec] = &[
         name: "recovery_target",
         kind: Kind::Choice(&["immediate", "latest"]),
         default: None,
-        description: "Recover with the WAL snapshots restored after the base backup: `latest` replays all of them, `immediate` stops as soon as the copy is consistent. One recovery target at most.",
+        description: "For a snapshot that carries its WAL: `latest` (the default for such a snapshot) replays all of it, `immediate` stops as soon as the copy is consistent. One recovery target at most.",
     },
     Spec {
         name: "recovery_target_time",
@@ -100,6 +102,27 @@ const BEGIN: &str = "# Point-in-time recovery, written by the plakar postgresql 
 const END: &str = "# End of point-in-time recovery";
 
 impl Recovery {
+    /// Recovery to the end of the WAL, with PostgreSQL's defaults.
+    pub fn latest() -> Recovery {
+        Recovery {
+            target: Target::Latest,
+            action: None,
+            inclusive: None,
+            timeline: None,
+        }
+    }
+
+    /// The option that names the target.
+    pub fn option(&self) -> &'static str {
+        match self.target {
+            Target::Latest | Target::Immediate => "recovery_target",
+            Target::Time(_) => "recovery_target_time",
+            Target::Lsn(_) => "recovery_target_lsn",
+            Target::Xid(_) => "recovery_target_xid",
+            Target::Name(_) => "recovery_target_name",
+        }
+    }
+
     /// The recovery the options ask for; None without any recovery option.
     pub fn from_values(values: &Values) -> Result<Option<Recovery>, OptionError> {
         let targets = [

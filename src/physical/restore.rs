@@ -11,10 +11,15 @@
 //! target, the base restore then writes the recovery settings and the WAL
 //! chain's ledger (see [`super::recovery`], [`super::chain`]).
 //!
-//! A WAL snapshot goes into a directory restored so: its manifest is checked
-//! against the chain before any of its files is written, its segments are
-//! written beside the ledger in `pg_wal/plakar/` (a `.partial` padded to a
-//! whole segment, never over a longer copy), and the ledger is extended.
+//! A snapshot that carries its WAL (`archive_wal`) starts with
+//! `/.chain.json`: before anything is written, the destination checks that
+//! the snapshot reaches the recovery target and that its WAL runs without a
+//! hole from the base backup it picks, then writes that base's files, skips
+//! the other base's (a run that took a new one holds two), and puts the WAL
+//! in `pg_wal/plakar/` (see [`wal`]), with the recovery settings that replay
+//! it at `pg_ctl start`. A damaged piece of WAL removes everything written.
+//! Unless `sync=false`, the restored files are flushed to disk before the
+//! restore reports success.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -28,8 +33,9 @@ use tokio::io::AsyncWriteExt;
 
 mod wal;
 
-use super::chain::{self, Chain};
+use super::chain::{self, Aim, Chain};
 use super::options::PhysicalDestination;
+use super::recovery::{Recovery, Target};
 use super::tablespaces;
 use crate::error::Error;
 use crate::names;
@@ -37,7 +43,7 @@ use crate::protocol::connectors::Record;
 use crate::protocol::destination::{Destination, Export, Results};
 use crate::protocol::record::{MODE_DIR, MODE_SYMLINK};
 use crate::tools::{Tool, Toolbox};
-use crate::wal::WAL_DIR;
+use crate::wal::segment::parse_history_file_name;
 
 /// Refuses a directory that holds anything, naming a running server first.
 fn check_directory(dir: &Path) -> Result<(), Error> {
@@ -68,13 +74,9 @@ impl Destination for PhysicalDestination {
         if let Some(owner) = &config.owner {
             owner.check()?;
         }
-        // A directory restored for recovery takes WAL snapshots only: its
-        // tablespaces are already in their mapped directories, which the same
-        // destination's `tablespace_mapping` still names.
-        if check_target(&config.directory)?.is_none() {
-            for (key, dir) in &config.tablespace_mapping {
-                check_tablespace_directory(dir, &config.directory, key, key)?;
-            }
+        check_directory(&config.directory)?;
+        for (key, dir) in &config.tablespace_mapping {
+            check_tablespace_directory(dir, &config.directory, key, key)?;
         }
         Ok(config)
     }
@@ -84,13 +86,13 @@ impl Destination for PhysicalDestination {
     }
 
     async fn ping(&self) -> Result<(), Error> {
-        check_target(&self.directory).map(|_| ())
+        check_directory(&self.directory)
     }
 
     fn export(self: Arc<Self>) -> Writer {
         Writer {
             root: self.directory.clone(),
-            chain: Chain::load(&self.directory).ok().flatten(),
+            root_existed: self.directory.exists(),
             config: self,
             started: false,
             directories: Vec::new(),
@@ -99,8 +101,9 @@ impl Destination for PhysicalDestination {
             snapshot: None,
             tablespaces: HashMap::new(),
             placed: HashMap::new(),
-            wal: None,
+            pitr: None,
             decided: false,
+            wal_failed: Vec::new(),
         }
     }
 }
@@ -134,46 +137,39 @@ fn check_tablespace_directory(
     })
 }
 
-/// A directory to restore into: absent or empty, or restored for recovery
-/// (for a WAL snapshot); its chain then.
-fn check_target(dir: &Path) -> Result<Option<Chain>, Error> {
-    if dir.join("postmaster.pid").exists() {
-        return Err(Error::DirectoryInUse(dir.to_path_buf()));
-    }
-    match Chain::load(dir) {
-        Ok(Some(chain)) => Ok(Some(chain)),
-        Ok(None) => check_directory(dir).map(|()| None),
-        Err(source) => Err(Error::Io {
-            action: "read",
-            path: chain::ledger_path(dir),
-            source,
-        }),
-    }
-}
-
-/// A WAL snapshot being restored.
-#[derive(Debug, Default)]
-pub struct WalRestore {
-    /// The chain it makes, once its manifest is checked.
-    extended: Option<Chain>,
-    /// Why it does not go on, returned at the next record.
-    refused: Option<Error>,
-    /// Files written under a temporary name: final name, temporary path, length.
-    staged: Vec<(String, PathBuf, u64)>,
-}
-
 /// A file being written.
 pub struct Open {
+    /// The record as Plakar sent it, echoed back in its result.
     record: Record,
+    /// Its path in the data directory's terms (`/base/1/1259`), empty for a
+    /// record that is not written.
+    local: String,
     file: Option<tokio::fs::File>,
     path: PathBuf,
     error: Option<String>,
+    /// A piece of the snapshot's WAL.
+    piece: Option<wal::PieceOpen>,
+}
+
+/// A snapshot that carries its WAL, being restored.
+#[derive(Debug)]
+pub struct Pitr {
+    /// What `/.chain.json` says.
+    chain: Chain,
+    /// The records of the base backup restored: `/bases/<id>`.
+    base: String,
+    /// The recovery it is restored for.
+    recovery: Recovery,
+    /// The WAL's segment files.
+    wal: wal::WalFiles,
 }
 
 /// One `Export` call writing a data directory.
 pub struct Writer {
     config: Arc<PhysicalDestination>,
     root: PathBuf,
+    /// Whether the directory was there, empty, before the restore.
+    root_existed: bool,
     /// Whether the directory was created (at the first file of a physical snapshot).
     started: bool,
     /// Directories written, with their mode and mtime, applied at the end
@@ -193,18 +189,23 @@ pub struct Writer {
     placed: HashMap<String, PathBuf>,
     /// `/manifest.json`, once read.
     snapshot: Option<crate::manifest::Manifest>,
-    /// The chain of a directory restored for recovery.
-    chain: Option<Chain>,
-    /// Set once the first record says the snapshot is WAL.
-    wal: Option<WalRestore>,
+    /// A snapshot that carries its WAL, once `/.chain.json` is read.
+    pitr: Option<Pitr>,
     /// Whether the first record after `/` has said what the snapshot is.
     decided: bool,
+    /// The WAL records that failed: the restore then removes what it wrote.
+    wal_failed: Vec<String>,
 }
 
-/// Whether a record belongs to a WAL snapshot: the first after `/` decides
-/// (a base snapshot's `/manifest.json` comes after its data files).
-fn is_wal_record(pathname: &str) -> bool {
-    pathname == names::MANIFEST || names::is_wal_archive(pathname)
+/// Where a record of a snapshot that carries its WAL goes.
+enum Place {
+    /// Into the data directory, at this path.
+    Data(String),
+    /// Into `pg_wal/plakar/`: a piece, or a history file (its name).
+    Piece(chain::Piece),
+    History(String),
+    /// Nowhere (the other base backup, the receipts, the directories).
+    Skip,
 }
 
 #[tonic::async_trait]
@@ -222,29 +223,34 @@ impl Export for Writer {
         }
         if record.pathname != "/" && !self.decided {
             self.decided = true;
-            if is_wal_record(&record.pathname) {
-                if self.chain.is_none() {
-                    return Err(Error::NoRecoveryBase(self.root.clone()));
+            if record.pathname != chain::RECORD {
+                if let Some(recovery) = &self.config.recovery {
+                    return Err(Error::NoWalInSnapshot(recovery.option().to_string()));
                 }
-                // PostgreSQL removes recovery.signal when recovery ends: WAL
-                // restored then would put a server that has moved on back into recovery.
-                if !self.root.join("recovery.signal").exists() {
-                    return Err(Error::AlreadyRecovered(self.root.clone()));
-                }
-                self.sweep_incoming();
-                self.wal = Some(WalRestore::default());
-            } else if self.chain.is_some() {
-                // A base snapshot into a directory already restored.
-                return Err(Error::DirectoryNotEmpty(self.root.clone()));
             }
         }
-        if self.wal.is_some() {
-            return self.begin_wal(record, results).await;
+        if record.pathname == chain::RECORD {
+            return Ok(Some(self.own(record, chain::RECORD)));
         }
+        let local = match &self.pitr {
+            None => record.pathname.clone(),
+            Some(pitr) => match place(pitr, &record.pathname) {
+                Place::Data(local) => local,
+                Place::Skip => {
+                    if record.has_reader {
+                        return Ok(Some(self.own(record, "")));
+                    }
+                    results.send(&record, Ok::<(), String>(())).await;
+                    return Ok(None);
+                }
+                Place::History(name) => return Ok(Some(self.history(record, &name).await)),
+                Place::Piece(piece) => return Ok(Some(self.piece(record, piece).await)),
+            },
+        };
         if let Some(refused) = self.refused.take() {
             return Err(refused);
         }
-        if let Some(oid) = tablespace_of(&record.pathname) {
+        if let Some(oid) = tablespace_of(&local) {
             if self.placed.is_empty() {
                 self.check_mapping()?;
             }
@@ -254,11 +260,27 @@ impl Export for Writer {
                 self.placed.insert(oid.to_string(), dir);
             }
         }
-        Ok(self.start(record, results).await)
+        Ok(self.start(record, &local, results).await)
     }
 
     async fn write(&mut self, open: &mut Open, chunk: Bytes) {
-        if is_own_file(&open.record.pathname) {
+        if let Some(piece) = &mut open.piece {
+            if open.error.is_none() {
+                let pitr = self.pitr.as_mut().expect("a piece belongs to a chain");
+                match pitr.wal.write(piece, &chunk) {
+                    Ok(made) => {
+                        for path in made {
+                            if let Err(e) = self.give(&path) {
+                                open.error = Some(e);
+                            }
+                        }
+                    }
+                    Err(e) => open.error = Some(e),
+                }
+            }
+            return;
+        }
+        if is_own_file(&open.local) {
             self.own.extend_from_slice(&chunk);
         }
         if let (Some(file), None) = (&mut open.file, &open.error) {
@@ -281,8 +303,16 @@ impl Export for Writer {
         if let Some(refused) = self.refused.take() {
             return Err(refused);
         }
-        if let Some(wal) = self.wal.take() {
-            return self.finish_wal(wal, results);
+        if !self.wal_failed.is_empty() {
+            self.remove_written();
+            return Err(Error::DamagedWal(self.wal_failed.join("; ")));
+        }
+        if let Some(pitr) = &mut self.pitr {
+            if let Err(why) = pitr.wal.finish() {
+                self.wal_failed.push(why);
+                self.remove_written();
+                return Err(Error::DamagedWal(self.wal_failed.join("; ")));
+            }
         }
         // Deepest first, so that a parent's mode never stops a child's.
         self.directories.sort_by(|a, b| b.0.cmp(&a.0));
@@ -301,42 +331,247 @@ impl Export for Writer {
         }
         self.relocate()?;
         verify(&self.config).await?;
-        match &self.config.recovery {
-            Some(recovery) => self.prepare_recovery(recovery),
-            None => Ok(()),
+        if let Some(pitr) = &self.pitr {
+            self.prepare_recovery(pitr)?;
         }
+        if self.config.sync {
+            self.sync()?;
+        }
+        Ok(())
     }
 }
 
 impl Writer {
+    /// A record read, not written: the plugin's own files, and what a
+    /// restore skips.
+    fn own(&self, record: Record, local: &str) -> Open {
+        Open {
+            record,
+            local: local.to_string(),
+            file: None,
+            path: PathBuf::new(),
+            error: None,
+            piece: None,
+        }
+    }
+
+    /// `pg_wal/plakar/`, made on first use and given to `owner`.
+    fn wal_dir(&self) -> Result<PathBuf, String> {
+        let dir = self.root.join(wal::ARCHIVE_DIR);
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir)
+                .and_then(|()| {
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                })
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            self.give(&dir)?;
+        }
+        Ok(dir)
+    }
+
+    /// A timeline's history file, written as it is into `pg_wal/plakar/`.
+    async fn history(&self, record: Record, name: &str) -> Open {
+        let made = self.wal_dir().and_then(|dir| {
+            let path = dir.join(name);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| format!("cannot create {}: {e}", path.display()))
+                .and_then(|f| match &self.config.owner {
+                    Some(owner) => owner.give_file(&f, &path).map(|()| (f, path)),
+                    None => Ok((f, path)),
+                })
+        });
+        match made {
+            Ok((f, path)) => Open {
+                file: Some(tokio::fs::File::from_std(f)),
+                path,
+                ..self.own(record, "")
+            },
+            Err(e) => Open {
+                error: Some(e),
+                ..self.own(record, "")
+            },
+        }
+    }
+
+    /// A piece of the WAL, written at its place in the segment files.
+    async fn piece(&mut self, record: Record, piece: chain::Piece) -> Open {
+        let dir = self.wal_dir();
+        let pitr = self.pitr.as_mut().expect("a piece belongs to a chain");
+        let open = pitr.wal.open(piece);
+        Open {
+            error: dir.err(),
+            piece: Some(open),
+            ..self.own(record, "")
+        }
+    }
+
+    /// Reads `/.chain.json`: picks the base backup for the recovery asked
+    /// (`latest` when none is), and checks that the snapshot reaches it.
+    fn read_chain(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let chain = Chain::from_json(bytes)?;
+        let recovery = self
+            .config
+            .recovery
+            .clone()
+            .unwrap_or_else(Recovery::latest);
+        let aim = match &recovery.target {
+            Target::Latest | Target::Immediate => Aim::Newest,
+            Target::Time(text) => match chain::moment(text) {
+                Some(micros) => Aim::Time {
+                    text: text.clone(),
+                    micros,
+                },
+                None => {
+                    tracing::warn!(
+                        "recovery_target_time {text} has no time zone, so whether this snapshot reaches it is left to PostgreSQL (it covers {})",
+                        chain.covered()
+                    );
+                    Aim::Anywhere
+                }
+            },
+            Target::Lsn(lsn) => Aim::Lsn(*lsn),
+            Target::Xid(_) | Target::Name(_) => Aim::Anywhere,
+        };
+        let base = chain.base_for(&aim)?.clone();
+        tracing::info!(
+            "the snapshot covers {}: restoring base backup {} (consistent at {} on timeline {}) and its WAL to {} on timeline {}",
+            chain.covered(),
+            base.id,
+            base.end_lsn,
+            base.timeline,
+            chain.stop_lsn,
+            chain.timeline
+        );
+        let wal = wal::WalFiles::new(&self.root, chain.segment_size);
+        self.pitr = Some(Pitr {
+            base: format!("{}/{}", chain::BASES, base.id),
+            chain,
+            recovery,
+            wal,
+        });
+        Ok(())
+    }
+
+    /// Removes what a failed restore wrote: the directory it filled (or its
+    /// content, when it was there, empty, before) and the tablespaces'.
+    fn remove_written(&self) {
+        for dir in self.placed.values() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        if self.root_existed {
+            if let Ok(entries) = std::fs::read_dir(&self.root) {
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let _ = if path.is_dir() && !path.is_symlink() {
+                        std::fs::remove_dir_all(&path)
+                    } else {
+                        std::fs::remove_file(&path)
+                    };
+                }
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+        tracing::warn!(
+            "the restore failed: what it wrote into {} was removed",
+            self.root.display()
+        );
+    }
+
+    /// The recovery settings and `recovery.signal`, so that `pg_ctl start`
+    /// replays the WAL in `pg_wal/plakar/` to the target.
+    fn prepare_recovery(&self, pitr: &Pitr) -> Result<(), Error> {
+        let io = |action, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io {
+                action,
+                path,
+                source,
+            }
+        };
+        let archive = self.wal_dir().map_err(Error::Verify)?;
+        pitr.recovery
+            .write(&self.root)
+            .map_err(io("write", &self.root))?;
+        for path in [
+            archive,
+            self.root.join("recovery.signal"),
+            self.root.join("postgresql.auto.conf"),
+        ] {
+            self.give(&path).map_err(Error::Verify)?;
+        }
+        let target: Vec<String> = pitr
+            .recovery
+            .settings()
+            .iter()
+            .skip(1)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let target = if target.is_empty() {
+            format!("the end of the snapshot's WAL, {}", pitr.chain.stopped_at)
+        } else {
+            target.join(", ")
+        };
+        tracing::info!(
+            "{} is ready for point-in-time recovery to {target}: start it with: pg_ctl -D {} start",
+            self.root.display(),
+            self.root.display()
+        );
+        Ok(())
+    }
+
+    /// Flushes what was written to disk: one `syncfs` per file system of
+    /// the data directory and of each tablespace.
+    fn sync(&self) -> Result<(), Error> {
+        use std::os::unix::io::AsRawFd;
+        let mut dirs = vec![self.root.clone()];
+        dirs.extend(self.placed.values().cloned());
+        for dir in dirs {
+            let flushed = std::fs::File::open(&dir).and_then(|d| {
+                // SAFETY: the descriptor is open for the duration of the call.
+                if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+            flushed.map_err(|source| Error::Io {
+                action: "flush",
+                path: dir,
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
     /// Starts a record: makes a directory or a link at once, or opens a file
     /// for the content that follows.
-    async fn start(&mut self, record: Record, results: &mut Results) -> Option<Open> {
+    async fn start(&mut self, record: Record, local: &str, results: &mut Results) -> Option<Open> {
         let info = record.file_info.clone().unwrap_or_default();
         let modified = info.mod_time.and_then(|t| SystemTime::try_from(t).ok());
-        if record.pathname == "/" {
+        if local == "/" {
             results.send(&record, Ok::<(), String>(())).await;
             return None;
         }
-        if is_own_file(&record.pathname) {
+        if is_own_file(local) {
             // The plugin's own description of the backup: not part of the data directory.
             tracing::info!("{} is not written into the data directory", record.pathname);
-            return Some(Open {
-                record,
-                file: None,
-                path: PathBuf::new(),
-                error: None,
-            });
+            return Some(self.own(record, local));
         }
-        let path = match self.target(&record.pathname) {
+        let path = match self.target(local) {
             Ok(p) => p,
             Err(why) => {
                 results.send(&record, Err(why)).await;
                 return None;
             }
         };
-        let top = tablespace_of(&record.pathname)
-            .filter(|oid| record.pathname == format!("/pg_tblspc/{oid}"))
+        let top = tablespace_of(local)
+            .filter(|oid| local == format!("/pg_tblspc/{oid}"))
             .map(str::to_string);
         let made = if let Some(oid) = top {
             // The tablespace's directory, and the link PostgreSQL follows to it.
@@ -370,18 +605,23 @@ impl Writer {
                     Some(owner) => owner.give_file(&f, &path).map(|()| f),
                     None => Ok(f),
                 });
+            let local = local.to_string();
             return Some(match file {
                 Ok(f) => Open {
                     record,
+                    local,
                     file: Some(tokio::fs::File::from_std(f)),
                     path,
                     error: None,
+                    piece: None,
                 },
                 Err(e) => Open {
                     error: Some(e),
                     record,
+                    local,
                     file: None,
                     path,
+                    piece: None,
                 },
             });
         };
@@ -517,11 +757,40 @@ impl Writer {
     async fn close(&mut self, open: Open, early: Option<String>, results: &mut Results) {
         let Open {
             record,
+            local,
             file,
             path,
             error,
+            piece,
         } = open;
-        if record.pathname == tablespaces::RECORD {
+        if let Some(piece) = piece {
+            let ended = match (error.or(early), self.pitr.as_mut()) {
+                (Some(e), _) => Err(e),
+                (None, Some(pitr)) => pitr.wal.end(piece),
+                (None, None) => Ok(()),
+            };
+            if let Err(why) = &ended {
+                self.wal_failed.push(format!("{}: {why}", record.pathname));
+            }
+            results.send(&record, ended).await;
+            return;
+        }
+        if local == chain::RECORD {
+            let bytes = std::mem::take(&mut self.own);
+            let read = error.or(early).map_or_else(
+                || self.read_chain(&bytes),
+                |e| Err(Error::Chain(chain::ChainError::Unreadable(e))),
+            );
+            match read {
+                Ok(()) => results.send(&record, Ok::<(), String>(())).await,
+                Err(refused) => {
+                    results.send(&record, Err(refused.to_string())).await;
+                    self.refused = Some(refused);
+                }
+            }
+            return;
+        }
+        if local == tablespaces::RECORD {
             let bytes = std::mem::take(&mut self.own);
             if let Err(refused) = self.place_all(&bytes) {
                 results.send(&record, Err(refused.to_string())).await;
@@ -529,15 +798,12 @@ impl Writer {
                 return;
             }
         }
-        if record.pathname == names::MANIFEST {
+        if local == names::MANIFEST {
             let bytes = std::mem::take(&mut self.own);
             if self.tablespaces.is_empty() {
                 self.tablespaces = tablespaces_in(&bytes);
             }
             self.snapshot = serde_json::from_slice(&bytes).ok();
-            if self.wal.is_some() {
-                self.check_wal_manifest();
-            }
         }
         let mut result = match error.or(early) {
             Some(e) => Err(e),
@@ -559,27 +825,40 @@ impl Writer {
                 )
                 .map_err(|e| format!("cannot write {}: {e}", path.display()));
         }
-        if let (Some(wal), Ok(())) = (&mut self.wal, &result) {
-            if record.pathname.starts_with(&format!("{WAL_DIR}/")) {
-                let name = record.pathname[WAL_DIR.len() + 1..].to_string();
-                let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                let misfit = (wal.extended.as_ref())
-                    .and_then(|chain| wal::misfit(&name, len, chain.segment_bytes()));
-                if let Some(why) = misfit {
-                    result = Err(why);
-                }
-                // Staged even so: a failed restore removes every staged file.
-                wal.staged.push((name, path, len));
-            }
-        }
         results.send(&record, result).await;
     }
+}
+
+/// Where a record of a snapshot that carries its WAL goes.
+fn place(pitr: &Pitr, pathname: &str) -> Place {
+    if pathname == pitr.base {
+        return Place::Data("/".into());
+    }
+    if let Some(rest) = pathname
+        .strip_prefix(pitr.base.as_str())
+        .filter(|rest| rest.starts_with('/'))
+    {
+        return Place::Data(rest.to_string());
+    }
+    if let Some(name) = pathname.strip_prefix(&format!("{}/", chain::WAL)) {
+        if let Some(piece) = pitr.chain.pieces.iter().find(|p| p.path() == pathname) {
+            return Place::Piece(piece.clone());
+        }
+        if parse_history_file_name(name).is_some() {
+            return Place::History(name.to_string());
+        }
+        return Place::Skip;
+    }
+    if pathname == names::MANIFEST {
+        return Place::Data(pathname.to_string());
+    }
+    Place::Skip
 }
 
 /// Whether a record is one of the plugin's own files, never written into
 /// the data directory.
 fn is_own_file(pathname: &str) -> bool {
-    pathname == names::MANIFEST || pathname == tablespaces::RECORD
+    pathname == names::MANIFEST || pathname == tablespaces::RECORD || pathname == chain::RECORD
 }
 
 /// The OID of the tablespace a record belongs to: `/pg_tblspc/<oid>[/...]`.

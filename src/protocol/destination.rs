@@ -202,12 +202,12 @@ async fn run<R: Export>(
             .await;
     }
     let finished = restore.finish(&mut results).await;
-    let status = if results.any_failed() {
-        Some(Status::aborted(results.summary()))
-    } else {
-        finished
-            .err()
-            .map(|e| Status::new(Code::Aborted, format!("{name}: {e}")))
+    // The files that failed first, then what the destination made of it.
+    let status = match (results.any_failed(), finished) {
+        (true, Ok(())) => Some(Status::aborted(results.summary())),
+        (true, Err(e)) => Some(Status::aborted(format!("{}; {e}", results.summary()))),
+        (false, Err(e)) => Some(Status::new(Code::Aborted, format!("{name}: {e}"))),
+        (false, Ok(())) => None,
     };
     if let Some(status) = status {
         tracing::error!("{}", status.message());

@@ -207,9 +207,6 @@ impl Export for Session {
             // Before anything of it is written: its first file says what it is.
             return Err(Error::PhysicalSnapshot(record.pathname));
         }
-        if names::is_wal_archive(&record.pathname) {
-            return Err(Error::WalSnapshot(record.pathname));
-        }
         Ok(Some(self.start(record).await))
     }
 

@@ -445,11 +445,6 @@ impl Cluster {
         self.uri("").replacen("postgres://", "postgres+bin://", 1)
     }
 
-    /// `postgres+wal://postgres:PASSWORD@127.0.0.1:PORT`: the cluster's WAL, for archiving.
-    pub fn wal_uri(&self) -> String {
-        self.uri("").replacen("postgres://", "postgres+wal://", 1)
-    }
-
     /// `postgres://postgres:PASSWORD@127.0.0.1:PORT/db`, percent-encoded.
     pub fn uri(&self, db: &str) -> String {
         format!(

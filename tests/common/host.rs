@@ -46,8 +46,6 @@ pub enum Connector {
     PhysicalImporter,
     /// `postgresql physical-exporter`, the `postgres+bin:///dir` destination.
     PhysicalExporter,
-    /// `postgresql wal-importer`, the `postgres+wal://` source.
-    WalImporter,
 }
 
 impl Connector {
@@ -58,7 +56,6 @@ impl Connector {
             Connector::Exporter => "exporter",
             Connector::PhysicalImporter => "physical-importer",
             Connector::PhysicalExporter => "physical-exporter",
-            Connector::WalImporter => "wal-importer",
         }
     }
 
@@ -67,15 +64,11 @@ impl Connector {
         match self {
             Connector::Importer | Connector::Exporter => "postgres",
             Connector::PhysicalImporter | Connector::PhysicalExporter => "postgres+bin",
-            Connector::WalImporter => "postgres+wal",
         }
     }
 
     fn imports(self) -> bool {
-        matches!(
-            self,
-            Connector::Importer | Connector::PhysicalImporter | Connector::WalImporter
-        )
+        matches!(self, Connector::Importer | Connector::PhysicalImporter)
     }
 }
 
@@ -406,14 +399,6 @@ impl<'a> Backup<'a> {
         }
     }
 
-    /// An archive run through the WAL importer (`postgres+wal://`).
-    pub fn wal(config: &'a [(&'a str, &'a str)]) -> Backup<'a> {
-        Backup {
-            connector: Connector::WalImporter,
-            ..Backup::logical(config)
-        }
-    }
-
     /// Extra environment variables for the plugin.
     pub fn env(mut self, env: &'a [(&'a str, &'a str)]) -> Backup<'a> {
         self.env = env;
@@ -570,7 +555,7 @@ async fn run_backup(
         if plan
             .hold
             .as_ref()
-            .is_some_and(|(p, _)| *p == record.pathname)
+            .is_some_and(|(p, _)| names(p, &record.pathname))
         {
             let (_, during) = plan.hold.take().expect("just seen");
             let content = read_file_held(&mut client.clone(), &record.pathname, during).await;
@@ -608,6 +593,15 @@ async fn run_backup(
     }
 }
 
+/// Whether a fault's path names a record: the same path, or with a final
+/// `*`, any path it starts (a WAL piece, whose name holds its positions).
+fn names(pattern: &str, path: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => path.starts_with(prefix),
+        None => pattern == path,
+    }
+}
+
 /// The path under which Plakar keeps a record: its parent directory's
 /// path, cleaned, joined with the record's name (so `/./a/b` is `/a/b`).
 fn stored_path(record: &Record) -> String {
@@ -636,7 +630,7 @@ async fn acknowledge(acks: &Acks, faults: &Faults, record: &Record) {
         return;
     }
     let error = match &faults.store_error {
-        Some((path, error)) if *path == record.pathname => error.clone(),
+        Some((path, error)) if names(path, &record.pathname) => error.clone(),
         _ => String::new(),
     };
     let sender = acks.lock().unwrap().clone();
@@ -755,14 +749,6 @@ impl<'a> Restore<'a> {
         Restore {
             connector: Connector::PhysicalExporter,
             ..Restore::logical(config, snapshot)
-        }
-    }
-
-    /// An archive run through the WAL importer (`postgres+wal://`).
-    pub fn wal(config: &'a [(&'a str, &'a str)]) -> Backup<'a> {
-        Backup {
-            connector: Connector::WalImporter,
-            ..Backup::logical(config)
         }
     }
 

@@ -9,7 +9,6 @@ pub mod load;
 pub mod pipes;
 pub mod pitr;
 pub mod plakar;
-pub mod walsnap;
 
 // Not every test file uses every name.
 #[allow(unused_imports)]

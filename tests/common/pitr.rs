@@ -1,13 +1,14 @@
 //! Point-in-time recovery as the README tells it, through the real Plakar:
-//! a store with a base backup source (`@mybin`) and a WAL source (`@mywal`)
-//! of one cluster, archive runs, and the three documented restore commands.
+//! a store with one physical source that archives its WAL (`@mypg`,
+//! `archive_wal=true`), runs as cron makes them, and the one-command restore
+//! of a single snapshot to a moment.
 
 use std::path::{Path, PathBuf};
 
 use super::cluster::{bin_location, give_to_server, open_dir, Cluster};
 use super::plakar::{Plakar, Ran, Store};
 
-/// One user's Plakar archiving one cluster: its store, `@mybin` and `@mywal`.
+/// One user's Plakar archiving one cluster: its store and `@mypg`.
 pub struct Archive {
     /// The user's Plakar.
     pub pk: Plakar,
@@ -17,26 +18,27 @@ pub struct Archive {
 }
 
 impl Archive {
-    /// A fresh Plakar and store, with both sources of `src` added.
+    /// A fresh Plakar and store, with `src` added as `@mypg`.
     pub fn of(src: &Cluster) -> Archive {
-        Archive::of_two(src, src)
+        Archive::with(Plakar::new(), src, &[])
     }
 
-    /// Base backups of `bases`, the WAL archived from `wal` (its standby, say).
-    pub fn of_two(bases: &Cluster, wal: &Cluster) -> Archive {
-        Archive::with(Plakar::new(), bases, wal)
+    /// [`Archive::of`] with more source options (`key=value`).
+    pub fn with_options(src: &Cluster, options: &[&str]) -> Archive {
+        Archive::with(Plakar::new(), src, options)
     }
 
     /// [`Archive::of`] for the `postgres` system user, whom file modes bind.
     pub fn as_postgres(src: &Cluster) -> Archive {
-        Archive::with(Plakar::as_postgres(), src, src)
+        Archive::with(Plakar::as_postgres(), src, &[])
     }
 
-    fn with(pk: Plakar, bases: &Cluster, wal: &Cluster) -> Archive {
+    fn with(pk: Plakar, src: &Cluster, options: &[&str]) -> Archive {
         let store = pk.dir().join("store");
         pk.store_at(&store);
-        pk.source("mybin", &bases.bin_uri(), &[]);
-        pk.source("mywal", &wal.wal_uri(), &[]);
+        let mut all = vec!["archive_wal=true"];
+        all.extend_from_slice(options);
+        pk.source("mypg", &src.bin_uri(), &all);
         Archive {
             pk,
             store,
@@ -49,22 +51,37 @@ impl Archive {
         self.pk.existing_store(&self.store)
     }
 
-    /// `plakar at STORE backup @mybin`: a base backup's snapshot id.
-    pub fn base_backup(&self) -> String {
-        self.store().backed_up("mybin")
+    /// `plakar at STORE backup @mypg`, as cron runs it, with `-o` options.
+    pub fn run_with(&self, options: &[&str]) -> Ran {
+        self.run_source("mypg", options)
     }
 
-    /// `plakar at STORE backup -tag wal @mywal`, as cron runs it.
-    pub fn archive_run(&self) -> Ran {
-        self.store()
-            .at(&["backup", "-tag", "wal", "-no-progress", "@mywal"])
+    /// A run of another source of the same store.
+    pub fn run_source(&self, source: &str, options: &[&str]) -> Ran {
+        let mut args = vec!["backup", "-no-progress"];
+        for o in options {
+            args.extend(["-o", o]);
+        }
+        let at = format!("@{source}");
+        args.push(&at);
+        self.store().at(&args)
     }
 
-    /// An archive run that must succeed: its snapshot id.
+    /// `plakar at STORE backup @mypg`.
+    pub fn run(&self) -> Ran {
+        self.run_with(&[])
+    }
+
+    /// A run that must succeed: its snapshot id.
     pub fn archived(&self) -> String {
+        self.archived_with(&[])
+    }
+
+    /// A run with `-o` options that must succeed: its snapshot id.
+    pub fn archived_with(&self, options: &[&str]) -> String {
         let store = self.store();
         let before = store.snapshots();
-        self.archive_run().ok();
+        self.run_with(options).ok();
         let new: Vec<String> = store
             .snapshots()
             .into_iter()
@@ -72,16 +89,6 @@ impl Archive {
             .collect();
         assert_eq!(new.len(), 1, "one new snapshot: {new:?}");
         new[0].clone()
-    }
-
-    /// The README's first two commands into `data`: the base snapshot with
-    /// the recovery `options` (`-o key=value`), then every WAL snapshot since,
-    /// oldest first. The second command's result.
-    pub fn restore(&self, data: &Path, base: &str, options: &[&str]) -> Ran {
-        let destination = self.destination(data);
-        self.restore_base(&destination, base, options)
-            .ok_saying(&["matches its backup_manifest"]);
-        self.restore_wal_since(&destination, base)
     }
 
     /// `plakar destination add` for `data`: the destination's name.
@@ -93,39 +100,33 @@ impl Archive {
         name
     }
 
-    /// The README's first command: the base snapshot with the recovery `options`.
-    pub fn restore_base(&self, destination: &str, base: &str, options: &[&str]) -> Ran {
+    /// The README's one command: `plakar restore -to @dest -o ... SNAPSHOT`
+    /// into `data`, a new destination.
+    pub fn restore(&self, data: &Path, snapshot: &str, options: &[&str]) -> Ran {
+        let destination = self.destination(data);
+        self.restore_to(&destination, snapshot, options)
+    }
+
+    /// The same, into a destination already added.
+    pub fn restore_to(&self, destination: &str, snapshot: &str, options: &[&str]) -> Ran {
         let target = format!("@{destination}");
         let mut args = vec!["restore", "-to", target.as_str()];
         for o in options {
             args.extend(["-o", o]);
         }
-        args.push(base);
+        args.push(snapshot);
         self.store().at(&args)
     }
 
-    /// The README's second command: every WAL snapshot since the base
-    /// backup's, oldest first, into `destination`, stopping at the first failure.
-    pub fn restore_wal_since(&self, destination: &str, base: &str) -> Ran {
-        let since = self.timestamp_of(base);
-        self.pk.shell(
-            &self.store(),
-            &format!(
-                "plakar at \"$STORE\" ls -tag wal -since {since} | awk '{{print $2}}' | tac |\n  while read snap; do plakar at \"$STORE\" restore -to @{destination} \"$snap\" || exit 1; done"
-            ),
-        )
+    /// A snapshot's `/.chain.json`.
+    pub fn chain(&self, snapshot: &str) -> serde_json::Value {
+        serde_json::from_slice(&self.store().cat(snapshot, "/.chain.json"))
+            .expect("/.chain.json is JSON")
     }
 
-    /// When a snapshot was taken, as `plakar ls` prints it (RFC 3339).
-    pub fn timestamp_of(&self, snapshot: &str) -> String {
-        self.store()
-            .at(&["ls"])
-            .ok()
-            .stdout
-            .lines()
-            .find(|l| l.split_whitespace().nth(1) == Some(snapshot))
-            .and_then(|l| l.split_whitespace().next().map(str::to_string))
-            .unwrap_or_else(|| panic!("{snapshot} is not in the store"))
+    /// The newest snapshot, as `plakar ls` lists it first.
+    pub fn latest(&self) -> String {
+        self.store().snapshots()[0].clone()
     }
 }
 
@@ -144,6 +145,11 @@ pub fn mark(cluster: &Cluster, name: &str) -> String {
         &format!("INSERT INTO marks (name) VALUES ('{name}')"),
     );
     cluster.sql("postgres", "SELECT clock_timestamp()::text")
+}
+
+/// The names in `marks`, in the order they were written.
+pub fn marks(cluster: &Cluster) -> Vec<String> {
+    cluster.rows("postgres", "SELECT name FROM marks ORDER BY at")
 }
 
 /// A fresh directory for a restored data directory.
