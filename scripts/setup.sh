@@ -4,7 +4,7 @@
 # when everything is already there.
 set -euo pipefail
 
-packages=(pkg-config libssl-dev postgresql-15 postgresql-client-15 openssl)
+packages=(pkg-config libssl-dev postgresql-15 postgresql-client-15 openssl strace)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -436,3 +436,31 @@ async fn recovery_options_for_a_snapshot_without_wal_are_refused_before_anything
     );
     assert!(!data.exists());
 }
+#[tokio::test(flavor = "multi_thread")]
+async fn recovery_options_that_contradict_each_other_are_refused_at_init() {
+    let target = open_dir();
+    let data = target.path().join("data");
+    let location = bin_location(&data);
+    for (options, words) in [
+        (
+            vec![("recovery_target_lsn", "0/3000000"), ("recovery_target_name", "x")],
+            "options `recovery_target_lsn` and `recovery_target_name` are two recovery targets",
+        ),
+        (
+            vec![("recovery_target_lsn", "3000000")],
+            "option `recovery_target_lsn` has the invalid value \"3000000\"; accepted: a WAL position such as 16/B374D848",
+        ),
+        (
+            vec![("recovery_target_action", "promote")],
+            "option `recovery_target_action` needs a recovery target",
+        ),
+    ] {
+        let mut config = vec![("location", location.as_str())];
+        config.extend(options);
+        let run = Restore::physical(&config, &Snapshot::default()).run().await;
+        let err = run.error.as_deref().expect("refused");
+        assert!(err.contains(words), "{config:?}: {err}");
+        assert!(run.results.is_empty());
+    }
+    assert!(!data.exists());
+}

@@ -46,7 +46,7 @@ pub static SERVER_OPTIONS: &[Spec] = &[
         name: "location",
         kind: Kind::Text,
         default: None,
-        description: "Connection URI: `postgres://[user[:password]@]host[:port][/database]` (for a physical source `postgres+bin://`, for WAL archiving `postgres+wal://`, without a database), percent-encoded.",
+        description: "Connection URI: `postgres://[user[:password]@]host[:port][/database]` (for a physical source `postgres+bin://`, without a database), percent-encoded.",
     },
     Spec {
         name: "host",
