@@ -129,7 +129,8 @@ fn recovered(archive: &Archive, snapshot: &str, options: &[&str]) -> (tempfile::
 fn to_a_moment_under_load() {
     let (src, archive) = archived_cluster();
     let mut load = pgbench_writing(&src, "postgres");
-    archive.archived();
+    // A base backup that holds pgbench's tables, for `immediate`.
+    archive.archived_with(&["new_base=true"]);
     std::thread::sleep(Duration::from_secs(1));
     archive.archived();
 
@@ -285,10 +286,10 @@ fn retention() {
         archive.archived_with(options);
     }
     let all = archive.store().snapshots();
-    // Keep the latest two, then one an hour: the others of this hour go.
+    // One a minute: the others of this minute go.
     archive
         .store()
-        .at(&["prune", "-apply", "-keep-last", "2"])
+        .at(&["prune", "-minutes", "2", "-per-minute", "1", "-apply"])
         .ok();
     archive.store().at(&["maintenance"]).ok();
     let kept = archive.store().snapshots();
@@ -389,7 +390,7 @@ fn outside_targets() {
     for (target, words) in [
         (
             format!("recovery_target_time={tomorrow}"),
-            "is after the last moment this snapshot holds",
+            "is after the last moment this snapshot holds (from ",
         ),
         (
             "recovery_target_lsn=FF/0".to_string(),
@@ -397,10 +398,9 @@ fn outside_targets() {
         ),
     ] {
         let (_dir, data) = restore_dir();
-        let ran = archive
+        archive
             .restore(&data, &snapshot, &[&target])
             .fails_saying(&[words, "nothing was written"]);
-        assert!(ran.output().contains("the snapshot covers") || ran.output().contains("from "));
         assert!(!data.exists(), "a refused restore wrote {data:?}");
     }
     // The logical destination refuses it before anything is restored.

@@ -351,16 +351,7 @@ pub(super) async fn run(
     let mut replication = ReplicationConnection::open(conn).await?;
     let stopped_at = stream::server_clock(&backup.admin).await?;
     if backup.manifest.server.in_recovery != Some(true) {
-        // A commit after the clock was read: PostgreSQL stops a recovery to a
-        // time at the first commit past it, so every moment up to
-        // `stopped_at` has one to stop at.
-        if let Err(e) = backup
-            .admin
-            .simple_query("SELECT pg_catalog.pg_current_xact_id()")
-            .await
-        {
-            tracing::warn!("cannot mark the end of the run with a commit: {e}");
-        }
+        mark_end(&backup.admin).await;
     }
     let now = replication
         .identify_system()
@@ -510,6 +501,22 @@ pub(super) async fn run(
         now.timeline
     );
     Ok(())
+}
+
+/// Commits a transaction after the run's clock reading, flushed before
+/// the stop position is read: PostgreSQL stops a recovery to a time at the
+/// first commit past it, so every moment up to `stopped_at` then has one to
+/// stop at. A transaction must write WAL for its commit to be flushed at
+/// once (one that only takes an xid is flushed lazily), hence the message.
+async fn mark_end(admin: &Client) {
+    let marked = admin
+        .batch_execute(
+            "SET synchronous_commit TO on; BEGIN; SELECT pg_catalog.pg_logical_emit_message(true, 'plakar', 'end of an archiving run'); COMMIT; RESET synchronous_commit",
+        )
+        .await;
+    if let Err(e) = marked {
+        tracing::warn!("cannot mark the end of the run with a commit: {e}");
+    }
 }
 
 /// Announces a run's receipt and serves it if Plakar reads it; whether

@@ -188,14 +188,21 @@ fn reachable(prefix: &str) -> TempDir {
 
 /// `pg_ctl start`, waiting up to `seconds`, with the log in the server's own directory.
 fn pg_ctl_start(bin: &Path, data: &Path, home: &Path, seconds: u32, what: &str) {
-    run(
-        as_server(&mut Command::new(bin.join("pg_ctl")))
-            .arg("-D")
-            .arg(data)
-            .arg("-l")
-            .arg(home.join("log"))
-            .args(["-w", "-t", &seconds.to_string(), "start"]),
-        what,
+    let out = as_server(&mut Command::new(bin.join("pg_ctl")))
+        .arg("-D")
+        .arg(data)
+        .arg("-l")
+        .arg(home.join("log"))
+        .args(["-w", "-t", &seconds.to_string(), "start"])
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    // The server's own log says why it did not start.
+    assert!(
+        out.status.success(),
+        "{what} failed: {}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(home.join("log")).unwrap_or_default()
     );
 }
 
