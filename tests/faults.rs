@@ -359,3 +359,59 @@ async fn a_piece_plakar_cannot_store_fails_the_run_and_is_sent_again() {
     );
     assert_eq!(slot_start(src), kept);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_carries_the_previous_snapshot_forward_unread_and_fails_if_plakar_must_read_it() {
+    let archived = Archived::new().await;
+    let owned = archived.config();
+    let config: Vec<(&str, &str)> = owned.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // The host's first run had no parent: a new base. The next, with the
+    // previous snapshot as Plakar's cache knows it, carries it forward.
+    let first = Backup::physical(&config).run().await;
+    let first = first.committed();
+    let second = Backup::physical(&config).after(&first).run().await;
+    assert!(
+        second.stderr.contains("moved to") && second.stderr.contains("carries forward base backup"),
+        "{}",
+        second.stderr
+    );
+    let second = second.committed();
+    let chain = |s: &common::host::Snapshot| -> serde_json::Value {
+        serde_json::from_slice(&s.files["/.chain.json"]).unwrap()
+    };
+    assert_eq!(chain(&second)["bases"], chain(&first)["bases"]);
+    for (path, _) in pieces(&first) {
+        assert!(second.files.contains_key(&path), "{path} was not carried");
+    }
+    assert!(pieces(&second).len() > pieces(&first).len());
+
+    // The store lost the base's PG_VERSION: Plakar reads it, and the run fails.
+    let base = chain(&second)["bases"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let lost = format!("/bases/{base}/PG_VERSION");
+    let run = Backup::physical(&config)
+        .after(&second)
+        .losing(&lost)
+        .run()
+        .await;
+    let err = run
+        .snapshot
+        .expect_err("a run that cannot serve a record must fail");
+    assert!(
+        err.contains(&format!(
+            "Plakar asked to read {lost}, which this run carries forward"
+        )),
+        "{err}"
+    );
+    assert!(!run.finished);
+    // The next run, whatever the cache says, takes a new base.
+    let next = Backup::physical(&config).after(&second).run().await;
+    assert!(
+        next.stderr.contains("this run takes a new base backup"),
+        "{}",
+        next.stderr
+    );
+    assert_ne!(chain(&next.committed())["bases"][0]["id"], base.as_str());
+}

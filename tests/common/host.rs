@@ -367,6 +367,8 @@ pub struct Backup<'a> {
     /// A file Plakar stops reading after its first chunk while a closure runs.
     hold: Option<(String, Box<dyn FnOnce() + Send + 'a>)>,
     faults: Faults,
+    /// The latest committed snapshot of the source, as Plakar's cache knows it.
+    parent: Option<&'a Snapshot>,
 }
 
 /// How the host's Plakar misbehaves in a backup.
@@ -376,6 +378,8 @@ struct Faults {
     store_error: Option<(String, String)>,
     /// A path at which Plakar ends its side of `Import` instead of acknowledging it.
     end_acks_at: Option<String>,
+    /// Paths whose objects the store lost: read again even when unchanged.
+    lost: Vec<String>,
 }
 
 impl<'a> Backup<'a> {
@@ -388,6 +392,7 @@ impl<'a> Backup<'a> {
             between: None,
             hold: None,
             faults: Faults::default(),
+            parent: None,
         }
     }
 
@@ -397,6 +402,15 @@ impl<'a> Backup<'a> {
             connector: Connector::PhysicalImporter,
             ..Backup::logical(config)
         }
+    }
+
+    /// Plays Plakar's cache with `parent` as the latest committed snapshot of
+    /// the source: a file whose record is identical to the parent's is
+    /// stored without being read, as `plakar backup` does, but for `lost`
+    /// (objects the store no longer has), which it reads.
+    pub fn after(mut self, parent: &'a Snapshot) -> Backup<'a> {
+        self.parent = Some(parent);
+        self
     }
 
     /// Extra environment variables for the plugin.
@@ -419,7 +433,14 @@ impl<'a> Backup<'a> {
         self
     }
 
-    /// Plakar fails to store `path`: its acknowledgement carries `error`.
+    /// With [`Backup::after`]: the store lost the objects of `path` (a final
+    /// `*` for a prefix), so Plakar reads it even though it is unchanged.
+    pub fn losing(mut self, path: &str) -> Backup<'a> {
+        self.faults.lost.push(path.to_string());
+        self
+    }
+
+    /// Acknowledges `path` with `error`, as when the store fails to write it.
     pub fn failing_to_store(mut self, path: &str, error: &str) -> Backup<'a> {
         self.faults.store_error = Some((path.to_string(), error.to_string()));
         self
@@ -561,6 +582,18 @@ async fn run_backup(
             let content = read_file_held(&mut client.clone(), &record.pathname, during).await;
             acknowledge(&acks, &plan.faults, &record).await;
             keep((record, content), &mut snapshot, &mut unread);
+            continue;
+        }
+        if let Some(content) = plan
+            .parent
+            .filter(|_| record.has_reader)
+            .filter(|p| p.records.get(&stored_path(&record)) == Some(&record))
+            .and_then(|p| p.files.get(&stored_path(&record)))
+            .filter(|_| !plan.faults.lost.iter().any(|l| names(l, &record.pathname)))
+        {
+            // Unchanged since the parent: stored without `Open`.
+            acknowledge(&acks, &plan.faults, &record).await;
+            keep((record, Ok(content.clone())), &mut snapshot, &mut unread);
             continue;
         }
         let mut opener = client.clone();
