@@ -24,6 +24,12 @@
 #                    bench/wal.py WAL archive runs and restores to a moment
 #   BENCH_WAL_LOAD_SECONDS  seconds of pgbench at full speed before each measured
 #                    archive run (default 60)
+#   BENCH_CURVE_RUNS, BENCH_CURVE_RUNS_10K, BENCH_CURVE_RUNS_50K  runs of the
+#                    point-in-time cost curve with 1k, 10k and 50k WAL segments
+#                    (defaults 1500, 300, 300; 0 leaves one out)
+#   BENCH_CPU        plakar's -cpu in bench/wal.py (default: plakar's own)
+#   BENCH_ONLY=wal   only bench/wal.py, on the physical cluster alone; its
+#                    section replaces the one BENCHMARKS.md has
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -215,6 +221,31 @@ SQL
 }
 
 started=$(date +%s)
+if [ "${BENCH_ONLY:-}" = wal ]; then
+  log "starting the physical cluster (BENCH_ONLY=wal)"
+  start_cluster phys
+  export BENCH_PHYS_PORT=$cluster_port_out BENCH_PHYS_DB=bench_phys BENCH_WORK=$work BENCH_PG_BIN=$pg_bin
+  make_database "$BENCH_PHYS_PORT" bench_phys "${BENCH_PHYS_SCALE:-65}"
+  psql -p "$BENCH_PHYS_PORT" -d postgres -q -c 'CHECKPOINT' >/dev/null
+  python3 bench/wal.py
+  python3 - <<'PY'
+import re
+text = open("BENCHMARKS.md").read()
+section = open("bench/wal.md").read()
+start = text.find("## Point-in-time recovery")
+end = text.find("\n## ", start + 1) if start >= 0 else -1
+if start < 0:
+    text = text.rstrip("\n") + "\n\n" + section
+elif end < 0:
+    text = text[:start] + section
+else:
+    text = text[:start] + section + text[end + 1:]
+open("BENCHMARKS.md", "w").write(text)
+PY
+  rm -f bench/wal.md
+  log "done after $(($(date +%s) - started)) s: the point-in-time section of BENCHMARKS.md"
+  exit 0
+fi
 log "starting the clusters"
 start_cluster main
 port=$cluster_port_out

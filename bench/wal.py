@@ -1,15 +1,24 @@
 #!/usr/bin/env python3
-"""Point-in-time recovery in `make bench`: what one WAL archive run costs
-against the WAL pgbench writes at full speed in a minute, and what a restore
-to the latest moment through the WAL snapshots costs against restoring the
-base backup and letting PostgreSQL replay the same WAL from a local
-directory. All through the real `plakar`.
+"""Point-in-time recovery in `make bench`, through the real `plakar`, with a
+physical source that archives its WAL (`archive_wal=true`):
 
-Run by bench/run.sh after bench/physical.py, on the physical benchmark's
-cluster; writes bench/wal.md, which run.sh appends to BENCHMARKS.md.
+1. What a run costs as its snapshot grows: runs one after the other on a
+   cluster made with 1 MiB WAL segments, with WAL written between runs so
+   that the snapshot holds about 1k, 10k or 50k segments since its base, the
+   wall time of each run and the store bytes the runs add.
+2. Keeping up: one run after a minute of pgbench at full speed on the
+   physical benchmark's cluster (time, plugin CPU and peak RSS, store bytes
+   per GiB of WAL).
+3. Restoring to the latest moment: one `plakar restore` of the latest
+   snapshot then the server's replay, with and without the final flush to
+   disk, against Plakar restoring the same base backup's files as plain files
+   and PostgreSQL replaying the same WAL from a local directory.
+
+Run by bench/run.sh after bench/physical.py; writes bench/wal.md, which
+run.sh appends to BENCHMARKS.md.
 """
 
-import glob
+import json
 import os
 import shutil
 import socket
@@ -17,7 +26,7 @@ import subprocess
 import sys
 import time
 
-from harness import PLAKAR, Env, du, med, psql, quiet, run
+from harness import PLAKAR, WORK, Env, du, med, psql, quiet, run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = max(3, int(os.environ.get("BENCH_RUNS", "3")))
@@ -26,14 +35,17 @@ PTAR = os.environ.get("BENCH_PTAR", "")
 PG_BIN = os.environ.get("BENCH_PG_BIN", "/usr/lib/postgresql/15/bin")
 PLUGIN_COMMS = {"postgresql"}
 LOAD_SECONDS = int(os.environ.get("BENCH_WAL_LOAD_SECONDS", "60"))
+# Runs of the cost curve: (segments held at the end, runs).
+CURVE = [
+    (1000, int(os.environ.get("BENCH_CURVE_RUNS", "1500"))),
+    (10000, int(os.environ.get("BENCH_CURVE_RUNS_10K", "300"))),
+    (50000, int(os.environ.get("BENCH_CURVE_RUNS_50K", "300"))),
+]
+CPU = os.environ.get("BENCH_CPU", "")
 
 
 def say(msg):
     print(f"[wal {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def mib(n):
-    return f"{n / 1048576:.1f} MiB"
 
 
 def fmt(xs, unit="s"):
@@ -64,6 +76,40 @@ def give_to_server(path):
         subprocess.run(["chown", "-R", "postgres:", path], check=True)
 
 
+def plakar(pk, *args):
+    """plakar with the benchmark's -cpu, if one is set."""
+    cpu = ["-cpu", CPU] if CPU else []
+    return [PLAKAR, *cpu, *args]
+
+
+def start_small_cluster(name):
+    """A throw-away cluster with 1 MiB WAL segments: many segments for little WAL."""
+    home = os.path.join(WORK, name)
+    os.makedirs(home, exist_ok=True)
+    with open(os.path.join(home, "pw"), "w") as f:
+        f.write(PASSWORD)
+    give_to_server(home)
+    data = os.path.join(home, "data")
+    subprocess.run(as_server(f"{PG_BIN}/initdb", "-D", data, "-U", "postgres",
+                             "--auth=scram-sha-256", "--wal-segsize=1", "--no-sync",
+                             f"--pwfile={home}/pw"), check=True, stdout=subprocess.DEVNULL)
+    port = free_port()
+    with open(os.path.join(data, "postgresql.conf"), "a") as f:
+        f.write(f"listen_addresses = '127.0.0.1'\nport = {port}\n"
+                f"unix_socket_directories = '{home}'\nmax_wal_size = 256MB\nmin_wal_size = 8MB\n")
+    with open(os.path.join(data, "pg_hba.conf"), "w") as f:
+        f.write("local all all scram-sha-256\nhost all all 127.0.0.1/32 scram-sha-256\n"
+                "host replication all 127.0.0.1/32 scram-sha-256\n")
+    subprocess.run(as_server(f"{PG_BIN}/pg_ctl", "-D", data, "-l", f"{home}/log", "-w", "start"),
+                   check=True, stdout=subprocess.DEVNULL)
+    return data, port
+
+
+def stop_cluster(data):
+    subprocess.run(as_server(f"{PG_BIN}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"),
+                   check=False, stdout=subprocess.DEVNULL)
+
+
 def recover(data, sockdir):
     """Starts the recovered directory and waits until it has promoted; the
     seconds from start to promotion. Stops it afterwards."""
@@ -85,31 +131,56 @@ def recover(data, sockdir):
     return seconds
 
 
-def main():
-    port = int(os.environ["BENCH_PHYS_PORT"])
-    db = os.environ["BENCH_PHYS_DB"]
-    out_path = os.path.join(ROOT, "bench", "wal.md")
-    if not PLAKAR:
-        with open(out_path, "w") as f:
-            f.write("## Point-in-time recovery\n\nNot measured: no `plakar` binary was found.\n")
-        return
-    started = time.time()
-    pk = Env("wal", PTAR)
-    version = quiet(pk.plakar("version"), env=pk.env).strip()
-    pk.add("source", "mybin", f"postgres+bin://postgres:{PASSWORD}@127.0.0.1:{port}")
-    pk.add("source", "mywal", f"postgres+wal://postgres:{PASSWORD}@127.0.0.1:{port}")
-    store = pk.new_store()
-    archive = ("at", store, "backup", "-tag", "wal", "-no-progress", "@mywal")
+def curve(segments, runs):
+    """`runs` runs on a fresh 1 MiB-segment cluster, `segments` segments in
+    all: each run's wall time, and the store bytes every tenth of the runs added."""
+    data, port = start_small_cluster(f"curve-{segments}")
+    try:
+        subprocess.run(["pgbench", "-p", str(port), "-i", "-q", "-s", "2", "postgres"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        psql(port, "postgres", "CREATE TABLE tick (n int)")
+        pk = Env(f"curve-{segments}", PTAR)
+        pk.add("source", "mypg", f"postgres+bin://postgres:{PASSWORD}@127.0.0.1:{port}",
+               "archive_wal=true", "base_max_age=30d")
+        store = pk.new_store()
+        backup = plakar(pk, "at", store, "backup", "-no-progress", "@mypg")
+        quiet(backup, env=pk.env)
+        per_run = max(1, round(segments / runs))
+        walls, added, files = [], [], 0
+        step = max(1, runs // 10)
+        size = du(store)
+        for i in range(runs):
+            psql(port, "postgres",
+                 f"DO $$ BEGIN FOR i IN 1..{per_run} LOOP INSERT INTO tick VALUES (i); "
+                 "PERFORM pg_switch_wal(); END LOOP; END $$")
+            m = run(backup, env=pk.env, plugin_comms=PLUGIN_COMMS)
+            walls.append(m["wall"])
+            if (i + 1) % step == 0:
+                now = du(store)
+                added.append((now - size) / step)
+                size = now
+            if (i + 1) % 100 == 0:
+                say(f"{segments} segments: run {i + 1} of {runs}, {m['wall']:.2f} s")
+        latest = pk.snapshots(store)[0]
+        chain = json.loads(quiet(plakar(pk, "at", store, "cat", f"{latest}:/.chain.json"),
+                                 env=pk.env))
+        held = (lsn(chain["stop_lsn"]) - lsn(chain["bases"][0]["start_lsn"])) // (1 << 20)
+        files = len(quiet(plakar(pk, "at", store, "ls", "-recursive", f"{latest}:/"),
+                          env=pk.env).splitlines())
+        return {"walls": walls, "added": added, "held": held, "records": files,
+                "pieces": len(chain["pieces"])}
+    finally:
+        stop_cluster(data)
 
-    say("first archive run (creates the slot), then the base backup")
-    quiet(pk.plakar(*archive), env=pk.env)
-    quiet(pk.plakar("at", store, "backup", "-no-progress", "@mybin"), env=pk.env)
-    base = pk.snapshots(store)[0]
-    quiet(pk.plakar(*archive), env=pk.env)
 
+def keep_up_and_restore(port, db, pk, store):
+    """Part 2 and 3 on the physical benchmark's cluster."""
+    backup = plakar(pk, "at", store, "backup", "-no-progress", "@mypg")
+    say("first run: the base backup")
+    quiet(backup, env=pk.env)
     wal_per_min, walls, cpus, rsss, stored = [], [], [], [], []
     for i in range(RUNS):
-        say(f"run {i + 1} of {RUNS}: pgbench at full speed for {LOAD_SECONDS} s, then one archive run")
+        say(f"run {i + 1} of {RUNS}: pgbench at full speed for {LOAD_SECONDS} s, then one run")
         before = lsn(psql(port, "postgres", "SELECT pg_current_wal_lsn()"))
         subprocess.run(["pgbench", "-p", str(port), "-c", "4", "-j", "2", "-T", str(LOAD_SECONDS),
                         "-n", db], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -117,85 +188,147 @@ def main():
         wal = after - before
         wal_per_min.append(wal / LOAD_SECONDS * 60 / 1048576)
         size_before = du(store)
-        m = run(pk.plakar(*archive), env=pk.env, plugin_comms=PLUGIN_COMMS)
+        m = run(backup, env=pk.env, plugin_comms=PLUGIN_COMMS)
         walls.append(m["wall"])
         cpus.append(m["plugin_cpu_sampled"] or 0.0)
         rsss.append((m["plugin_rss_kib"] or 0) / 1024)
         stored.append((du(store) - size_before) / (wal / (1 << 30)))
-    quiet(pk.plakar(*archive), env=pk.env)
-    wal_snaps = [s for s in pk.snapshots(store) if s != base]
+    latest = pk.snapshots(store)[0]
+    chain = json.loads(quiet(plakar(pk, "at", store, "cat", f"{latest}:/.chain.json"), env=pk.env))
+    base_id = chain["bases"][-1]["id"]
+    wal_bytes = lsn(chain["stop_lsn"]) - lsn(chain["bases"][-1]["start_lsn"])
 
-    restore_times, local_times, recover_via, recover_local = [], [], [], []
+    synced, unsynced, local = [], [], []
+    replay_via, replay_local = [], []
     for i in range(RUNS):
-        say(f"restore {i + 1} of {RUNS}: to the latest through {len(wal_snaps)} WAL snapshots")
-        target = os.path.join(pk.dir, f"latest-{i}")
-        pk.add("destination", f"latest{i}", f"postgres+bin://{target}", "owner=postgres")
-        t = time.perf_counter()
-        quiet(pk.plakar("at", store, "restore", "-to", f"@latest{i}", "-o", "recovery_target=latest", base),
-              env=pk.env)
-        for snap in reversed(wal_snaps):
-            quiet(pk.plakar("at", store, "restore", "-to", f"@latest{i}", snap), env=pk.env)
-        plakar_part = time.perf_counter() - t
-        # The same WAL, kept for the comparison before the server uses it.
-        local_wal = os.path.join(pk.dir, f"wal-{i}")
-        shutil.copytree(os.path.join(target, "pg_wal", "plakar"), local_wal)
-        replay = recover(target, os.path.join(pk.dir, f"sock-latest-{i}"))
-        restore_times.append(plakar_part + replay)
-        recover_via.append(replay)
-        shutil.rmtree(target)
+        say(f"restore {i + 1} of {RUNS}: the latest snapshot in one plakar restore, then replay")
+        times = {}
+        for sync in ("true", "false"):
+            target = os.path.join(pk.dir, f"latest-{sync}-{i}")
+            pk.add("destination", f"l{sync}{i}", f"postgres+bin://{target}", "owner=postgres",
+                   f"sync={sync}")
+            t = time.perf_counter()
+            quiet(plakar(pk, "at", store, "restore", "-to", f"@l{sync}{i}", latest), env=pk.env)
+            plakar_part = time.perf_counter() - t
+            if sync == "true":
+                local_wal = os.path.join(pk.dir, f"wal-{i}")
+                shutil.copytree(os.path.join(target, "pg_wal", "plakar"), local_wal)
+            replay = recover(target, os.path.join(pk.dir, f"sock-{sync}-{i}"))
+            times[sync] = plakar_part + replay
+            if sync == "true":
+                replay_via.append(replay)
+            shutil.rmtree(target)
+        synced.append(times["true"])
+        unsynced.append(times["false"])
 
-        say(f"restore {i + 1} of {RUNS}: the base backup, then PostgreSQL replaying from a local directory")
+        say(f"restore {i + 1} of {RUNS}: the base's files by Plakar, the WAL replayed from a local directory")
         target = os.path.join(pk.dir, f"local-{i}")
-        pk.add("destination", f"local{i}", f"postgres+bin://{target}", "owner=postgres")
         t = time.perf_counter()
-        quiet(pk.plakar("at", store, "restore", "-to", f"@local{i}", base), env=pk.env)
+        quiet(plakar(pk, "at", store, "restore", "-to", target, f"{latest}:/bases/{base_id}"),
+              env=pk.env)
         plakar_part = time.perf_counter() - t
+        # Plakar's own restore keeps the path: the data directory is below.
+        inner = os.path.join(target, "bases", base_id)
+        data = inner if os.path.isdir(inner) else target
+        os.chmod(data, 0o700)
         give_to_server(local_wal)
-        with open(os.path.join(target, "postgresql.auto.conf"), "a") as f:
+        with open(os.path.join(data, "postgresql.auto.conf"), "a") as f:
             f.write(f"restore_command = 'cp {local_wal}/%f \"%p\"'\n")
-        open(os.path.join(target, "recovery.signal"), "w").close()
-        for partial in glob.glob(os.path.join(local_wal, "*.partial")):
-            os.remove(partial)
-        replay = recover(target, os.path.join(pk.dir, f"sock-local-{i}"))
-        local_times.append(plakar_part + replay)
-        recover_local.append(replay)
+        open(os.path.join(data, "recovery.signal"), "w").close()
+        replay = recover(data, os.path.join(pk.dir, f"sock-local-{i}"))
+        local.append(plakar_part + replay)
+        replay_local.append(replay)
         shutil.rmtree(target)
         shutil.rmtree(local_wal)
+    return {
+        "wal_per_min": wal_per_min, "walls": walls, "cpus": cpus, "rsss": rsss,
+        "stored": stored, "synced": synced, "unsynced": unsynced, "local": local,
+        "replay_via": replay_via, "replay_local": replay_local,
+        "wal_mib": wal_bytes / 1048576,
+    }
 
-    ratio = med(restore_times) / med(local_times)
+
+def main():
+    out_path = os.path.join(ROOT, "bench", "wal.md")
+    if not PLAKAR:
+        with open(out_path, "w") as f:
+            f.write("## Point-in-time recovery\n\nNot measured: no `plakar` binary was found.\n")
+        return
+    started = time.time()
+    probe = Env("wal-version", PTAR)
+    version = quiet([PLAKAR, "version"], env=probe.env).strip()
+    cpu_note = f"`plakar -cpu {CPU}`" if CPU else f"plakar's default `-cpu` ({max(1, os.cpu_count() - 1)} here)"
+
+    curves = []
+    for segments, runs in CURVE:
+        if runs <= 0:
+            continue
+        say(f"cost curve: {runs} runs, {segments} segments of 1 MiB in all")
+        curves.append((segments, runs, curve(segments, runs)))
+
+    port = int(os.environ["BENCH_PHYS_PORT"])
+    db = os.environ["BENCH_PHYS_DB"]
+    pk = Env("wal", PTAR)
+    pk.add("source", "mypg", f"postgres+bin://postgres:{PASSWORD}@127.0.0.1:{port}",
+           "archive_wal=true")
+    store = pk.new_store()
+    r = keep_up_and_restore(port, db, pk, store)
+
     lines = [
         "## Point-in-time recovery",
         "",
-        f"Measured by `bench/wal.py` through the real plakar ({version}) on "
-        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, on the physical "
-        f"benchmark's cluster (`{db}`), {RUNS} runs, medians with the range.",
+        f"Measured by `bench/wal.py` through the real plakar ({version}), {cpu_note}, on "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}, with a physical source "
+        "that archives its WAL (`archive_wal=true`).",
         "",
-        f"pgbench at full speed on this machine (4 clients, 2 threads, {LOAD_SECONDS} s, "
-        f"`synchronous_commit=off`) writes {fmt(wal_per_min, 'MiB')} of WAL per minute. "
-        "One archive run after such a minute, with the server idle:",
+        "### What a run costs as its snapshot grows",
+        "",
+        "Runs one after the other on a cluster made with 1 MiB WAL segments (`initdb "
+        "--wal-segsize=1`, pgbench scale 2), the WAL written between runs (rows and "
+        "`pg_switch_wal()`) so that the last snapshot holds the segments below since its "
+        "base. Wall time of `plakar backup @mypg` (one run), by position in the series:",
+        "",
+        "| segments since the base | runs | records in the last snapshot | first run after the base | run 10% | run 50% | last run | last ÷ first (median of the first 10 and last 10) | store bytes a run adds (median) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for segments, runs, c in curves:
+        w = c["walls"]
+        first, last = med(w[:10]), med(w[-10:])
+        lines.append(
+            f"| {c['held']} | {runs} | {c['records']} ({c['pieces']} pieces of WAL) | {w[0]:.2f} s | "
+            f"{w[len(w) // 10]:.2f} s | {w[len(w) // 2]:.2f} s | {w[-1]:.2f} s | "
+            f"{last / first:.2f} | {med(c['added']) / 1024:.1f} KiB |")
+    lines += [
+        "",
+        "### Keeping up with pgbench at full speed",
+        "",
+        f"On the physical benchmark's cluster (`{db}`), {RUNS} runs, medians with the range. "
+        f"pgbench (4 clients, 2 threads, {LOAD_SECONDS} s) writes "
+        f"{fmt(r['wal_per_min'], 'MiB')} of WAL per minute; one run after such a minute:",
         "",
         "| | median (range) |",
         "|---|---|",
-        f"| wall time of `plakar backup @mywal` | {fmt(walls)} |",
-        f"| plugin CPU | {fmt(cpus)} |",
-        f"| plugin peak RSS | {fmt(rsss, 'MiB')} |",
-        f"| store bytes per GiB of WAL | {fmt([s / 1048576 for s in stored], 'MiB')} |",
+        f"| wall time of `plakar backup @mypg` | {fmt(r['walls'])} |",
+        f"| plugin CPU | {fmt(r['cpus'])} |",
+        f"| plugin peak RSS | {fmt(r['rsss'], 'MiB')} |",
+        f"| store bytes per GiB of WAL | {fmt([s / 1048576 for s in r['stored']], 'MiB')} |",
         "",
-        f"A run a minute keeps up: a minute of WAL at full speed is archived in "
-        f"{med(walls):.1f} s.",
+        "### Restoring to the latest moment",
         "",
-        f"Restore to the latest moment through {len(wal_snaps)} WAL snapshots (the base "
-        "restore with `recovery_target=latest`, one `plakar restore` per WAL snapshot, then "
-        "`pg_ctl start` until the server has promoted), against the base restore plus "
-        "PostgreSQL replaying the same WAL from a local directory (`restore_command = 'cp "
-        "DIR/%f %p'`):",
+        f"The latest snapshot (its base and {r['wal_mib']:.0f} MiB of WAL) restored with one "
+        "`plakar restore` into an empty directory, then `pg_ctl start` until the server has "
+        "promoted; against Plakar restoring the same base backup's files as plain files "
+        "(`plakar restore -to DIR SNAP:/bases/<id>`) and PostgreSQL replaying the same WAL "
+        "from a local directory (`restore_command = 'cp DIR/%f %p'`):",
         "",
         "| | total | of which the server's replay |",
         "|---|---|---|",
-        f"| through the WAL snapshots | {fmt(restore_times)} | {fmt(recover_via)} |",
-        f"| base restore + local WAL | {fmt(local_times)} | {fmt(recover_local)} |",
+        f"| one `plakar restore` (flushed to disk, the default) | {fmt(r['synced'])} | {fmt(r['replay_via'])} |",
+        f"| one `plakar restore` with `sync=false` | {fmt(r['unsynced'])} | |",
+        f"| base files + local WAL | {fmt(r['local'])} | {fmt(r['replay_local'])} |",
         "",
-        f"Ratio: {ratio:.2f} (target: at most 1.10).",
+        f"Ratio to base files + local WAL: {med(r['synced']) / med(r['local']):.2f}; "
+        f"the flush to disk costs {med(r['synced']) - med(r['unsynced']):.2f} s.",
         "",
     ]
     with open(out_path, "w") as f:
