@@ -355,6 +355,20 @@ impl Writer {
         }
     }
 
+    /// A new file, private, given to `owner` if there is one.
+    fn create_file(&self, path: &Path) -> Result<std::fs::File, String> {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))
+            .and_then(|f| match &self.config.owner {
+                Some(owner) => owner.give_file(&f, path).map(|()| f),
+                None => Ok(f),
+            })
+    }
+
     /// `pg_wal/plakar/`, made on first use and given to `owner`.
     fn wal_dir(&self) -> Result<PathBuf, String> {
         let dir = self.root.join(wal::ARCHIVE_DIR);
@@ -373,17 +387,7 @@ impl Writer {
     async fn history(&self, record: Record, name: &str) -> Open {
         let made = self.wal_dir().and_then(|dir| {
             let path = dir.join(name);
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| format!("cannot create {}: {e}", path.display()))
-                .and_then(|f| match &self.config.owner {
-                    Some(owner) => owner.give_file(&f, &path).map(|()| (f, path)),
-                    None => Ok((f, path)),
-                })
+            self.create_file(&path).map(|f| (f, path))
         });
         match made {
             Ok((f, path)) => Open {
@@ -595,16 +599,7 @@ impl Writer {
         } else if info.mode & MODE_SYMLINK != 0 {
             std::os::unix::fs::symlink(&record.target, &path)
         } else {
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&path)
-                .map_err(|e| format!("cannot create {}: {e}", path.display()))
-                .and_then(|f| match &self.config.owner {
-                    Some(owner) => owner.give_file(&f, &path).map(|()| f),
-                    None => Ok(f),
-                });
+            let file = self.create_file(&path);
             let local = local.to_string();
             return Some(match file {
                 Ok(f) => Open {
