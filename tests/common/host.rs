@@ -7,7 +7,7 @@
 //! file's content short.
 //!
 //! It stands in for the `plakar` program because the Go module proxy refuses
-//! github.com/PlakarKorp/plakar here; see README.md ("Testing").
+//! github.com/PlakarKorp/plakar here; see docs/testing.md.
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::{ExitStatus, Stdio};

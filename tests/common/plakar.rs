@@ -1,5 +1,5 @@
-//! The real `plakar` program, run as a user runs it: found the way README.md
-//! ("Testing") says, in a throw-away environment of its own (XDG_* directories,
+//! The real `plakar` program, run as a user runs it: found the way
+//! docs/testing.md says, in a throw-away environment of its own (XDG_* directories,
 //! and HOME when run as another system user) with this package installed from
 //! the `.ptar` that `make package` builds.
 //!
