@@ -15,7 +15,7 @@ use common::caught::{kill, pg_dumps, wait_for, wait_for_blocked_tool, wait_until
 use common::cluster::{
     bin_location, give_to_server, not_owned_by, open_dir, pg18_bin, server_dir, server_identity,
 };
-use common::load::{assert_pgbench_consistent, client, pgbench_writing, Background};
+use common::load::{assert_pgbench_consistent, pgbench_writing, receiving_wal};
 use common::plakar::{self, Plakar};
 use common::{
     databases, items, owned_source, seed, table_owner, Cluster, ClusterOptions, PASSWORD,
@@ -694,15 +694,7 @@ fn physical_busy_or_old() {
         ..ClusterOptions::physical()
     });
     let wal = open_dir();
-    let _receiver = Background(
-        client(&busy, "pg_receivewal")
-            .args(["--no-loop", "-D"])
-            .arg(wal.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _receiver = receiving_wal(&busy, wal.path(), None);
     // pg_receivewal holds the only WAL sender.
     wait_for(
         &busy,

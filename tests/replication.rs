@@ -5,11 +5,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::caught;
-use common::load::{client, Background};
+use common::load::receiving_wal;
 use common::{Cluster, ClusterOptions};
 use plakar_postgresql::connection::Connection;
 use plakar_postgresql::physical::options::PhysicalSource;
@@ -67,19 +66,7 @@ async fn the_probe_identifies_the_server_over_tcp_and_the_socket() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_probe_speaks_md5_and_a_missing_password_is_named() {
     const MD5_PASSWORD: &str = "md5 p@ss:w/rd é";
-    let cluster = Cluster::start_with(ClusterOptions {
-        config: vec!["password_encryption = md5".into()],
-        hba: vec![
-            "local all all scram-sha-256".into(),
-            "host all all 127.0.0.1/32 scram-sha-256".into(),
-            "host replication old_bk 127.0.0.1/32 md5".into(),
-        ],
-        ..Default::default()
-    });
-    cluster.sql(
-        "postgres",
-        &format!("CREATE ROLE old_bk LOGIN REPLICATION PASSWORD '{MD5_PASSWORD}'"),
-    );
+    let cluster = Cluster::with_md5_role("old_bk", MD5_PASSWORD, "REPLICATION", "replication");
     let location = format!("postgres+bin://old_bk@127.0.0.1:{}", cluster.port);
     replication::probe(&connection(&location, &[("password", MD5_PASSWORD)]))
         .await
@@ -301,15 +288,7 @@ async fn slot_failures_name_their_cause() {
 
     // A reader streaming from the slot holds it.
     let wal = tempfile::Builder::new().prefix("pgwal-").tempdir().unwrap();
-    let _receiver = Background(
-        client(&cluster, "pg_receivewal")
-            .args(["--no-loop", "--slot=taken", "-D"])
-            .arg(wal.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _receiver = receiving_wal(&cluster, wal.path(), Some("taken"));
     wait_for(
         &cluster,
         "SELECT active FROM pg_replication_slots WHERE slot_name = 'taken'",

@@ -438,19 +438,7 @@ async fn a_mute_server_times_out_instead_of_hanging() {
 #[tokio::test(flavor = "multi_thread")]
 async fn md5_password_servers_work_too() {
     const MD5_PASSWORD: &str = "md5 p@ss:w/rd%#?&= é";
-    let cluster = Cluster::start_with(ClusterOptions {
-        config: vec!["password_encryption = md5".into()],
-        hba: vec![
-            "local all all scram-sha-256".into(),
-            "host all old_app 127.0.0.1/32 md5".into(),
-            "host all all 127.0.0.1/32 scram-sha-256".into(),
-        ],
-        ..Default::default()
-    });
-    cluster.sql(
-        "postgres",
-        &format!("CREATE ROLE old_app LOGIN SUPERUSER PASSWORD '{MD5_PASSWORD}'"),
-    );
+    let cluster = Cluster::with_md5_role("old_app", MD5_PASSWORD, "SUPERUSER", "all");
     assert!(cluster
         .sql(
             "postgres",

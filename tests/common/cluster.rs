@@ -254,6 +254,30 @@ fn run(cmd: &mut Command, what: &str) -> Output {
 }
 
 impl Cluster {
+    /// A cluster that stores passwords as md5 and lets `role` (`LOGIN` and
+    /// `attributes`, with `password`) in with md5 over TCP, for `database`
+    /// (`replication` for replication connections, `all` for the others);
+    /// everyone else with scram-sha-256.
+    pub fn with_md5_role(role: &str, password: &str, attributes: &str, database: &str) -> Cluster {
+        let cluster = Cluster::start_with(ClusterOptions {
+            config: vec!["password_encryption = md5".into()],
+            hba: vec![
+                "local all all scram-sha-256".into(),
+                format!("host {database} {role} 127.0.0.1/32 md5"),
+                "host all all 127.0.0.1/32 scram-sha-256".into(),
+            ],
+            ..Default::default()
+        });
+        cluster.sql(
+            "postgres",
+            &format!(
+                "CREATE ROLE {role} LOGIN {attributes} PASSWORD '{}'",
+                password.replace('\'', "''")
+            ),
+        );
+        cluster
+    }
+
     /// Starts a cluster with the default options.
     pub fn start() -> Cluster {
         Cluster::start_with(ClusterOptions::default())

@@ -41,6 +41,24 @@ pub fn succeed(cmd: &mut Command, what: &str) -> Output {
     out
 }
 
+/// pg_receivewal streaming `cluster`'s WAL into `dir` (through `slot` if
+/// given), holding a WAL sender until dropped.
+pub fn receiving_wal(cluster: &Cluster, dir: &std::path::Path, slot: Option<&str>) -> Background {
+    let mut cmd = client(cluster, "pg_receivewal");
+    cmd.arg("--no-loop");
+    if let Some(slot) = slot {
+        cmd.arg(format!("--slot={slot}"));
+    }
+    Background(
+        cmd.arg("-D")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pg_receivewal starts"),
+    )
+}
+
 /// A background process killed (and reaped) when dropped, even on a panic.
 pub struct Background(pub Child);
 
