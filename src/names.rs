@@ -15,6 +15,16 @@ pub const GLOBALS: &str = "/globals.sql";
 pub const ALL: &str = "/all.sql";
 /// The numbered layout's globals, written by the other PostgreSQL integration.
 pub const NUMBERED_GLOBALS: &str = "/00000-globals.sql";
+/// A physical snapshot's list of tablespaces, sent before the data directory.
+pub const TABLESPACES: &str = "/.tablespaces.json";
+/// What a snapshot that carries its WAL holds and reaches, sent first.
+pub const CHAIN: &str = "/.chain.json";
+/// The base backups of a snapshot that carries its WAL, one directory each.
+pub const BASES: &str = "/bases";
+/// Its WAL: pieces and timeline history files.
+pub const WAL: &str = "/wal";
+/// Its runs' receipts.
+pub const RECEIPTS: &str = "/receipt";
 const DUMP_SUFFIX: &str = ".dump";
 
 /// The top-level names of a PostgreSQL data directory: a record under one of
@@ -40,18 +50,15 @@ const DATA_DIRECTORY_NAMES: &[&str] = &[
 /// Whether a record belongs to a physical backup: a data directory, or a
 /// snapshot that carries its WAL (`/.chain.json`, `/bases`, `/wal`, `/receipt`).
 pub fn is_data_directory(path: &str) -> bool {
-    use crate::physical::chain;
     let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
     let under = |dir: &str| {
         path.strip_prefix(dir)
             .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
     };
     DATA_DIRECTORY_NAMES.contains(&first)
-        || path == crate::physical::tablespaces::RECORD
-        || path == chain::RECORD
-        || [chain::BASES, chain::WAL, chain::RECEIPTS]
-            .iter()
-            .any(|d| under(d))
+        || path == TABLESPACES
+        || path == CHAIN
+        || [BASES, WAL, RECEIPTS].iter().any(|d| under(d))
 }
 
 /// Whether a record is one only a logical backup (pg_dump, pg_dumpall) writes.

@@ -30,7 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_postgres::Client;
 
-use super::backup::{Copy, PhysicalBackup};
+use super::copy::{BaseBackup, Copy};
 use super::chain::{self, Base, Chain, Piece};
 use super::options::{ArchiveConfig, PhysicalSource};
 use crate::error::Error;
@@ -226,7 +226,8 @@ fn human(d: Duration) -> String {
 /// The run.
 pub(super) async fn run(
     copy: &mut Copy<'_>,
-    backup: &PhysicalBackup,
+    backup: &BaseBackup,
+    admin: &Client,
     archiving: &Archiving,
 ) -> Result<(), Error> {
     let started = SystemTime::now();
@@ -246,7 +247,7 @@ pub(super) async fn run(
             Saved::default()
         }
     };
-    let parent = settle(copy, backup, archiving, &mut saved).await?;
+    let parent = settle(copy, admin, archiving, &mut saved).await?;
     let plan = plan(archiving, parent.as_ref(), started);
 
     // What the snapshot carries forward from its parent.
@@ -311,7 +312,7 @@ pub(super) async fn run(
 
     // A new base backup, under a directory of its own.
     if plan != Plan::Carry {
-        let started_at = stream::server_clock(&backup.admin).await?;
+        let started_at = stream::server_clock(&admin).await?;
         let id: String = started_at
             .chars()
             .filter(|c| c.is_ascii_alphanumeric())
@@ -319,7 +320,7 @@ pub(super) async fn run(
         copy.base = format!("{}/{id}", chain::BASES);
         copy.kept.clear();
         let copied = copy.copy_base(backup).await?;
-        let ready_at = stream::server_clock(&backup.admin).await?;
+        let ready_at = stream::server_clock(&admin).await?;
         let range = copied.manifest.wal.clone().ok_or_else(|| {
             Error::BaseBackup("pg_basebackup's backup_manifest has no WAL range, so the base backup's start is unknown".into())
         })?;
@@ -349,9 +350,9 @@ pub(super) async fn run(
     // The WAL since.
     let conn = &backup.config.conn;
     let mut replication = ReplicationConnection::open(conn).await?;
-    let stopped_at = stream::server_clock(&backup.admin).await?;
+    let stopped_at = stream::server_clock(&admin).await?;
     if backup.manifest.server.in_recovery != Some(true) {
-        mark_end(&backup.admin).await;
+        mark_end(&admin).await;
     }
     let now = replication
         .identify_system()
@@ -546,7 +547,7 @@ async fn receipt(copy: &mut Copy<'_>, tip: &Tip) -> Result<bool, Error> {
 /// source; moves the slot to where the last run stopped once it is proven.
 async fn settle(
     copy: &mut Copy<'_>,
-    backup: &PhysicalBackup,
+    admin: &Client,
     archiving: &Archiving,
     saved: &mut Saved,
 ) -> Result<Option<Tip>, Error> {
@@ -555,7 +556,7 @@ async fn settle(
     if let Some(sent) = saved.sent.clone().filter(ours) {
         if receipt(copy, &sent).await? {
             let to = sent.chain.stop();
-            let at = slot::advance(&backup.admin, slot, to)
+            let at = slot::advance(&admin, slot, to)
                 .await
                 .map_err(WalError::from)?;
             tracing::info!(

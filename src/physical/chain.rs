@@ -15,14 +15,7 @@ use crate::manifest::TimelineEnd;
 use crate::replication::Lsn;
 use crate::wal::segment::{History, Switch};
 
-/// The record's path.
-pub const RECORD: &str = "/.chain.json";
-/// The directory holding each base backup's data directory.
-pub const BASES: &str = "/bases";
-/// The directory holding the WAL pieces and history files.
-pub const WAL: &str = "/wal";
-/// The directory of the runs' receipts.
-pub const RECEIPTS: &str = "/receipt";
+pub use crate::names::{BASES, CHAIN as RECORD, RECEIPTS, WAL};
 
 /// The WAL and base backups a snapshot holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

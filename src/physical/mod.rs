@@ -6,6 +6,7 @@
 pub mod archive;
 pub mod backup;
 pub mod chain;
+pub mod copy;
 mod explain;
 pub mod options;
 pub mod owner;

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// The record's path.
-pub const RECORD: &str = "/.tablespaces.json";
+pub use crate::names::TABLESPACES as RECORD;
 
 /// A tablespace outside the data directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
