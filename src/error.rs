@@ -10,11 +10,11 @@ use crate::connection::{ConnectError, PgError};
 use crate::options::OptionError;
 use crate::physical::chain::ChainError;
 use crate::physical::preflight::PreflightError;
+use crate::physical::wal::WalError;
 use crate::protocol::source::Ended;
 use crate::protocol::Failure;
 use crate::replication::standby::RecoveryConflict;
 use crate::tools::ToolError;
-use crate::wal::WalError;
 
 /// Why a backup or a restore cannot go on.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,9 @@
 //!   Nothing PostgreSQL-specific.
 //! - [`connectors`]: the table of connectors; [`server`] serves one of them.
 //! - [`backup`] and [`restore`]: the logical connectors (`postgres://`).
-//! - [`physical`]: the physical connectors (`postgres+bin://`).
+//! - [`physical`]: the physical connectors (`postgres+bin://`), with the WAL
+//!   a snapshot carries for point-in-time recovery (`archive_wal`) and its
+//!   restore to a moment.
 //! - [`replication`]: replication checks, the replication connection, and slots.
 //! - [`options`], [`connection`], [`tools`], [`names`], [`manifest`], [`archive`]:
 //!   PostgreSQL knowledge the connectors share; [`pipe`] moves bytes through the
@@ -31,4 +33,3 @@ pub mod replication;
 pub mod restore;
 pub mod server;
 pub mod tools;
-pub mod wal;

@@ -30,19 +30,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio_postgres::Client;
 
-use super::copy::{BaseBackup, Copy};
 use super::chain::{self, Base, Chain, Piece};
+use super::copy::{BaseBackup, Copy};
 use super::options::{ArchiveConfig, PhysicalSource};
 use crate::error::Error;
 use crate::manifest::{TimelineEnd, WalRange};
+use crate::physical::wal::archive::{self as stream, StreamFailure};
+use crate::physical::wal::error::WalError;
+use crate::physical::wal::segment::{history_file_name, History, Segment};
+use crate::physical::wal::state::{Kept, Saved, State, Tip};
 use crate::progress::Progress;
 use crate::protocol::record::{self, Entry, EntryKind};
 use crate::replication::slot;
 use crate::replication::{Lsn, ReplicationConnection, SystemId};
-use crate::wal::archive::{self as stream, StreamFailure};
-use crate::wal::error::WalError;
-use crate::wal::segment::{history_file_name, History, Segment};
-use crate::wal::state::{Kept, Saved, State, Tip};
 
 /// What `Init` prepared for a run that carries its WAL.
 pub struct Archiving {
@@ -312,7 +312,7 @@ pub(super) async fn run(
 
     // A new base backup, under a directory of its own.
     if plan != Plan::Carry {
-        let started_at = stream::server_clock(&admin).await?;
+        let started_at = stream::server_clock(admin).await?;
         let id: String = started_at
             .chars()
             .filter(|c| c.is_ascii_alphanumeric())
@@ -320,7 +320,7 @@ pub(super) async fn run(
         copy.base = format!("{}/{id}", chain::BASES);
         copy.kept.clear();
         let copied = copy.copy_base(backup).await?;
-        let ready_at = stream::server_clock(&admin).await?;
+        let ready_at = stream::server_clock(admin).await?;
         let range = copied.manifest.wal.clone().ok_or_else(|| {
             Error::BaseBackup("pg_basebackup's backup_manifest has no WAL range, so the base backup's start is unknown".into())
         })?;
@@ -350,9 +350,9 @@ pub(super) async fn run(
     // The WAL since.
     let conn = &backup.config.conn;
     let mut replication = ReplicationConnection::open(conn).await?;
-    let stopped_at = stream::server_clock(&admin).await?;
+    let stopped_at = stream::server_clock(admin).await?;
     if backup.manifest.server.in_recovery != Some(true) {
-        mark_end(&admin).await;
+        mark_end(admin).await;
     }
     let now = replication
         .identify_system()
@@ -556,7 +556,7 @@ async fn settle(
     if let Some(sent) = saved.sent.clone().filter(ours) {
         if receipt(copy, &sent).await? {
             let to = sent.chain.stop();
-            let at = slot::advance(&admin, slot, to)
+            let at = slot::advance(admin, slot, to)
                 .await
                 .map_err(WalError::from)?;
             tracing::info!(

@@ -14,8 +14,8 @@ use std::time::SystemTime;
 use tokio_postgres::Client;
 
 use super::archive::Archiving;
-use super::options::PhysicalSource;
 use super::copy::{BaseBackup, Copy};
+use super::options::PhysicalSource;
 use super::preflight;
 use crate::connection::{server_major, MAINTENANCE_DB};
 use crate::error::Error;
@@ -125,7 +125,9 @@ impl Source for PhysicalBackup {
             kept: Vec::new(),
         };
         let done = match &self.archiving {
-            Some(archiving) => super::archive::run(&mut copy, &self.base, &self.admin, archiving).await,
+            Some(archiving) => {
+                super::archive::run(&mut copy, &self.base, &self.admin, archiving).await
+            }
             None => copy.backup(&self.base).await,
         };
         done.inspect_err(|why| tracing::error!("physical backup failed: {why}"))
@@ -148,4 +150,3 @@ impl Source for PhysicalBackup {
             .map_err(Error::CopyOver)
     }
 }
-

@@ -12,8 +12,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::manifest::TimelineEnd;
+use crate::physical::wal::segment::{History, Switch};
 use crate::replication::Lsn;
-use crate::wal::segment::{History, Switch};
 
 pub use crate::names::{BASES, CHAIN as RECORD, RECEIPTS, WAL};
 

@@ -1,7 +1,10 @@
 //! Physical backups (`postgres+bin://`): a whole cluster's files through
 //! pg_basebackup, one record per file of the data directory, restored into a
-//! new data directory and verified with pg_verifybackup. A room of its own
-//! beside the logical `backup` and `restore`, sharing `connection` and `tools`.
+//! new data directory and verified with pg_verifybackup; with `archive_wal`,
+//! every snapshot also carries the WAL since its base backup ([`wal`],
+//! [`archive`], [`chain`]) and restores to any moment of it ([`recovery`]).
+//! A room of its own beside the logical `backup` and `restore`, sharing
+//! `connection`, `replication` and `tools`.
 
 pub mod archive;
 pub mod backup;
@@ -15,6 +18,7 @@ pub mod recovery;
 pub mod restore;
 pub mod tablespaces;
 mod tar;
+pub mod wal;
 
 pub use backup::PhysicalBackup;
 pub use options::PhysicalDestination;

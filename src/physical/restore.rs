@@ -39,11 +39,11 @@ use super::recovery::{Recovery, Target};
 use super::tablespaces;
 use crate::error::Error;
 use crate::names;
+use crate::physical::wal::segment::parse_history_file_name;
 use crate::protocol::connectors::Record;
 use crate::protocol::destination::{Destination, Export, Results};
 use crate::protocol::record::{MODE_DIR, MODE_SYMLINK};
 use crate::tools::{Tool, Toolbox};
-use crate::wal::segment::parse_history_file_name;
 
 /// Refuses a directory that holds anything, naming a running server first.
 fn check_directory(dir: &Path) -> Result<(), Error> {

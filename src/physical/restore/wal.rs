@@ -11,8 +11,8 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::physical::chain::Piece;
+use crate::physical::wal::segment::Segment;
 use crate::replication::Lsn;
-use crate::wal::segment::Segment;
 
 pub use crate::physical::recovery::ARCHIVE_DIR;
 
