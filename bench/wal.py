@@ -146,7 +146,15 @@ def curve(segments, runs):
         backup = plakar(pk, "at", store, "backup", "-no-progress", "@mypg")
         quiet(backup, env=pk.env)
         per_run = max(1, round(segments / runs))
-        walls, added, files = [], [], 0
+        walls, cpus, added, files = [], [], [], 0
+        # Plakar's own cost of a run in this store: a tiny directory backed up
+        # with its filesystem importer, first and last.
+        tiny = os.path.join(WORK, f"tiny-{segments}")
+        os.makedirs(tiny, exist_ok=True)
+        with open(os.path.join(tiny, "f"), "w") as f:
+            f.write("x")
+        plain = plakar(pk, "at", store, "backup", "-no-progress", tiny)
+        plain_first = med([run(plain, env=pk.env)["wall"] for _ in range(3)])
         step = max(1, runs // 10)
         size = du(store)
         for i in range(runs):
@@ -155,6 +163,7 @@ def curve(segments, runs):
                  "PERFORM pg_switch_wal(); END LOOP; END $$")
             m = run(backup, env=pk.env, plugin_comms=PLUGIN_COMMS)
             walls.append(m["wall"])
+            cpus.append(m["plugin_cpu_sampled"] or 0.0)
             if (i + 1) % step == 0:
                 now = du(store)
                 added.append((now - size) / step)
@@ -162,13 +171,14 @@ def curve(segments, runs):
             if (i + 1) % 100 == 0:
                 say(f"{segments} segments: run {i + 1} of {runs}, {m['wall']:.2f} s")
         latest = pk.snapshots(store)[0]
+        plain_last = med([run(plain, env=pk.env)["wall"] for _ in range(3)])
         chain = json.loads(quiet(plakar(pk, "at", store, "cat", f"{latest}:/.chain.json"),
                                  env=pk.env))
         held = (lsn(chain["stop_lsn"]) - lsn(chain["bases"][0]["start_lsn"])) // (1 << 20)
         files = len(quiet(plakar(pk, "at", store, "ls", "-recursive", f"{latest}:/"),
                           env=pk.env).splitlines())
-        return {"walls": walls, "added": added, "held": held, "records": files,
-                "pieces": len(chain["pieces"])}
+        return {"walls": walls, "cpus": cpus, "added": added, "held": held, "records": files,
+                "pieces": len(chain["pieces"]), "plain": (plain_first, plain_last)}
     finally:
         stop_cluster(data)
 
@@ -288,16 +298,18 @@ def main():
         "`pg_switch_wal()`) so that the last snapshot holds the segments below since its "
         "base. Wall time of `plakar backup @mypg` (one run), by position in the series:",
         "",
-        "| segments since the base | runs | records in the last snapshot | first run after the base | run 10% | run 50% | last run | last ÷ first (median of the first 10 and last 10) | store bytes a run adds (median) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| segments since the base | runs | records in the last snapshot | first 10 runs after the base | runs at 50% | last 10 runs | last ÷ first | plugin CPU, first → last | Plakar alone (a 1-file directory), first → last | store bytes a run adds (median) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for segments, runs, c in curves:
-        w = c["walls"]
+        w, cpu = c["walls"], c["cpus"]
         first, last = med(w[:10]), med(w[-10:])
+        mid = med(w[len(w) // 2 - 5:len(w) // 2 + 5])
         lines.append(
-            f"| {c['held']} | {runs} | {c['records']} ({c['pieces']} pieces of WAL) | {w[0]:.2f} s | "
-            f"{w[len(w) // 10]:.2f} s | {w[len(w) // 2]:.2f} s | {w[-1]:.2f} s | "
-            f"{last / first:.2f} | {med(c['added']) / 1024:.1f} KiB |")
+            f"| {c['held']} | {runs} | {c['records']} ({c['pieces']} pieces of WAL) | {first:.2f} s | "
+            f"{mid:.2f} s | {last:.2f} s | {last / first:.2f} | "
+            f"{med(cpu[:10]):.3f} s → {med(cpu[-10:]):.3f} s | "
+            f"{c['plain'][0]:.2f} s → {c['plain'][1]:.2f} s | {med(c['added']) / 1024:.1f} KiB |")
     lines += [
         "",
         "### Keeping up with pgbench at full speed",
