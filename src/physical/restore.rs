@@ -275,7 +275,7 @@ impl Export for Writer {
                             }
                         }
                     }
-                    Err(e) => open.error = Some(e),
+                    Err(e) => open.error = Some(e.to_string()),
                 }
             }
             return;
@@ -309,7 +309,7 @@ impl Export for Writer {
         }
         if let Some(pitr) = &mut self.pitr {
             if let Err(why) = pitr.wal.finish() {
-                self.wal_failed.push(why);
+                self.wal_failed.push(why.to_string());
                 self.remove_written();
                 return Err(Error::DamagedWal(self.wal_failed.join("; ")));
             }
@@ -761,7 +761,7 @@ impl Writer {
         if let Some(piece) = piece {
             let ended = match (error.or(early), self.pitr.as_mut()) {
                 (Some(e), _) => Err(e),
-                (None, Some(pitr)) => pitr.wal.end(piece),
+                (None, Some(pitr)) => pitr.wal.end(piece).map_err(|e| e.to_string()),
                 (None, None) => Ok(()),
             };
             if let Err(why) = &ended {

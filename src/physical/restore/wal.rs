@@ -16,6 +16,26 @@ use crate::replication::Lsn;
 
 pub use crate::physical::recovery::ARCHIVE_DIR;
 
+/// Why a piece of WAL cannot be put back.
+#[derive(Debug, thiserror::Error)]
+pub enum PieceError {
+    #[error("cannot write {}: {source}", .path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("holds more than the {expected} bytes /.chain.json gives it")]
+    TooLong { expected: u64 },
+    #[error("holds {held} bytes where /.chain.json gives it {expected} (WAL from {from} to {to} on timeline {timeline}): the snapshot is damaged")]
+    Short {
+        held: u64,
+        expected: u64,
+        from: String,
+        to: String,
+        timeline: u32,
+    },
+}
+
 /// A piece being written.
 #[derive(Debug)]
 pub struct PieceOpen {
@@ -62,15 +82,14 @@ impl WalFiles {
         &mut self,
         open: &mut PieceOpen,
         mut bytes: &[u8],
-    ) -> Result<Vec<PathBuf>, String> {
+    ) -> Result<Vec<PathBuf>, PieceError> {
         let mut made = Vec::new();
         let to = open.piece.to_lsn();
         while !bytes.is_empty() {
             if open.at >= to {
-                return Err(format!(
-                    "holds more than the {} bytes /.chain.json gives it",
-                    open.piece.len()
-                ));
+                return Err(PieceError::TooLong {
+                    expected: open.piece.len(),
+                });
             }
             let segment = Segment::holding(open.piece.timeline, open.at, self.size);
             let name = segment.file_name(self.size);
@@ -85,7 +104,10 @@ impl WalFiles {
                     .truncate(false)
                     .mode(0o600)
                     .open(&path)
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                    .map_err(|source| PieceError::Write {
+                        path: path.clone(),
+                        source,
+                    })?;
                 if self.written.insert(name.clone()) {
                     made.push(path);
                 }
@@ -93,7 +115,10 @@ impl WalFiles {
             }
             let (_, file) = self.current.as_ref().expect("just opened");
             file.write_all_at(&bytes[..take], offset)
-                .map_err(|e| format!("cannot write {}: {e}", self.dir.join(&name).display()))?;
+                .map_err(|source| PieceError::Write {
+                    path: self.dir.join(&name),
+                    source,
+                })?;
             bytes = &bytes[take..];
             open.at = Lsn(open.at.0 + take as u64);
         }
@@ -101,36 +126,35 @@ impl WalFiles {
     }
 
     /// The end of a piece: whether it held all its bytes.
-    pub fn end(&mut self, open: PieceOpen) -> Result<(), String> {
+    pub fn end(&mut self, open: PieceOpen) -> Result<(), PieceError> {
         let held = open.at.0 - open.piece.from_lsn().0;
         if held != open.piece.len() {
-            return Err(format!(
-                "holds {held} bytes where /.chain.json gives it {} (WAL from {} to {} on timeline {}): the snapshot is damaged",
-                open.piece.len(),
-                open.piece.from,
-                open.piece.to,
-                open.piece.timeline
-            ));
+            return Err(PieceError::Short {
+                held,
+                expected: open.piece.len(),
+                from: open.piece.from,
+                to: open.piece.to,
+                timeline: open.piece.timeline,
+            });
         }
         Ok(())
     }
 
     /// Pads every segment file to a whole segment, as PostgreSQL's files are.
-    pub fn finish(&mut self) -> Result<(), String> {
+    pub fn finish(&mut self) -> Result<(), PieceError> {
         self.current = None;
         for name in &self.written {
             let path = self.dir.join(name);
-            let file = std::fs::OpenOptions::new()
+            std::fs::OpenOptions::new()
                 .write(true)
                 .open(&path)
                 .and_then(|f| {
                     if f.metadata()?.len() < self.size {
                         f.set_len(self.size)?;
                     }
-                    Ok(f)
+                    Ok(())
                 })
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            drop(file);
+                .map_err(|source| PieceError::Write { path, source })?;
         }
         Ok(())
     }
@@ -183,7 +207,7 @@ mod tests {
         let mut files = WalFiles::new(data.path(), SIZE);
         let mut open = files.open(piece(1, 0, 8192));
         files.write(&mut open, &[1; 100]).unwrap();
-        let err = files.end(open).unwrap_err();
+        let err = files.end(open).unwrap_err().to_string();
         assert!(
             err.contains("holds 100 bytes where /.chain.json gives it 8192"),
             "{err}"
