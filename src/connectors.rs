@@ -1,5 +1,5 @@
 //! Every connector this program serves, in one table: `main` takes its
-//! argument words from it, `server` its services, and the tests check
+//! argument words and its service from it, and the tests check
 //! `manifest.yaml`, the validators, the README and the man page against it.
 
 use std::sync::LazyLock;
@@ -9,9 +9,9 @@ use crate::backup::Backup;
 use crate::options::Table;
 use crate::physical::options::{PHYSICAL_DESTINATION_OPTIONS, PHYSICAL_SOURCE_OPTIONS};
 use crate::physical::{PhysicalBackup, PhysicalDestination};
+use crate::protocol::server::{self, Service};
 use crate::restore::options::DESTINATION_OPTIONS;
 use crate::restore::Restore;
-use crate::server::{self, Service};
 
 /// Which side of Plakar a connector serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,8 @@
 //!   connector shares: a [`protocol::source::Source`] announces records and
 //!   serves their content, a [`protocol::destination::Destination`] takes files.
 //!   Nothing PostgreSQL-specific.
-//! - [`connectors`]: the table of connectors; [`server`] serves one of them.
+//! - [`connectors`]: the table of connectors, each served by
+//!   [`protocol::server`].
 //! - [`backup`] and [`restore`]: the logical connectors (`postgres://`).
 //! - [`physical`]: the physical connectors (`postgres+bin://`), with the WAL
 //!   a snapshot carries for point-in-time recovery (`archive_wal`) and its
@@ -31,5 +32,4 @@ pub mod progress;
 pub mod protocol;
 pub mod replication;
 pub mod restore;
-pub mod server;
 pub mod tools;

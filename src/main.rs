@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use plakar_postgresql::connectors::{self, CONNECTORS};
-use plakar_postgresql::server;
+use plakar_postgresql::protocol::server;
 
 const ABOUT: &str = "\
 postgresql: the PostgreSQL integration for Plakar.
@@ -76,7 +76,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(server::run(connector));
+    let result = runtime.block_on(server::run(connector.service, connector.name));
     // Dropping the tasks drops their child processes, which kills them.
     runtime.shutdown_timeout(Duration::from_secs(2));
     match result {

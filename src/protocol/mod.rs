@@ -7,6 +7,7 @@ pub mod destination;
 pub mod guard;
 pub mod in_order;
 pub mod record;
+pub mod server;
 mod slot;
 pub mod source;
 pub mod stdio;

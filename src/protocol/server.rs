@@ -1,16 +1,16 @@
-//! Starts the gRPC server for one connector on stdin/stdout.
+//! Starts the gRPC server of one connector on stdin/stdout: the service of
+//! a source or of a destination, named as the user calls it.
 
 use std::time::Duration;
 
 use tonic::transport::server::Router;
 use tonic::transport::Server;
 
-use crate::connectors::Connector;
-use crate::protocol::destination::{Destination, DestinationService};
-use crate::protocol::exporter::exporter_server::ExporterServer;
-use crate::protocol::importer::importer_server::ImporterServer;
-use crate::protocol::source::{Source, SourceService};
-use crate::protocol::stdio;
+use super::destination::{Destination, DestinationService};
+use super::exporter::exporter_server::ExporterServer;
+use super::importer::importer_server::ImporterServer;
+use super::source::{Source, SourceService};
+use super::stdio;
 
 /// Adds the service of a connector, named as the user calls it, to the server.
 pub type Service = fn(&mut Server, &'static str) -> Router;
@@ -36,8 +36,11 @@ pub fn destination<D: Destination>(builder: &mut Server, name: &'static str) -> 
     )
 }
 
-/// Serves one connector until Plakar closes stdin.
-pub async fn run(connector: &Connector) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+/// Serves one service, `name` in its messages, until Plakar closes stdin.
+pub async fn run(
+    service: Service,
+    name: &'static str,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let mut builder = Server::builder()
         // Large windows keep a 1 MiB chunk stream flowing without a round trip per chunk.
         .initial_stream_window_size(Some(8 * 1024 * 1024))
@@ -45,6 +48,6 @@ pub async fn run(connector: &Connector) -> Result<(), Box<dyn std::error::Error 
         .http2_keepalive_interval(None)
         .tcp_nodelay(false)
         .timeout(Duration::from_secs(7 * 24 * 3600));
-    let router = (connector.service)(&mut builder, connector.name);
+    let router = service(&mut builder, name);
     stdio::serve(router).await
 }
