@@ -45,6 +45,16 @@ use crate::protocol::destination::{Destination, Export, Results};
 use crate::protocol::record::{MODE_DIR, MODE_SYMLINK};
 use crate::tools::{Tool, Toolbox};
 
+/// An I/O failure on `path`, as the user reads it: what was being done, where.
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_path_buf();
+    move |source| Error::Io {
+        action,
+        path,
+        source,
+    }
+}
+
 /// Refuses a directory that holds anything, naming a running server first.
 fn check_directory(dir: &Path) -> Result<(), Error> {
     if dir.join("postmaster.pid").exists() {
@@ -490,14 +500,6 @@ impl Writer {
     /// The recovery settings and `recovery.signal`, so that `pg_ctl start`
     /// replays the WAL in `pg_wal/plakar/` to the target.
     fn prepare_recovery(&self, pitr: &Pitr) -> Result<(), Error> {
-        let io = |action, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io {
-                action,
-                path,
-                source,
-            }
-        };
         let archive = self.wal_dir().map_err(Error::Verify)?;
         pitr.recovery
             .write(&self.root)
@@ -894,14 +896,6 @@ impl Writer {
         if !moved || !map.exists() {
             return Ok(());
         }
-        let io = |action, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| Error::Io {
-                action,
-                path,
-                source,
-            }
-        };
         let manifest = self.root.join("backup_manifest");
         let text = std::fs::read_to_string(&manifest).map_err(io("read", &manifest))?;
         let rewritten = without_entry(&text, "tablespace_map").ok_or_else(|| {
