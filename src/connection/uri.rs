@@ -15,7 +15,7 @@ pub(super) struct UriParts {
     pub(super) database: Option<String>,
 }
 
-/// Reads the `location` option: `postgres://`, `postgresql://`, `postgres+bin://` or `postgres+wal://`.
+/// Reads the `location` option: `postgres://`, `postgresql://` or `postgres+bin://`.
 pub(super) fn parse_uri(location: &str) -> Result<UriParts, OptionError> {
     let bad = |why: &str| {
         OptionError::Conflict(format!(
@@ -23,7 +23,7 @@ pub(super) fn parse_uri(location: &str) -> Result<UriParts, OptionError> {
         ))
     };
     let url = Url::parse(location).map_err(|e| bad(&e.to_string()))?;
-    if !["postgres", "postgresql", "postgres+bin", "postgres+wal"].contains(&url.scheme()) {
+    if !["postgres", "postgresql", "postgres+bin"].contains(&url.scheme()) {
         return Err(bad(&format!("the scheme is {:?}", url.scheme())));
     }
     if url.query().is_some() || url.fragment().is_some() {

@@ -422,6 +422,7 @@ pub(super) async fn run(
             Err(StreamFailure::Removed(e)) => {
                 progress.failed(&e);
                 return Err(WalError::WalRemoved {
+                    slot: archiving.config.slot.to_string(),
                     from: piece.from_lsn(),
                     timeline: piece.timeline,
                     source: e,

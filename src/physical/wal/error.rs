@@ -27,8 +27,9 @@ pub enum WalError {
     SlotActive(String),
     #[error("replication slot \"{0}\" reserves no WAL (it was created without reserving any), so it cannot keep the WAL between runs; drop it (SELECT pg_drop_replication_slot('{0}')) so that the next run creates it again")]
     SlotReservesNothing(String),
-    #[error("the server no longer has the WAL from {from} on timeline {timeline}: the chain of archived WAL is broken there; drop the slot (SELECT pg_drop_replication_slot('...')): the next run creates it again and takes a new base backup: {source}")]
+    #[error("the server no longer has the WAL from {from} on timeline {timeline}: the chain of archived WAL is broken there; drop the slot (SELECT pg_drop_replication_slot('{slot}')): the next run creates it again and takes a new base backup: {source}")]
     WalRemoved {
+        slot: String,
         from: Lsn,
         timeline: u32,
         source: PgError,
