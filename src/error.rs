@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use tonic::Code;
 
-use crate::archive::ArchiveError;
 use crate::connection::{ConnectError, PgError};
 use crate::options::OptionError;
 use crate::physical::chain::ChainError;
@@ -14,6 +13,7 @@ use crate::physical::wal::WalError;
 use crate::protocol::source::Ended;
 use crate::protocol::Failure;
 use crate::replication::standby::RecoveryConflict;
+use crate::toc::ArchiveError;
 use crate::tools::ToolError;
 
 /// Why a backup or a restore cannot go on.

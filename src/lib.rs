@@ -14,11 +14,10 @@
 //!   a snapshot carries for point-in-time recovery (`archive_wal`) and its
 //!   restore to a moment.
 //! - [`replication`]: replication checks, the replication connection, and slots.
-//! - [`options`], [`connection`], [`tools`], [`names`], [`manifest`], [`archive`]:
+//! - [`options`], [`connection`], [`tools`], [`names`], [`manifest`], [`toc`] (a dump's table of contents):
 //!   PostgreSQL knowledge the connectors share; [`pipe`] moves bytes through the
 //!   client tools' pipes; [`error`] is what fails, worded for the user.
 
-pub mod archive;
 pub mod backup;
 pub mod connection;
 pub mod connectors;
@@ -32,4 +31,5 @@ pub mod progress;
 pub mod protocol;
 pub mod replication;
 pub mod restore;
+pub mod toc;
 pub mod tools;

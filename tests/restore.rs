@@ -589,7 +589,7 @@ async fn jobs_copy_a_dump_only_where_a_parallel_restore_can_win() {
 #[test]
 fn filled_in_offsets_are_those_pg_dump_records_in_a_file() {
     use common::load::{client, succeed};
-    use plakar_postgresql::archive::{self, K_OFFSET_POS_NOT_SET, K_OFFSET_POS_SET};
+    use plakar_postgresql::toc::{self, K_OFFSET_POS_NOT_SET, K_OFFSET_POS_SET};
     use std::process::Stdio;
 
     let src = Cluster::start();
@@ -622,7 +622,7 @@ fn filled_in_offsets_are_those_pg_dump_records_in_a_file() {
 
     let slots = |path: &Path| {
         let bytes = std::fs::read(path).unwrap();
-        archive::offset_slots(&bytes).unwrap().unwrap().1
+        toc::offset_slots(&bytes).unwrap().unwrap().1
     };
     let expected = slots(&to_file);
     let with_data = expected
@@ -646,7 +646,7 @@ fn filled_in_offsets_are_those_pg_dump_records_in_a_file() {
         .write(true)
         .open(&to_pipe)
         .unwrap();
-    assert_eq!(archive::fill_in_offsets(&file).unwrap(), with_data);
+    assert_eq!(toc::fill_in_offsets(&file).unwrap(), with_data);
     assert_eq!(slots(&to_pipe), expected);
 
     // And pg_restore reads the filled-in copy, in parallel.

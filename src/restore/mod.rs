@@ -19,7 +19,6 @@ use prost::bytes::Bytes;
 use tempfile::NamedTempFile;
 use tokio_postgres::Client;
 
-use crate::archive::{self, ArchiveError, DatabaseOptions};
 use crate::connection::{quote_ident, server_major, PgError, MAINTENANCE_DB};
 use crate::error::Error;
 use crate::manifest::Manifest;
@@ -28,6 +27,7 @@ use crate::pipe::{ChunkSink, ChunkWriter};
 use crate::progress::Progress;
 use crate::protocol::connectors::Record;
 use crate::protocol::destination::{Destination, Export, Results};
+use crate::toc::{self, ArchiveError, DatabaseOptions};
 use crate::tools::{Kit, Tool, Toolbox, STATISTICS_MAJOR};
 use apply::{Feed, RoleFilter};
 use options::DestinationConfig;
@@ -178,7 +178,7 @@ pub struct Current {
     sink: Sink,
     progress: Progress,
     /// Whether a dump carries its planner statistics, read from its head as it goes by.
-    statistics: archive::StatisticsProbe,
+    statistics: toc::StatisticsProbe,
 }
 
 /// A dump waiting for `/globals.sql`.
@@ -264,7 +264,7 @@ impl Session {
             action,
             sink,
             progress,
-            statistics: archive::StatisticsProbe::new(),
+            statistics: toc::StatisticsProbe::new(),
         }
     }
 
@@ -653,14 +653,14 @@ fn spool_error(path: &NamedTempFile, source: std::io::Error) -> Error {
 /// straight to its table's data instead of reading through the copy.
 struct SpoolSink {
     file: std::fs::File,
-    scanner: archive::OffsetScanner,
+    scanner: toc::OffsetScanner,
 }
 
 impl SpoolSink {
     fn new(file: std::fs::File) -> SpoolSink {
         SpoolSink {
             file,
-            scanner: archive::OffsetScanner::new(),
+            scanner: toc::OffsetScanner::new(),
         }
     }
 }
@@ -691,7 +691,7 @@ const HEAD_LIMIT: usize = 64 * 1024 * 1024;
 /// The `CREATE DATABASE` options of the dump's own database, from the head of
 /// its archive; None while more bytes are needed.
 fn database_options(head: &[u8], at_end: bool) -> Result<Option<DatabaseOptions>, Error> {
-    match archive::find_entry(head, |e| e.desc == "DATABASE") {
+    match toc::find_entry(head, |e| e.desc == "DATABASE") {
         Ok(Some(Some(entry))) => Ok(Some(DatabaseOptions::from_definition(
             entry.defn.as_deref().unwrap_or_default(),
         )?)),

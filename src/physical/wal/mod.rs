@@ -2,10 +2,10 @@
 //! (segment and history file names, timeline ancestry), the stream that adds
 //! each run's WAL to its snapshot, and the runs' local state.
 
-pub mod archive;
 pub mod error;
 pub mod segment;
 pub mod state;
+pub mod stream;
 
 pub use error::WalError;
 pub use segment::{History, Segment};
