@@ -4,14 +4,14 @@
 
 use std::sync::LazyLock;
 
-use crate::backup::options::SOURCE_OPTIONS;
-use crate::backup::Backup;
+use crate::logical::backup::options::SOURCE_OPTIONS;
+use crate::logical::backup::Backup;
+use crate::logical::restore::options::DESTINATION_OPTIONS;
+use crate::logical::restore::Restore;
 use crate::options::Table;
 use crate::physical::options::{PHYSICAL_DESTINATION_OPTIONS, PHYSICAL_SOURCE_OPTIONS};
 use crate::physical::{PhysicalBackup, PhysicalDestination};
 use crate::protocol::server::{self, Service};
-use crate::restore::options::DESTINATION_OPTIONS;
-use crate::restore::Restore;
 
 /// Which side of Plakar a connector serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,27 +9,26 @@
 //!   Nothing PostgreSQL-specific.
 //! - [`connectors`]: the table of connectors, each served by
 //!   [`protocol::server`].
-//! - [`backup`] and [`restore`]: the logical connectors (`postgres://`).
+//! - [`logical`]: the logical connectors (`postgres://`): pg_dump and
+//!   pg_dumpall in, pg_restore and psql out.
 //! - [`physical`]: the physical connectors (`postgres+bin://`), with the WAL
 //!   a snapshot carries for point-in-time recovery (`archive_wal`) and its
 //!   restore to a moment.
-//! - [`replication`]: replication checks, the replication connection, and slots.
-//! - [`options`], [`connection`], [`tools`], [`names`], [`manifest`], [`toc`] (a dump's table of contents):
-//!   PostgreSQL knowledge the connectors share; [`pipe`] moves bytes through the
-//!   client tools' pipes; [`error`] is what fails, worded for the user.
+//! - [`postgres`]: what both kinds know of PostgreSQL: the connection, the
+//!   replication protocol and slots, the client tools, `/manifest.json`.
+//! - [`options`], [`names`], [`pipe`], [`progress`]: the option tables, the
+//!   snapshot's record names, the pipes bytes move through, the progress
+//!   lines; nothing PostgreSQL-specific.
+//!
+//! A module imports only what stands below it in this list; each room has
+//! its own error type, turned into a gRPC status at the edge.
 
-pub mod backup;
-pub mod connection;
 pub mod connectors;
-pub mod error;
-pub mod manifest;
+pub mod logical;
 pub mod names;
 pub mod options;
 pub mod physical;
 pub mod pipe;
+pub mod postgres;
 pub mod progress;
 pub mod protocol;
-pub mod replication;
-pub mod restore;
-pub mod toc;
-pub mod tools;

@@ -7,10 +7,10 @@ mod common;
 
 use std::collections::HashMap;
 
-use plakar_postgresql::backup::options::{SourceConfig, SOURCE_OPTIONS};
+use plakar_postgresql::logical::backup::options::{SourceConfig, SOURCE_OPTIONS};
+use plakar_postgresql::logical::restore::options::{DestinationConfig, DESTINATION_OPTIONS};
 use plakar_postgresql::names::{classify, dump_path, Entry};
 use plakar_postgresql::options::{OptionError, Table};
-use plakar_postgresql::restore::options::{DestinationConfig, DESTINATION_OPTIONS};
 use proptest::prelude::*;
 use proptest::sample::select;
 

@@ -10,10 +10,10 @@ use std::time::Duration;
 use common::caught;
 use common::load::receiving_wal;
 use common::{Cluster, ClusterOptions};
-use plakar_postgresql::connection::Connection;
 use plakar_postgresql::physical::options::PhysicalSource;
-use plakar_postgresql::replication::slot::{self, SlotError, SlotName, WalStatus};
-use plakar_postgresql::replication::{self, Refusal, ReplicationConnection};
+use plakar_postgresql::postgres::connection::Connection;
+use plakar_postgresql::postgres::replication::slot::{self, SlotError, SlotName, WalStatus};
+use plakar_postgresql::postgres::replication::{self, Refusal, ReplicationConnection};
 use tokio_postgres::Client;
 
 /// The connection a physical source with these options would use.

@@ -589,7 +589,7 @@ async fn jobs_copy_a_dump_only_where_a_parallel_restore_can_win() {
 #[test]
 fn filled_in_offsets_are_those_pg_dump_records_in_a_file() {
     use common::load::{client, succeed};
-    use plakar_postgresql::toc::{self, K_OFFSET_POS_NOT_SET, K_OFFSET_POS_SET};
+    use plakar_postgresql::logical::toc::{self, K_OFFSET_POS_NOT_SET, K_OFFSET_POS_SET};
     use std::process::Stdio;
 
     let src = Cluster::start();

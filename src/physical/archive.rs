@@ -33,16 +33,16 @@ use tokio_postgres::Client;
 use super::chain::{self, Base, Chain, Piece};
 use super::copy::{BaseBackup, Copy};
 use super::options::{ArchiveConfig, PhysicalSource};
-use crate::error::Error;
-use crate::manifest::{TimelineEnd, WalRange};
+use crate::physical::error::Error;
 use crate::physical::wal::error::WalError;
 use crate::physical::wal::segment::{history_file_name, History, Segment};
 use crate::physical::wal::state::{Kept, Saved, State, Tip};
 use crate::physical::wal::stream::{self, StreamFailure};
+use crate::postgres::manifest::{TimelineEnd, WalRange};
+use crate::postgres::replication::slot;
+use crate::postgres::replication::{Lsn, ReplicationConnection, SystemId};
 use crate::progress::Progress;
 use crate::protocol::record::{self, Entry, EntryKind};
-use crate::replication::slot;
-use crate::replication::{Lsn, ReplicationConnection, SystemId};
 
 /// What `Init` prepared for a run that carries its WAL.
 pub struct Archiving {

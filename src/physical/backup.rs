@@ -17,12 +17,12 @@ use super::archive::Archiving;
 use super::copy::{BaseBackup, Copy};
 use super::options::PhysicalSource;
 use super::preflight;
-use crate::connection::{server_major, MAINTENANCE_DB};
-use crate::error::Error;
-use crate::manifest::{self, Checkpoint, PhysicalFacts, PhysicalOptions};
+use crate::physical::error::Error;
+use crate::postgres::connection::{server_major, MAINTENANCE_DB};
+use crate::postgres::manifest::{self, Checkpoint, PhysicalFacts, PhysicalOptions};
+use crate::postgres::tools::{Kit, Toolbox};
 use crate::protocol::in_order::OpenQueue;
 use crate::protocol::source::{Content, ImportRun, Source};
-use crate::tools::{Kit, Toolbox};
 
 /// A physical backup in progress: what `Init` learnt and holds.
 pub struct PhysicalBackup {

@@ -11,9 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::manifest::TimelineEnd;
 use crate::physical::wal::segment::{History, Switch};
-use crate::replication::Lsn;
+use crate::postgres::manifest::TimelineEnd;
+use crate::postgres::replication::Lsn;
 
 pub use crate::names::{BASES, CHAIN as RECORD, RECEIPTS, WAL};
 

@@ -16,14 +16,14 @@ use super::explain;
 use super::options::PhysicalSource;
 use super::tablespaces::{self, Tablespace};
 use super::tar::{self, Kind};
-use crate::error::Error;
-use crate::manifest::{Manifest, WalRange};
+use crate::physical::error::Error;
+use crate::postgres::manifest::{Manifest, WalRange};
+use crate::postgres::tools::{Outcome, Running, Tool, Toolbox};
 use crate::progress::Progress;
 use crate::protocol::in_order::OpenCalls;
 use crate::protocol::record::{self, Entry, EntryKind};
 use crate::protocol::source::{Content, ImportRun};
 use crate::protocol::CHUNK_SIZE;
-use crate::tools::{Outcome, Running, Tool, Toolbox};
 
 /// What a base backup is taken with, as `Init` found it.
 pub struct BaseBackup {

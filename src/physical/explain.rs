@@ -1,9 +1,9 @@
 //! pg_basebackup's failures, explained from its stderr. A tool's stderr
 //! carries PostgreSQL's words but not its SQLSTATE, so this is the one place
 //! that reads them as text; the plugin's own connections decide on SQLSTATE
-//! (see [`crate::replication::probe`]).
+//! (see [`crate::postgres::replication::probe`]).
 
-use crate::replication::Refusal;
+use crate::postgres::replication::Refusal;
 
 /// pg_basebackup's failure, with the remedy when its words name a known cause.
 pub fn basebackup_failure(why: &str, user: &str) -> String {

@@ -3,13 +3,14 @@
 //! new data directory and verified with pg_verifybackup; with `archive_wal`,
 //! every snapshot also carries the WAL since its base backup ([`wal`],
 //! [`archive`], [`chain`]) and restores to any moment of it ([`recovery`]).
-//! A room of its own beside the logical `backup` and `restore`, sharing
-//! `connection`, `replication` and `tools`.
+//! A room of its own beside [`crate::logical`], sharing what
+//! [`crate::postgres`] knows.
 
 pub mod archive;
 pub mod backup;
 pub mod chain;
 pub mod copy;
+pub mod error;
 mod explain;
 pub mod options;
 pub mod owner;

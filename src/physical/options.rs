@@ -7,9 +7,9 @@ use std::sync::LazyLock;
 
 use super::owner::Owner;
 use super::recovery::{Recovery, RECOVERY_OPTIONS};
-use crate::connection::{Connection, CLIENT_OPTIONS, SERVER_OPTIONS, TOOL_OPTIONS};
 use crate::options::{Kind, OptionError, Spec, Table, Values};
-use crate::replication::slot::SlotName;
+use crate::postgres::connection::{Connection, CLIENT_OPTIONS, SERVER_OPTIONS, TOOL_OPTIONS};
+use crate::postgres::replication::slot::SlotName;
 use std::time::Duration;
 
 static BASEBACKUP_OPTIONS: &[Spec] = &[

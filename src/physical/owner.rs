@@ -7,7 +7,7 @@
 use std::ffi::{CStr, CString};
 use std::path::Path;
 
-use crate::error::Error;
+use crate::physical::error::Error;
 
 /// A system user the restored files are given to, with its primary group.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,14 +1,14 @@
 //! What a base backup needs from the server and the role, checked before
 //! anything is copied, each failure worded with its cause and its remedy:
-//! replication allowed (see [`crate::replication`]); and the tablespaces
+//! replication allowed (see [`crate::postgres::replication`]); and the tablespaces
 //! outside the data directory, whose archives the copy must expect.
 
 use tokio_postgres::Client;
 
 use super::tablespaces::Tablespace;
-use crate::connection::{Connection, PgError};
-use crate::replication::slot::{self, SlotName};
-use crate::replication::{self, Refusal, SystemId};
+use crate::postgres::connection::{Connection, PgError};
+use crate::postgres::replication::slot::{self, SlotName};
+use crate::postgres::replication::{self, Refusal, SystemId};
 
 /// Why a physical backup cannot start.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::options::{Kind, OptionError, Spec, Values};
-use crate::replication::Lsn;
+use crate::postgres::replication::Lsn;
 
 /// The directory of the restored WAL, under the data directory: PostgreSQL
 /// ignores what pg_wal's subdirectories hold, and so does pg_verifybackup.

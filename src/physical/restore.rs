@@ -37,13 +37,13 @@ use super::chain::{self, Aim, Chain};
 use super::options::PhysicalDestination;
 use super::recovery::{Recovery, Target};
 use super::tablespaces;
-use crate::error::Error;
 use crate::names;
+use crate::physical::error::Error;
 use crate::physical::wal::segment::parse_history_file_name;
+use crate::postgres::tools::{Tool, Toolbox};
 use crate::protocol::connectors::Record;
 use crate::protocol::destination::{Destination, Export, Results};
 use crate::protocol::record::{MODE_DIR, MODE_SYMLINK};
-use crate::tools::{Tool, Toolbox};
 
 /// An I/O failure on `path`, as the user reads it: what was being done, where.
 fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
@@ -198,7 +198,7 @@ pub struct Writer {
     /// Where each tablespace is restored, by OID.
     placed: HashMap<String, PathBuf>,
     /// `/manifest.json`, once read.
-    snapshot: Option<crate::manifest::Manifest>,
+    snapshot: Option<crate::postgres::manifest::Manifest>,
     /// A snapshot that carries its WAL, once `/.chain.json` is read.
     pitr: Option<Pitr>,
     /// Whether the first record after `/` has said what the snapshot is.
@@ -867,7 +867,7 @@ fn tablespace_of(pathname: &str) -> Option<&str> {
 
 /// The tablespaces `/manifest.json` names, by OID: name and directory.
 fn tablespaces_in(manifest: &[u8]) -> HashMap<String, (String, PathBuf)> {
-    let Ok(m) = serde_json::from_slice::<crate::manifest::Manifest>(manifest) else {
+    let Ok(m) = serde_json::from_slice::<crate::postgres::manifest::Manifest>(manifest) else {
         return HashMap::new();
     };
     m.tablespaces

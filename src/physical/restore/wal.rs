@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::physical::chain::Piece;
 use crate::physical::wal::segment::Segment;
-use crate::replication::Lsn;
+use crate::postgres::replication::Lsn;
 
 pub use crate::physical::recovery::ARCHIVE_DIR;
 

@@ -2,9 +2,9 @@
 
 use std::path::PathBuf;
 
-use crate::connection::PgError;
-use crate::replication::slot::SlotError;
-use crate::replication::Lsn;
+use crate::postgres::connection::PgError;
+use crate::postgres::replication::slot::SlotError;
+use crate::postgres::replication::Lsn;
 
 /// A WAL archive run's failure.
 #[derive(Debug, thiserror::Error)]

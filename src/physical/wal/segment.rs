@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use crate::replication::Lsn;
+use crate::postgres::replication::Lsn;
 
 /// One WAL segment: a timeline and the segment's number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

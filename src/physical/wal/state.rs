@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use super::error::WalError;
 use crate::physical::chain::Chain;
+use crate::postgres::replication::slot::SlotName;
 use crate::protocol::record::{Entry, EntryKind};
-use crate::replication::slot::SlotName;
 
 /// A record as the state keeps it, to announce it again unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

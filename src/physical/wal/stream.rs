@@ -12,16 +12,16 @@ use tokio_postgres::Client;
 
 use super::error::WalError;
 use super::segment::{History, Segment};
-use crate::connection::PgError;
-use crate::error::Error;
 use crate::physical::chain::Piece;
+use crate::physical::error::Error;
+use crate::postgres::connection::PgError;
+use crate::postgres::replication::slot::SlotName;
+use crate::postgres::replication::{self, Lsn, ReplicationConnection};
 use crate::progress::Progress;
 use crate::protocol::in_order::OpenCalls;
 use crate::protocol::record::{self, Entry, EntryKind};
 use crate::protocol::source::{Content, Ended, ImportRun};
 use crate::protocol::CHUNK_SIZE;
-use crate::replication::slot::SlotName;
-use crate::replication::{self, Lsn, ReplicationConnection};
 
 /// The server's WAL segment size, in bytes.
 pub async fn segment_size(admin: &Client) -> Result<u64, Error> {

@@ -16,13 +16,13 @@ use std::time::SystemTime;
 use tokio::sync::Semaphore;
 use tokio_postgres::Client;
 
-use crate::connection::{server_major, PgError};
-use crate::error::Error;
-use crate::manifest::{self, BackupSection, LogicalFacts, LogicalOptions};
+use crate::logical::error::Error;
+use crate::postgres::connection::{server_major, PgError};
+use crate::postgres::manifest::{self, LogicalFacts, LogicalOptions};
+use crate::postgres::replication::standby::{self, RecoveryConflict};
+use crate::postgres::tools::{Kit, Toolbox};
 use crate::protocol::record;
 use crate::protocol::source::{Content, ImportRun, Source};
-use crate::replication::standby::{self, RecoveryConflict};
-use crate::tools::{Kit, Toolbox};
 use options::SourceConfig;
 use plan::{Item, Layout, Planned};
 
@@ -149,7 +149,7 @@ async fn prepare(config: SourceConfig) -> Result<Backup, Error> {
         },
         no_role_passwords: !can_read_authid,
     };
-    let backup = BackupSection::logical(layout, facts);
+    let backup = layout.section(facts);
     let pg_dump_version = toolbox.version.clone();
     let manifest = manifest::collect(conn, &admin, &databases, pg_dump_version, backup)
         .await

@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use crate::connection::{
+use crate::options::{exclusive, Kind, OptionError, Spec, Table};
+use crate::postgres::connection::{
     Connection, CLIENT_OPTIONS, DATABASE_OPTIONS, SERVER_OPTIONS, TOOL_OPTIONS,
 };
-use crate::options::{exclusive, Kind, OptionError, Spec, Table};
 
 static BACKUP_OPTIONS: &[Spec] = &[
     Spec {

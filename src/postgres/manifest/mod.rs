@@ -12,9 +12,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backup::plan::Layout;
-
-pub use catalogue::{collect, physical, wal};
+pub use catalogue::{collect, physical};
 
 /// The manifest format this release writes and the newest it reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -116,20 +114,9 @@ pub enum BackupSection {
     Split(LogicalFacts),
     /// A copy of the data directory by pg_basebackup.
     Physical(PhysicalFacts),
-    /// WAL archived from a replication slot since the previous run.
-    Wal(WalFacts),
 }
 
 impl BackupSection {
-    /// A logical backup's section.
-    pub fn logical(layout: Layout, facts: LogicalFacts) -> BackupSection {
-        match layout {
-            Layout::Database => BackupSection::Database(facts),
-            Layout::Cluster => BackupSection::Cluster(facts),
-            Layout::Split => BackupSection::Split(facts),
-        }
-    }
-
     /// The word the manifest uses for the layout.
     pub fn layout(&self) -> &'static str {
         match self {
@@ -137,7 +124,6 @@ impl BackupSection {
             BackupSection::Cluster(_) => "cluster",
             BackupSection::Split(_) => "split",
             BackupSection::Physical(_) => "physical",
-            BackupSection::Wal(_) => "wal",
         }
     }
 }
@@ -186,29 +172,6 @@ pub struct PhysicalFacts {
     pub pg_basebackup_version: String,
     /// The temporary replication slot that held the WAL for the copy.
     pub replication_slot: String,
-}
-
-/// What one WAL archive run holds, and where it stopped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WalFacts {
-    /// The permanent replication slot that kept the WAL between runs.
-    pub slot: String,
-    /// The server's WAL segment size, in bytes.
-    pub segment_size: u64,
-    /// The WAL held, one range per timeline, oldest first: each from the
-    /// first byte of its first segment to the last position sent.
-    pub ranges: Vec<WalRange>,
-    /// The timelines whose history file the snapshot holds.
-    pub histories: Vec<u32>,
-    /// The ancestry of the server's timeline, from its history file, oldest
-    /// first: each earlier timeline and the position where it ended.
-    #[serde(default)]
-    pub switches: Vec<TimelineEnd>,
-    /// The server's clock when the run read the position it stopped at
-    /// (RFC 3339): nothing committed later is in this snapshot.
-    pub stopped_at: String,
-    /// The `sslmode` connected with.
-    pub ssl_mode: String,
 }
 
 /// Where a timeline ended and the next began.
@@ -562,7 +525,7 @@ mod tests {
 
     use super::*;
 
-    fn logical(layout: Layout, database: Option<&str>) -> Manifest {
+    fn logical(layout: fn(LogicalFacts) -> BackupSection, database: Option<&str>) -> Manifest {
         let facts = LogicalFacts {
             database: database.map(Into::into),
             files: vec!["/manifest.json".into(), "/all.sql".into()],
@@ -586,11 +549,7 @@ mod tests {
             in_recovery: Some(false),
             timeline: None,
         };
-        let mut m = Manifest::new(
-            server,
-            Some("2026-11-25T09:00:00Z".into()),
-            BackupSection::logical(layout, facts),
-        );
+        let mut m = Manifest::new(server, Some("2026-11-25T09:00:00Z".into()), layout(facts));
         m.pg_dump_version = Some("pg_dump (PostgreSQL) 15.18".into());
         m.cluster_config = Some(ClusterConfig {
             settings: [("wal_level", "replica"), ("timezone", "UTC")]
@@ -659,16 +618,16 @@ mod tests {
     #[test]
     fn a_manifest_written_is_read_back_the_same() {
         for m in [
-            logical(Layout::Database, Some("app")),
-            logical(Layout::Cluster, None),
-            logical(Layout::Split, None),
+            logical(BackupSection::Database, Some("app")),
+            logical(BackupSection::Cluster, None),
+            logical(BackupSection::Split, None),
         ] {
             assert_eq!(Manifest::from_json(&m.to_json()).unwrap(), m);
         }
         let standby = Server {
             in_recovery: Some(true),
             timeline: Some(2),
-            ..logical(Layout::Cluster, None).server
+            ..logical(BackupSection::Cluster, None).server
         };
         let mut p = Manifest::new(
             standby,
@@ -697,7 +656,8 @@ mod tests {
 
     #[test]
     fn the_json_keeps_the_keys_and_shapes_of_earlier_releases() {
-        let m: Value = serde_json::from_slice(&logical(Layout::Cluster, None).to_json()).unwrap();
+        let m: Value =
+            serde_json::from_slice(&logical(BackupSection::Cluster, None).to_json()).unwrap();
         assert_eq!(m["format_version"], 1);
         assert_eq!(m["plugin"]["name"], "postgresql");
         assert_eq!(m["server"]["version_num"], 150018);

@@ -10,9 +10,9 @@ use tokio_postgres::Client;
 
 use super::{
     BackupSection, ClusterConfig, Column, Constraint, ConstraintKind, Database, Extension, Index,
-    Manifest, PhysicalFacts, Relation, RelationKind, Role, Schema, Server, Tablespace, WalFacts,
+    Manifest, PhysicalFacts, Relation, RelationKind, Role, Schema, Server, Tablespace,
 };
-use crate::connection::{Connection, PgError};
+use crate::postgres::connection::{Connection, PgError};
 
 /// Settings copied into `cluster_config`.
 const SETTINGS: &[&str] = &[
@@ -62,12 +62,6 @@ pub async fn collect(
         .await;
     m.databases = Some(dbs);
     m
-}
-
-/// The manifest of a WAL archive run: the server and the run's facts; its
-/// WAL range is set once the WAL is sent.
-pub async fn wal(conn: &Connection, admin: &Client, facts: WalFacts) -> Manifest {
-    header(conn, admin, BackupSection::Wal(facts)).await
 }
 
 /// The manifest of a physical backup as far as `Init` knows it: the server,

@@ -13,7 +13,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Lsn;
-use crate::connection::{ConnectError, Connection, PgError, SslMode};
+use crate::postgres::connection::{ConnectError, Connection, PgError, SslMode};
 
 /// A byte stream to the server, plain or TLS.
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}

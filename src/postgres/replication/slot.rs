@@ -8,7 +8,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
 use super::Lsn;
-use crate::connection::PgError;
+use crate::postgres::connection::PgError;
 
 /// A slot name as PostgreSQL accepts it: 1 to 63 of `a-z`, `0-9` and `_`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

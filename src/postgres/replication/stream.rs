@@ -16,7 +16,7 @@ use postgres_protocol::message::frontend;
 use super::slot::SlotName;
 use super::wire::{io_error, server_error, Incoming, ReplicationConnection};
 use super::Lsn;
-use crate::connection::PgError;
+use crate::postgres::connection::PgError;
 
 /// How often the stream tells the server it is alive, within any
 /// `wal_sender_timeout` a server would sensibly use.

@@ -7,7 +7,7 @@
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use crate::connection::PgError;
+use crate::postgres::connection::PgError;
 
 /// A query of the backup that the standby cancelled to go on replaying the
 /// primary's changes (a recovery conflict), with what the server said.

@@ -1,22 +1,21 @@
-//! The errors of every connector, each worded for the user who reads it in
-//! `plakar`'s output; they become a gRPC status only in [`crate::protocol`].
+//! What fails in a physical backup or restore, worded for the user who reads
+//! it in `plakar`'s output; it becomes a gRPC status only at the edge, in
+//! [`crate::protocol`], through [`Failure`].
 
 use std::path::PathBuf;
 
 use tonic::Code;
 
-use crate::connection::{ConnectError, PgError};
 use crate::options::OptionError;
 use crate::physical::chain::ChainError;
 use crate::physical::preflight::PreflightError;
 use crate::physical::wal::WalError;
+use crate::postgres::connection::{ConnectError, PgError};
+use crate::postgres::tools::ToolError;
 use crate::protocol::source::Ended;
 use crate::protocol::Failure;
-use crate::replication::standby::RecoveryConflict;
-use crate::toc::ArchiveError;
-use crate::tools::ToolError;
 
-/// Why a backup or a restore cannot go on.
+/// Why a physical backup or restore cannot go on.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A configuration the option table refuses.
@@ -37,9 +36,6 @@ pub enum Error {
     /// Plakar ended the call first.
     #[error(transparent)]
     Ended(#[from] Ended),
-    /// A dump that is not what pg_restore reads.
-    #[error(transparent)]
-    Archive(#[from] ArchiveError),
     /// A WAL archive run failed.
     #[error(transparent)]
     Wal(#[from] WalError),
@@ -52,45 +48,6 @@ pub enum Error {
     /// A piece of the snapshot's WAL that is not what `/.chain.json` says.
     #[error("the snapshot's WAL cannot be restored: {0}; everything this restore wrote was removed. Check the snapshot with `plakar check`, and restore an earlier or a later one")]
     DamagedWal(String),
-    /// A standby cancelled a query of the backup to go on replaying.
-    #[error(transparent)]
-    RecoveryConflict(#[from] RecoveryConflict),
-
-    /// Plakar asked for a record the backup did not announce.
-    #[error("no record {0:?} in this backup")]
-    NoRecord(String),
-    /// A client tool failed while writing a record.
-    #[error("backup of {what} ({path}) failed: {why}")]
-    Dump {
-        what: String,
-        path: String,
-        why: Box<Error>,
-    },
-    /// The pipe a tool writes into cannot be made or read.
-    #[error("cannot {action} {tool}'s output: {source}")]
-    Output {
-        action: &'static str,
-        tool: &'static str,
-        source: std::io::Error,
-    },
-    /// Plakar closed an `Open` stream before its end.
-    #[error("Plakar stopped reading the dump before its end")]
-    StoppedReading,
-    /// A restore into a database that does not exist, without create_db.
-    #[error("database {database:?} does not exist on {target}; create it first, or set create_db=true to create it from the dump")]
-    DatabaseMissing { database: String, target: String },
-    /// A file this restore does not take, and why.
-    #[error("{0}")]
-    Refused(String),
-    /// A client tool failed, in its own words (a child process has no SQLSTATE to give).
-    #[error("{0}")]
-    ToolFailed(String),
-    /// A create_db restore into a database that already exists.
-    #[error("database {database:?} already exists on {target}, and create_db=true restores only into a new database; set clean=true to restore into the existing one (the dump's objects are dropped and recreated), or drop it first")]
-    DatabaseExists { database: String, target: String },
-    /// A physical snapshot sent to the logical destination.
-    #[error("{0} belongs to a physical backup (postgres+bin://), which pg_restore cannot read; nothing was restored. Restore the snapshot into a new data directory with a physical destination: plakar destination add mydata postgres+bin:///path/to/empty/directory")]
-    PhysicalSnapshot(String),
     /// A logical snapshot sent to the physical destination.
     #[error("{0} comes from a logical backup (pg_dump), not a data directory; nothing was written. Restore the snapshot with a postgres:// destination: plakar destination add mypgdst postgres://user@host/")]
     LogicalSnapshot(String),
@@ -110,11 +67,6 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// A dump whose head does not describe its database.
-    #[error(
-        "the dump's table of contents does not describe its database within its first {0} MiB"
-    )]
-    NoDatabaseEntry(usize),
     /// A tablespace's files whose directory `/manifest.json` does not name.
     #[error("the snapshot holds the files of tablespace {0} but its manifest.json names no directory for it; give it one with option `tablespace_mapping={0}=/absolute/dir`")]
     UnknownTablespace(String),
@@ -182,9 +134,7 @@ impl Failure for Error {
     fn code(&self) -> Code {
         match self {
             Error::Options(_) => Code::InvalidArgument,
-            Error::NoRecord(_) => Code::NotFound,
             Error::Ended(_) => Code::Cancelled,
-            Error::Dump { .. } => Code::Internal,
             _ => Code::FailedPrecondition,
         }
     }

@@ -7,10 +7,10 @@ use std::process::Stdio;
 use prost::bytes::Bytes;
 
 use super::options::DestinationConfig;
-use crate::connection::{dbname_conninfo, Connection};
-use crate::error::Error;
+use crate::logical::error::Error;
 use crate::pipe::{self, ChunkWriter, PipeSink};
-use crate::tools::{Outcome, Running, Tool, ToolError, Toolbox};
+use crate::postgres::connection::{dbname_conninfo, Connection};
+use crate::postgres::tools::{Outcome, Running, Tool, ToolError, Toolbox};
 
 /// The arguments of pg_restore for one dump; `create` creates the database
 /// (`--create`, for `create_db`); `file` is None to read stdin.
@@ -226,43 +226,36 @@ pub fn judge(outcome: &Outcome, what: &str) -> Result<(), Error> {
     if outcome.success() && count == 0 {
         return Ok(());
     }
-    let mut message = if count > 0 {
-        format!(
-            "restore of {what} failed with {count} error{}: {}",
-            if count == 1 { "" } else { "s" },
-            outcome.stderr.errors.join("; ")
-        )
-    } else {
-        format!(
-            "restore of {what} failed: {}",
-            outcome.failure().unwrap_or_default()
-        )
-    };
-    if !outcome.success() && count > 0 {
-        if let Some(f) = outcome.failure() {
-            if let Some(status) = f.split(':').next() {
-                message.push_str(&format!(" ({status})"));
-            }
-        }
-    }
-    let all = outcome.stderr.errors.join("\n");
+    let failure = Box::new(outcome.report());
+    let hint = hint(&failure.errors);
+    Err(Error::RestoreFailed {
+        what: what.to_string(),
+        count,
+        failure,
+        hint,
+    })
+}
+
+/// What to do about the usual failures, from pg_restore's and psql's own
+/// words: a child process gives no SQLSTATE to decide on.
+fn hint(errors: &[String]) -> Option<&'static str> {
+    let all = errors.join("\n");
     if all.contains("role \"") && all.contains("does not exist") {
-        message.push_str(". The roles the dump refers to are missing on the target: set restore_globals=true to create them from /globals.sql, or no_owner=true to restore without ownership");
+        Some("The roles the dump refers to are missing on the target: set restore_globals=true to create them from /globals.sql, or no_owner=true to restore without ownership")
     } else if all.contains("database \"") && all.contains("does not exist") {
-        message.push_str(". Set create_db=true to create the database");
+        Some("Set create_db=true to create the database")
     } else if all.contains("schema \"") && all.contains("does not exist") {
         // pg_restore -n/-t restore the objects in a schema but never its CREATE SCHEMA.
-        message.push_str(". A schema is missing on the target: when only some schemas or tables are restored (`schemas`, `tables`), pg_restore does not create the schemas themselves, so create them on the target first");
+        Some("A schema is missing on the target: when only some schemas or tables are restored (`schemas`, `tables`), pg_restore does not create the schemas themselves, so create them on the target first")
     } else if all.contains("does not appear to be a valid archive")
         || all.contains("input file is too short")
     {
-        message.push_str(
-            ". The file is not a dump in pg_dump's custom format: it is empty or damaged",
-        );
+        Some("The file is not a dump in pg_dump's custom format: it is empty or damaged")
     } else if all.contains("could not read from input file: end of file") {
-        message.push_str(". The dump is truncated: the file ends before the end of the archive");
+        Some("The dump is truncated: the file ends before the end of the archive")
+    } else {
+        None
     }
-    Err(Error::ToolFailed(message))
 }
 
 #[cfg(test)]

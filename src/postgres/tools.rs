@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStderr, Command};
 use tokio::task::JoinHandle;
 
-use crate::connection::Connection;
+use crate::postgres::connection::Connection;
 
 /// One of the client programs the plugin runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -486,6 +486,26 @@ impl Outcome {
         matches!(&self.status, Ok(s) if s.success())
     }
 
+    /// How the tool failed, typed, with its own words; None on success.
+    pub fn failed(&self) -> Option<ToolFailure> {
+        (!self.success()).then(|| self.report())
+    }
+
+    /// What the tool's run came to, typed, whether it succeeded or not (a
+    /// tool can exit 0 and still report errors, as pg_restore does).
+    pub fn report(&self) -> ToolFailure {
+        let status = self.status.as_ref().ok().copied();
+        let mut failure = ToolFailure {
+            tool: self.tool.name(),
+            status,
+            errors: self.stderr.errors.clone(),
+            error_count: self.stderr.error_count,
+            sentence: String::new(),
+        };
+        failure.sentence = self.failure().unwrap_or_else(|| failure.ending());
+        failure
+    }
+
     /// A sentence saying how the tool failed, with its own words; None on success.
     pub fn failure(&self) -> Option<String> {
         use std::os::unix::process::ExitStatusExt;
@@ -514,6 +534,44 @@ impl Outcome {
         } else {
             format!("{} {how}: {said}", self.tool.name())
         })
+    }
+}
+
+/// A client tool that ran and did not succeed: which, how it ended, and the
+/// lines of its stderr that report an error. Displays as one sentence in the
+/// tool's own words (`pg_dump exited with status 1: ...`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{sentence}")]
+pub struct ToolFailure {
+    /// The tool's name.
+    pub tool: &'static str,
+    /// Its exit status; None when it could not be waited for.
+    pub status: Option<ExitStatus>,
+    /// The first lines of stderr that report an error.
+    pub errors: Vec<String>,
+    /// How many such lines there were in all.
+    pub error_count: usize,
+    sentence: String,
+}
+
+impl ToolFailure {
+    /// True when the tool exited 0 (and failed only by what it reported).
+    pub fn exited_zero(&self) -> bool {
+        self.status.is_some_and(|s| s.success())
+    }
+
+    /// How it ended, as `pg_restore exited with status 1`.
+    pub fn ending(&self) -> String {
+        use std::os::unix::process::ExitStatusExt;
+        let how = match self.status {
+            Some(s) => match (s.code(), s.signal()) {
+                (Some(code), _) => format!("exited with status {code}"),
+                (None, Some(sig)) => format!("was killed by signal {sig}"),
+                _ => "failed".to_string(),
+            },
+            None => "could not be waited for".to_string(),
+        };
+        format!("{} {how}", self.tool)
     }
 }
 

@@ -23,7 +23,7 @@ use std::str::FromStr;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use crate::connection::{ConnectError, Connection, PgError};
+use crate::postgres::connection::{ConnectError, Connection, PgError};
 pub use wire::{ReplicationConnection, SystemId};
 
 /// Why the server or the role does not allow replication, with the remedy.

@@ -12,13 +12,13 @@ use std::sync::Arc;
 
 use super::plan::{self, Planned};
 use super::Backup;
-use crate::error::Error;
+use crate::logical::error::Error;
 use crate::pipe;
+use crate::postgres::replication::standby::RecoveryConflict;
+use crate::postgres::tools::{Running, Tool};
 use crate::progress::Progress;
 use crate::protocol::source::Content;
 use crate::protocol::CHUNK_SIZE;
-use crate::replication::standby::RecoveryConflict;
-use crate::tools::{Running, Tool};
 
 /// A tool started for a record, writing into a pipe nobody reads yet.
 #[derive(Debug)]
@@ -125,11 +125,13 @@ async fn run(
         Err(e) => return Err(unreadable(e)),
     }
     let outcome = running.finish().await;
-    match outcome.failure() {
-        Some(why) => Err(match RecoveryConflict::in_tool_failure(&why) {
-            Some(conflict) => conflict.into(),
-            None => Error::ToolFailed(why),
-        }),
+    match outcome.failed() {
+        Some(failure) => Err(
+            match RecoveryConflict::in_tool_failure(&failure.to_string()) {
+                Some(conflict) => conflict.into(),
+                None => Box::new(failure).into(),
+            },
+        ),
         None => Ok(()),
     }
 }

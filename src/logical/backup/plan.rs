@@ -3,9 +3,10 @@
 use std::ffi::OsString;
 
 use super::options::{Content, SourceConfig};
-use crate::connection::dbname_conninfo;
 use crate::names;
-use crate::tools::Tool;
+use crate::postgres::connection::dbname_conninfo;
+use crate::postgres::manifest::{BackupSection, LogicalFacts};
+use crate::postgres::tools::Tool;
 
 /// What one record of the backup holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +70,15 @@ impl Layout {
             (Some(_), _) => Layout::Database,
             (None, false) => Layout::Cluster,
             (None, true) => Layout::Split,
+        }
+    }
+
+    /// The manifest's section for this layout.
+    pub fn section(self, facts: LogicalFacts) -> BackupSection {
+        match self {
+            Layout::Database => BackupSection::Database(facts),
+            Layout::Cluster => BackupSection::Cluster(facts),
+            Layout::Split => BackupSection::Split(facts),
         }
     }
 

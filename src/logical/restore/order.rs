@@ -2,8 +2,8 @@
 //! order, so a dump may arrive before the globals it needs and is then held.
 
 use super::options::DestinationConfig;
-use crate::connection::MAINTENANCE_DB;
 use crate::names::Entry;
+use crate::postgres::connection::MAINTENANCE_DB;
 
 /// The databases every cluster has, which a restore never creates.
 const PREEXISTING: &[&str] = &["postgres", "template1"];
