@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::Client;
 
 use super::chain::{self, Base, Chain, Piece};
-use super::copy::{BaseBackup, Copy};
+use super::copy::{BaseBackup, Copy, CopyError};
 use super::options::{ArchiveConfig, PhysicalSource};
 use crate::physical::error::Error;
 use crate::physical::wal::error::WalError;
@@ -321,9 +321,15 @@ pub(super) async fn run(
         copy.kept.clear();
         let copied = copy.copy_base(backup).await?;
         let ready_at = stream::server_clock(admin).await?;
-        let range = copied.manifest.wal.clone().ok_or_else(|| {
-            Error::BaseBackup("pg_basebackup's backup_manifest has no WAL range, so the base backup's start is unknown".into())
-        })?;
+        let range = copied
+            .manifest
+            .wal
+            .clone()
+            .ok_or_else(|| Error::BaseBackup {
+                failure: None,
+                copy: Some(CopyError::NoWalRange),
+                user: String::new(),
+            })?;
         let base = Base {
             id,
             timeline: range.timeline,

@@ -147,6 +147,6 @@ impl Source for PhysicalBackup {
         self.opens
             .hand_over(path, content)
             .await
-            .map_err(Error::CopyOver)
+            .map_err(Error::from)
     }
 }

@@ -110,10 +110,10 @@ pub enum Aim {
 }
 
 /// Why a snapshot cannot recover as asked.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ChainError {
     #[error("/.chain.json cannot be read: {0}")]
-    Unreadable(String),
+    Unreadable(#[source] serde_json::Error),
     #[error("the snapshot holds no base backup")]
     NoBase,
     #[error("the snapshot's WAL has a hole from {from} (timeline {timeline}) to the next piece it holds, so base backup {base} cannot recover past {from}; nothing was written. Restore an earlier or later snapshot")]
@@ -135,7 +135,7 @@ pub enum ChainError {
 impl Chain {
     /// Reads the record.
     pub fn from_json(bytes: &[u8]) -> Result<Chain, ChainError> {
-        serde_json::from_slice(bytes).map_err(|e| ChainError::Unreadable(e.to_string()))
+        serde_json::from_slice(bytes).map_err(ChainError::Unreadable)
     }
 
     pub fn to_json(&self) -> Vec<u8> {

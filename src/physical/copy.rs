@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
 
-use super::explain;
 use super::options::PhysicalSource;
 use super::tablespaces::{self, Tablespace};
 use super::tar::{self, Kind};
@@ -126,18 +125,15 @@ impl Copy<'_> {
         let user = &backup.config.conn.user;
         // pg_basebackup's own failure is usually the cause of a broken stream,
         // so it comes first; a stream we stopped reading explains the rest.
-        let failed = match (outcome.and_then(|o| o.failure()), copied) {
-            (None, Ok(())) => None,
-            (Some(why), Ok(())) => Some(explain::basebackup_failure(&why, user)),
-            (None, Err(copy)) => Some(copy),
-            (Some(why), Err(copy)) => Some(format!(
-                "{}; {copy}",
-                explain::basebackup_failure(&why, user)
-            )),
-        };
-        if let Some(why) = failed {
-            progress.failed(&why);
-            return Err(Error::BaseBackup(why));
+        let failure = outcome.and_then(|o| o.failed()).map(Box::new);
+        if failure.is_some() || copied.is_err() {
+            let failed = Error::BaseBackup {
+                failure,
+                copy: copied.err(),
+                user: user.clone(),
+            };
+            progress.failed(failed.to_string());
+            return Err(failed);
         }
         progress.done();
         if !root.announced {
@@ -179,7 +175,11 @@ impl Copy<'_> {
         let mut content = bytes;
         self.serve(&entry.path, bytes.len() as u64, &mut content, None)
             .await
-            .map_err(Error::BaseBackup)?;
+            .map_err(|copy| Error::BaseBackup {
+                failure: None,
+                copy: Some(copy),
+                user: String::new(),
+            })?;
         Ok(entry)
     }
 
@@ -191,7 +191,7 @@ impl Copy<'_> {
         root: &mut Root,
         progress: &mut Progress,
         backup_manifest: &mut Vec<u8>,
-    ) -> Result<(Result<(), String>, Option<Outcome>), Error> {
+    ) -> Result<(Result<(), CopyError>, Option<Outcome>), Error> {
         let mut running = start_basebackup(backup, None)?;
         let stdout = running.child.stdout.take().expect("stdout is piped");
         let mut stream = BufReader::with_capacity(CHUNK_SIZE, stdout);
@@ -221,7 +221,7 @@ impl Copy<'_> {
         root: &mut Root,
         progress: &mut Progress,
         backup_manifest: &mut Vec<u8>,
-    ) -> Result<(Result<(), String>, Option<Outcome>), Error> {
+    ) -> Result<(Result<(), CopyError>, Option<Outcome>), Error> {
         let private = tempfile::Builder::new()
             .prefix("plakar-postgresql-")
             .tempdir()
@@ -284,7 +284,7 @@ impl Copy<'_> {
                 let file = match file {
                     Ok(f) => f,
                     Err(e) => {
-                        failed = Some(format!("cannot read pg_basebackup's {name}: {e}"));
+                        failed = Some(CopyError::Archive { name, source: e });
                         break;
                     }
                 };
@@ -317,15 +317,12 @@ impl Copy<'_> {
             }
             if left > 0 {
                 // pg_basebackup ended early: its own words, first, say why.
-                return Err(format!(
-                    "pg_basebackup ended before it wrote all {} archives",
-                    tars.len()
-                ));
+                return Err(CopyError::NotAllArchives(tars.len()));
             }
             let bytes = match manifest {
                 Ok(Ok(bytes)) => bytes,
-                Ok(Err(e)) => return Err(format!("cannot read pg_basebackup's backup_manifest: {e}")),
-                Err(e) => return Err(format!("cannot read pg_basebackup's backup_manifest: {e}")),
+                Ok(Err(e)) => return Err(CopyError::Manifest(e)),
+                Err(e) => return Err(CopyError::Manifest(std::io::Error::other(e))),
             };
             // A tablespace created since `Init` has an archive nobody read.
             let strays: Vec<String> = std::fs::read_dir(&out)
@@ -333,15 +330,14 @@ impl Copy<'_> {
                     entries
                         .filter_map(|e| e.ok())
                         .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .filter(|n| !tars.contains(n) && n != manifest_pipe && n != "backup_manifest")
+                        .filter(|n| {
+                            !tars.contains(n) && n != manifest_pipe && n != "backup_manifest"
+                        })
                         .collect()
                 })
                 .unwrap_or_default();
             if !strays.is_empty() {
-                return Err(format!(
-                    "a tablespace was created during the backup (pg_basebackup wrote {}); run the backup again",
-                    strays.join(", ")
-                ));
+                return Err(CopyError::TablespaceCreated(strays));
             }
             let entry = Entry {
                 path: format!("{}/backup_manifest", self.base),
@@ -350,7 +346,7 @@ impl Copy<'_> {
                 modified: SystemTime::now(),
                 ..root.entry.clone()
             };
-            self.put(&entry).await.map_err(|e| e.to_string())?;
+            self.put(&entry).await?;
             let mut content = &bytes[..];
             self.serve(&entry.path, bytes.len() as u64, &mut content, None)
                 .await?;
@@ -380,16 +376,17 @@ impl Copy<'_> {
         root: &mut Root,
         progress: &mut Progress,
         backup_manifest: &mut Vec<u8>,
-    ) -> Result<(), String> {
+    ) -> Result<(), CopyError> {
         let mut block = [0u8; tar::BLOCK];
         // A tablespace's archive holds what is under its directory, not the
         // directory itself, which `/pg_tblspc/<oid>` then stands for.
         let mut top_announced = prefix.is_empty();
         loop {
-            stream.read_exact(&mut block).await.map_err(|e| {
-                format!("pg_basebackup's stream ended before the end of its archive: {e}")
-            })?;
-            let Some(header) = tar::parse(&block).map_err(|e| e.to_string())? else {
+            stream
+                .read_exact(&mut block)
+                .await
+                .map_err(CopyError::EndedEarly)?;
+            let Some(header) = tar::parse(&block)? else {
                 return Ok(());
             };
             let kind = match header.kind {
@@ -397,10 +394,10 @@ impl Copy<'_> {
                 Kind::Directory => EntryKind::Directory,
                 Kind::Symlink => EntryKind::Symlink(header.link.clone()),
                 Kind::Other(t) => {
-                    return Err(format!(
-                        "pg_basebackup's archive holds {} of a kind this package does not restore (tar type {:?})",
-                        header.name, t as char
-                    ))
+                    return Err(CopyError::OtherKind {
+                        name: header.name,
+                        kind: t as char,
+                    })
                 }
             };
             let mut entry = Entry {
@@ -423,9 +420,7 @@ impl Copy<'_> {
                 root.entry.gid = entry.gid;
                 root.entry.user = entry.user.clone();
                 root.entry.group = entry.group.clone();
-                self.put(&root.entry.clone())
-                    .await
-                    .map_err(|e| e.to_string())?;
+                self.put(&root.entry.clone()).await?;
                 root.announced = true;
             }
             if !top_announced {
@@ -435,7 +430,7 @@ impl Copy<'_> {
                     perm: 0o700,
                     ..entry.clone()
                 };
-                self.put(&top).await.map_err(|e| e.to_string())?;
+                self.put(&top).await?;
                 top_announced = true;
             }
             let backup_manifest_path = format!("{}/backup_manifest", self.base);
@@ -447,7 +442,7 @@ impl Copy<'_> {
                 entry.user = root.entry.user.clone();
                 entry.group = root.entry.group.clone();
             }
-            self.put(&entry).await.map_err(|e| e.to_string())?;
+            self.put(&entry).await?;
             if header.kind == Kind::File {
                 let keep = (entry.path == backup_manifest_path).then_some(&mut *backup_manifest);
                 let mut content = (&mut *stream).take(header.size);
@@ -456,11 +451,11 @@ impl Copy<'_> {
                 // Whatever Plakar did not read (it stored the file without opening it).
                 tokio::io::copy(&mut content, &mut tokio::io::sink())
                     .await
-                    .map_err(|e| format!("cannot read pg_basebackup's stream: {e}"))?;
+                    .map_err(CopyError::Read)?;
                 let mut padding = (&mut *stream).take(header.padding());
                 tokio::io::copy(&mut padding, &mut tokio::io::sink())
                     .await
-                    .map_err(|e| format!("cannot read pg_basebackup's stream: {e}"))?;
+                    .map_err(CopyError::Read)?;
                 progress.bytes += header.size;
             }
         }
@@ -474,7 +469,7 @@ impl Copy<'_> {
         size: u64,
         content: &mut (impl AsyncRead + Unpin),
         keep: Option<&mut Vec<u8>>,
-    ) -> Result<(), String> {
+    ) -> Result<(), CopyError> {
         let opened = self
             .opens
             .opened(self.run, path, |asked| {
@@ -482,8 +477,7 @@ impl Copy<'_> {
                     "postgresql physical source: {asked} was asked for while {path} is being copied; the files of a base backup are read in order"
                 )
             })
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         match opened {
             Some(call) => stream_to(&call, size, content, keep).await,
             None => Ok(()),
@@ -504,7 +498,7 @@ async fn stream_to(
     size: u64,
     content: &mut (impl AsyncRead + Unpin),
     mut keep: Option<&mut Vec<u8>>,
-) -> Result<(), String> {
+) -> Result<(), CopyError> {
     let mut left = size;
     while left > 0 {
         let want = left.min(CHUNK_SIZE as u64) as usize;
@@ -512,7 +506,7 @@ async fn stream_to(
         content
             .read_exact(&mut chunk)
             .await
-            .map_err(|e| format!("pg_basebackup's stream ended inside a file: {e}"))?;
+            .map_err(CopyError::InsideFile)?;
         left -= want as u64;
         if let Some(k) = keep.as_deref_mut() {
             if k.len() + chunk.len() <= BACKUP_MANIFEST_LIMIT {
@@ -531,9 +525,44 @@ async fn stream_to(
 /// the plugin has made it a pipe.
 const PIPE_ATTEMPTS: u32 = 3;
 
+/// Why the copy of pg_basebackup's output into the snapshot stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("pg_basebackup's stream ended before the end of its archive: {0}")]
+    EndedEarly(#[source] std::io::Error),
+    #[error("pg_basebackup's stream ended inside a file: {0}")]
+    InsideFile(#[source] std::io::Error),
+    #[error("cannot read pg_basebackup's stream: {0}")]
+    Read(#[source] std::io::Error),
+    #[error(transparent)]
+    Tar(#[from] tar::TarError),
+    #[error("pg_basebackup's archive holds {name} of a kind this package does not restore (tar type {kind:?})")]
+    OtherKind { name: String, kind: char },
+    #[error("cannot read pg_basebackup's {name}: {source}")]
+    Archive {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("pg_basebackup ended before it wrote all {0} archives")]
+    NotAllArchives(usize),
+    #[error("cannot read pg_basebackup's backup_manifest: {0}")]
+    Manifest(#[source] std::io::Error),
+    #[error(
+        "pg_basebackup's backup_manifest has no WAL range, so the base backup's start is unknown"
+    )]
+    NoWalRange,
+    #[error("a tablespace was created during the backup (pg_basebackup wrote {}); run the backup again", .0.join(", "))]
+    TablespaceCreated(Vec<String>),
+    #[error(transparent)]
+    Pipes(#[from] PipeError),
+    /// Plakar ended the import.
+    #[error(transparent)]
+    Ended(#[from] crate::protocol::source::Ended),
+}
+
 /// Why the archives' pipes could not be made.
 #[derive(Debug, thiserror::Error)]
-enum PipeError {
+pub enum PipeError {
     #[error("pg_basebackup ended before it wrote any archive")]
     Ended,
     /// pg_basebackup opened it first, as a plain file.
@@ -555,7 +584,7 @@ async fn start_into_pipes(
     backup: &BaseBackup,
     private: &Path,
     pipes: &[&str],
-) -> Result<(Running, std::path::PathBuf, Result<(), String>), Error> {
+) -> Result<(Running, std::path::PathBuf, Result<(), CopyError>), Error> {
     let mut attempt = 1;
     loop {
         let out = private.join(format!("archives-{attempt}"));
@@ -570,7 +599,7 @@ async fn start_into_pipes(
                 let _ = running.finish().await;
                 attempt += 1;
             }
-            made => return Ok((running, out, made.map_err(|e| e.to_string()))),
+            made => return Ok((running, out, made.map_err(CopyError::from))),
         }
     }
 }

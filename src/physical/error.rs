@@ -8,10 +8,14 @@ use tonic::Code;
 
 use crate::options::OptionError;
 use crate::physical::chain::ChainError;
+use crate::physical::copy::CopyError;
+use crate::physical::explain;
 use crate::physical::preflight::PreflightError;
+use crate::physical::restore::wal::PieceError;
 use crate::physical::wal::WalError;
 use crate::postgres::connection::{ConnectError, PgError};
-use crate::postgres::tools::ToolError;
+use crate::postgres::tools::{ToolError, ToolFailure};
+use crate::protocol::in_order::ImportOver;
 use crate::protocol::source::Ended;
 use crate::protocol::Failure;
 
@@ -46,8 +50,18 @@ pub enum Error {
     #[error("option `{0}` asks for point-in-time recovery, but this snapshot holds only its base backup (its source did not archive WAL: set archive_wal=true on the physical source); nothing was written. Restore it without recovery options, or restore a snapshot of a source that archives its WAL")]
     NoWalInSnapshot(String),
     /// A piece of the snapshot's WAL that is not what `/.chain.json` says.
-    #[error("the snapshot's WAL cannot be restored: {0}; everything this restore wrote was removed. Check the snapshot with `plakar check`, and restore an earlier or a later one")]
-    DamagedWal(String),
+    #[error("the snapshot's WAL cannot be restored: {}; everything this restore wrote was removed. Check the snapshot with `plakar check`, and restore an earlier or a later one", damaged(.0))]
+    DamagedWal(Vec<(String, FileError)>),
+    /// A file or directory of the restore that cannot be made or given away.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// One of the plugin's own records (`/.chain.json`, `/.tablespaces.json`)
+    /// that did not arrive whole.
+    #[error("the snapshot's {record} cannot be read ({source}); nothing was written")]
+    OwnRecord {
+        record: &'static str,
+        source: FileError,
+    },
     /// A logical snapshot sent to the physical destination.
     #[error("{0} comes from a logical backup (pg_dump), not a data directory; nothing was written. Restore the snapshot with a postgres:// destination: plakar destination add mypgdst postgres://user@host/")]
     LogicalSnapshot(String),
@@ -72,7 +86,7 @@ pub enum Error {
     UnknownTablespace(String),
     /// A physical snapshot's `/.tablespaces.json` that cannot be read.
     #[error("the snapshot's /.tablespaces.json cannot be read ({0}); nothing was written")]
-    BadTablespaceList(String),
+    BadTablespaceList(#[source] serde_json::Error),
     /// A tablespace's directory that holds files.
     #[error("tablespace {tablespace} would be restored into {}, which is not empty; a physical restore overwrites nothing: give it a new or empty directory with option `tablespace_mapping={key}=/absolute/dir`", .dir.display())]
     TablespaceDirectoryNotEmpty {
@@ -116,18 +130,24 @@ pub enum Error {
     /// A physical snapshot without its data directory.
     #[error("the snapshot holds no data directory file")]
     NoDataDirectory,
-    /// pg_basebackup or its stream failed.
-    #[error("{0}")]
-    BaseBackup(String),
+    /// pg_basebackup failed, or the copy of its output: pg_basebackup's own
+    /// failure first, usually the cause of a broken stream.
+    #[error("{}", base_backup_failed(.failure.as_deref(), .copy.as_ref(), .user))]
+    BaseBackup {
+        failure: Option<Box<ToolFailure>>,
+        copy: Option<CopyError>,
+        /// The role it connected as, for the remedy.
+        user: String,
+    },
     /// The restored directory does not pass pg_verifybackup.
-    #[error("{0}")]
-    Verify(String),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
     /// Plakar called `Import` a second time on a source that is read once.
     #[error("this backup's stream is read once, and Plakar asked to import it again")]
     ImportedTwice,
     /// Plakar asked for content after the stream was read.
-    #[error("{0} was asked for after the backup's stream was read to its end")]
-    CopyOver(String),
+    #[error(transparent)]
+    CopyOver(#[from] ImportOver),
 }
 
 impl Failure for Error {
@@ -137,5 +157,78 @@ impl Failure for Error {
             Error::Ended(_) => Code::Cancelled,
             _ => Code::FailedPrecondition,
         }
+    }
+}
+
+/// Why one file of a physical restore was not written; it fails that file's
+/// result, and the restore at its end.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// A file or directory that cannot be made or written.
+    #[error("cannot {action} {}: {source}", .path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// `owner` cannot be given a file.
+    #[error("cannot give {} to {owner}: {source}", .path.display())]
+    Owner {
+        path: PathBuf,
+        owner: String,
+        source: std::io::Error,
+    },
+    /// A record whose path leaves the data directory.
+    #[error("{0} is not a path inside a data directory")]
+    Outside(String),
+    /// A piece of WAL that is not what `/.chain.json` says.
+    #[error(transparent)]
+    Piece(#[from] PieceError),
+    /// Plakar ended the file early, in its words.
+    #[error("{0}")]
+    Cut(String),
+}
+
+/// `path: why; path: why`.
+fn damaged(failed: &[(String, FileError)]) -> String {
+    failed
+        .iter()
+        .map(|(path, why)| format!("{path}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Why the restored directory cannot be verified, or does not pass.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// A restore with `tablespace_mapping` removes `tablespace_map` from the
+    /// backup's manifest, which must list it.
+    #[error("backup_manifest has no entry for tablespace_map to remove")]
+    NoTablespaceMapEntry,
+    #[error("the restored directory has no readable PG_VERSION: {0}")]
+    NoVersion(#[source] std::io::Error),
+    #[error("PG_VERSION holds {0:?}, not a version")]
+    BadVersion(String),
+    #[error("pg_verifybackup was not found, so the restore cannot be verified; install the PostgreSQL {major} client tools or set pg_bin_dir to their directory")]
+    NoVerifier { major: u32 },
+    #[error("the restored directory {} does not match its backup_manifest: {failure}", .dir.display())]
+    Mismatch {
+        dir: PathBuf,
+        #[source]
+        failure: Box<ToolFailure>,
+    },
+}
+
+/// pg_basebackup's failure explained, then what the copy of its output says.
+fn base_backup_failed(
+    failure: Option<&ToolFailure>,
+    copy: Option<&CopyError>,
+    user: &str,
+) -> String {
+    match (failure, copy) {
+        (Some(f), None) => explain::basebackup_failure(&f.to_string(), user),
+        (Some(f), Some(c)) => format!("{}; {c}", explain::basebackup_failure(&f.to_string(), user)),
+        (None, Some(c)) => c.to_string(),
+        (None, None) => "pg_basebackup failed".to_string(),
     }
 }

@@ -7,7 +7,7 @@
 use std::ffi::{CStr, CString};
 use std::path::Path;
 
-use crate::physical::error::Error;
+use crate::physical::error::{Error, FileError};
 
 /// A system user the restored files are given to, with its primary group.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,15 +98,23 @@ impl Owner {
     }
 
     /// Gives `path` to the owner; a symbolic link itself, not what it points to.
-    pub fn give(&self, path: &Path) -> Result<(), String> {
+    pub fn give(&self, path: &Path) -> Result<(), FileError> {
         std::os::unix::fs::lchown(path, Some(self.uid), Some(self.gid))
-            .map_err(|e| format!("cannot give {} to {}: {e}", path.display(), self.name))
+            .map_err(|source| self.refused(path, source))
     }
 
     /// Gives an open file to the owner.
-    pub fn give_file(&self, file: &std::fs::File, path: &Path) -> Result<(), String> {
+    pub fn give_file(&self, file: &std::fs::File, path: &Path) -> Result<(), FileError> {
         std::os::unix::fs::fchown(file, Some(self.uid), Some(self.gid))
-            .map_err(|e| format!("cannot give {} to {}: {e}", path.display(), self.name))
+            .map_err(|source| self.refused(path, source))
+    }
+
+    fn refused(&self, path: &Path, source: std::io::Error) -> FileError {
+        FileError::Owner {
+            path: path.to_path_buf(),
+            owner: self.name.clone(),
+            source,
+        }
     }
 }
 

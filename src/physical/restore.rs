@@ -31,14 +31,14 @@ use std::time::SystemTime;
 use prost::bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 
-mod wal;
+pub mod wal;
 
 use super::chain::{self, Aim, Chain};
 use super::options::PhysicalDestination;
 use super::recovery::{Recovery, Target};
 use super::tablespaces;
 use crate::names;
-use crate::physical::error::Error;
+use crate::physical::error::{Error, FileError, VerifyError};
 use crate::physical::wal::segment::parse_history_file_name;
 use crate::postgres::tools::{Tool, Toolbox};
 use crate::protocol::connectors::Record;
@@ -156,7 +156,7 @@ pub struct Open {
     local: String,
     file: Option<tokio::fs::File>,
     path: PathBuf,
-    error: Option<String>,
+    error: Option<FileError>,
     /// A piece of the snapshot's WAL.
     piece: Option<wal::PieceOpen>,
 }
@@ -204,7 +204,7 @@ pub struct Writer {
     /// Whether the first record after `/` has said what the snapshot is.
     decided: bool,
     /// The WAL records that failed: the restore then removes what it wrote.
-    wal_failed: Vec<String>,
+    wal_failed: Vec<(String, FileError)>,
 }
 
 /// Where a record of a snapshot that carries its WAL goes.
@@ -285,7 +285,7 @@ impl Export for Writer {
                             }
                         }
                     }
-                    Err(e) => open.error = Some(e.to_string()),
+                    Err(e) => open.error = Some(e.into()),
                 }
             }
             return;
@@ -295,7 +295,11 @@ impl Export for Writer {
         }
         if let (Some(file), None) = (&mut open.file, &open.error) {
             if let Err(e) = file.write_all(&chunk).await {
-                open.error = Some(format!("cannot write {}: {e}", open.path.display()));
+                open.error = Some(FileError::Io {
+                    action: "write",
+                    path: open.path.clone(),
+                    source: e,
+                });
                 open.file = None;
             }
         }
@@ -306,7 +310,8 @@ impl Export for Writer {
     }
 
     async fn cut(&mut self, open: Open, why: &str, results: &mut Results) {
-        self.close(open, Some(why.to_string()), results).await;
+        self.close(open, Some(FileError::Cut(why.to_string())), results)
+            .await;
     }
 
     async fn finish(&mut self, results: &mut Results) -> Result<(), Error> {
@@ -315,13 +320,14 @@ impl Export for Writer {
         }
         if !self.wal_failed.is_empty() {
             self.remove_written();
-            return Err(Error::DamagedWal(self.wal_failed.join("; ")));
+            return Err(Error::DamagedWal(std::mem::take(&mut self.wal_failed)));
         }
         if let Some(pitr) = &mut self.pitr {
             if let Err(why) = pitr.wal.finish() {
-                self.wal_failed.push(why.to_string());
+                self.wal_failed
+                    .push((wal::ARCHIVE_DIR.to_string(), why.into()));
                 self.remove_written();
-                return Err(Error::DamagedWal(self.wal_failed.join("; ")));
+                return Err(Error::DamagedWal(std::mem::take(&mut self.wal_failed)));
             }
         }
         // Deepest first, so that a parent's mode never stops a child's.
@@ -366,13 +372,17 @@ impl Writer {
     }
 
     /// A new file, private, given to `owner` if there is one.
-    fn create_file(&self, path: &Path) -> Result<std::fs::File, String> {
+    fn create_file(&self, path: &Path) -> Result<std::fs::File, FileError> {
         std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(0o600)
             .open(path)
-            .map_err(|e| format!("cannot create {}: {e}", path.display()))
+            .map_err(|source| FileError::Io {
+                action: "create",
+                path: path.to_path_buf(),
+                source,
+            })
             .and_then(|f| match &self.config.owner {
                 Some(owner) => owner.give_file(&f, path).map(|()| f),
                 None => Ok(f),
@@ -380,14 +390,18 @@ impl Writer {
     }
 
     /// `pg_wal/plakar/`, made on first use and given to `owner`.
-    fn wal_dir(&self) -> Result<PathBuf, String> {
+    fn wal_dir(&self) -> Result<PathBuf, FileError> {
         let dir = self.root.join(wal::ARCHIVE_DIR);
         if !dir.is_dir() {
             std::fs::create_dir_all(&dir)
                 .and_then(|()| {
                     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
                 })
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                .map_err(|source| FileError::Io {
+                    action: "create",
+                    path: dir.clone(),
+                    source,
+                })?;
             self.give(&dir)?;
         }
         Ok(dir)
@@ -500,7 +514,7 @@ impl Writer {
     /// The recovery settings and `recovery.signal`, so that `pg_ctl start`
     /// replays the WAL in `pg_wal/plakar/` to the target.
     fn prepare_recovery(&self, pitr: &Pitr) -> Result<(), Error> {
-        let archive = self.wal_dir().map_err(Error::Verify)?;
+        let archive = self.wal_dir()?;
         pitr.recovery
             .write(&self.root)
             .map_err(io("write", &self.root))?;
@@ -509,7 +523,7 @@ impl Writer {
             self.root.join("recovery.signal"),
             self.root.join("postgresql.auto.conf"),
         ] {
-            self.give(&path).map_err(Error::Verify)?;
+            self.give(&path)?;
         }
         let target: Vec<String> = pitr
             .recovery
@@ -579,18 +593,22 @@ impl Writer {
         let top = tablespace_of(local)
             .filter(|oid| local == format!("/pg_tblspc/{oid}"))
             .map(str::to_string);
+        let cannot_create = |source| FileError::Io {
+            action: "create",
+            path: path.clone(),
+            source,
+        };
         let made = if let Some(oid) = top {
             // The tablespace's directory, and the link PostgreSQL follows to it.
             let link = self.root.join("pg_tblspc").join(&oid);
             std::fs::create_dir_all(&path)
                 .and_then(|()| std::os::unix::fs::symlink(&path, &link))
-                .map_err(|e| format!("cannot create {}: {e}", path.display()))
+                .map_err(cannot_create)
                 .and_then(|()| self.give(&link))
                 .map(|()| {
                     self.directories
                         .push((path.clone(), info.mode & 0o777, modified));
                 })
-                .map_err(std::io::Error::other)
         } else if info.mode & MODE_DIR != 0 {
             std::fs::create_dir(&path)
                 .or_else(|e| if path.is_dir() { Ok(()) } else { Err(e) })
@@ -598,8 +616,9 @@ impl Writer {
                     self.directories
                         .push((path.clone(), info.mode & 0o777, modified));
                 })
+                .map_err(cannot_create)
         } else if info.mode & MODE_SYMLINK != 0 {
-            std::os::unix::fs::symlink(&record.target, &path)
+            std::os::unix::fs::symlink(&record.target, &path).map_err(cannot_create)
         } else {
             let file = self.create_file(&path);
             let local = local.to_string();
@@ -622,9 +641,7 @@ impl Writer {
                 },
             });
         };
-        let result = made
-            .map_err(|e| format!("cannot create {}: {e}", path.display()))
-            .and_then(|()| self.give(&path));
+        let result = made.and_then(|()| self.give(&path));
         results.send(&record, result).await;
         None
     }
@@ -658,8 +675,7 @@ impl Writer {
     /// refusing a directory that is not empty, or one given to two
     /// tablespaces, before the first file of the data directory is written.
     fn place_all(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        let list =
-            tablespaces::parse(bytes).map_err(|e| Error::BadTablespaceList(e.to_string()))?;
+        let list = tablespaces::parse(bytes).map_err(Error::BadTablespaceList)?;
         self.tablespaces = list
             .into_iter()
             .map(|t| (t.oid.to_string(), (t.name, t.location)))
@@ -710,13 +726,13 @@ impl Writer {
 
     /// Where a record goes under the target directory; created on first use.
     /// A tablespace's files go to its directory, which `pg_tblspc/<oid>` links to.
-    fn target(&mut self, pathname: &str) -> Result<PathBuf, String> {
+    fn target(&mut self, pathname: &str) -> Result<PathBuf, FileError> {
         let relative = Path::new(pathname.trim_start_matches('/'));
         if relative
             .components()
             .any(|c| !matches!(c, Component::Normal(_)))
         {
-            return Err(format!("{pathname} is not a path inside a data directory"));
+            return Err(FileError::Outside(pathname.to_string()));
         }
         if let Some(oid) = tablespace_of(pathname) {
             let dir = self.placed.get(oid).cloned().unwrap_or_default();
@@ -735,7 +751,11 @@ impl Writer {
                 .and_then(|()| {
                     std::fs::set_permissions(&self.root, std::fs::Permissions::from_mode(0o700))
                 })
-                .map_err(|e| format!("cannot create {}: {e}", self.root.display()))?;
+                .map_err(|source| FileError::Io {
+                    action: "create",
+                    path: self.root.clone(),
+                    source,
+                })?;
             self.give(&self.root)?;
             self.started = true;
         }
@@ -743,7 +763,7 @@ impl Writer {
     }
 
     /// Gives a directory or link just made to `owner`, if there is one.
-    fn give(&self, path: &Path) -> Result<(), String> {
+    fn give(&self, path: &Path) -> Result<(), FileError> {
         match &self.config.owner {
             Some(owner) => owner.give(path),
             None => Ok(()),
@@ -751,7 +771,7 @@ impl Writer {
     }
 
     /// Closes a file, gives it its mode and mtime, and answers its record.
-    async fn close(&mut self, open: Open, early: Option<String>, results: &mut Results) {
+    async fn close(&mut self, open: Open, early: Option<FileError>, results: &mut Results) {
         let Open {
             record,
             local,
@@ -763,20 +783,28 @@ impl Writer {
         if let Some(piece) = piece {
             let ended = match (error.or(early), self.pitr.as_mut()) {
                 (Some(e), _) => Err(e),
-                (None, Some(pitr)) => pitr.wal.end(piece).map_err(|e| e.to_string()),
+                (None, Some(pitr)) => pitr.wal.end(piece).map_err(FileError::from),
                 (None, None) => Ok(()),
             };
-            if let Err(why) = &ended {
-                self.wal_failed.push(format!("{}: {why}", record.pathname));
+            match ended {
+                Ok(()) => results.send(&record, Ok::<(), FileError>(())).await,
+                Err(why) => {
+                    results.send(&record, Err(&why)).await;
+                    self.wal_failed.push((record.pathname.clone(), why));
+                }
             }
-            results.send(&record, ended).await;
             return;
         }
         if local == chain::RECORD {
             let bytes = std::mem::take(&mut self.own);
             let read = error.or(early).map_or_else(
                 || self.read_chain(&bytes),
-                |e| Err(Error::Chain(chain::ChainError::Unreadable(e))),
+                |source| {
+                    Err(Error::OwnRecord {
+                        record: chain::RECORD,
+                        source,
+                    })
+                },
             );
             match read {
                 Ok(()) => results.send(&record, Ok::<(), String>(())).await,
@@ -820,7 +848,11 @@ impl Writer {
                         None => Ok(()),
                     },
                 )
-                .map_err(|e| format!("cannot write {}: {e}", path.display()));
+                .map_err(|source| FileError::Io {
+                    action: "write",
+                    path: path.clone(),
+                    source,
+                });
         }
         results.send(&record, result).await;
     }
@@ -898,14 +930,13 @@ impl Writer {
         }
         let manifest = self.root.join("backup_manifest");
         let text = std::fs::read_to_string(&manifest).map_err(io("read", &manifest))?;
-        let rewritten = without_entry(&text, "tablespace_map").ok_or_else(|| {
-            Error::Verify("backup_manifest has no entry for tablespace_map to remove".into())
-        })?;
+        let rewritten = without_entry(&text, "tablespace_map")
+            .ok_or(Error::Verify(VerifyError::NoTablespaceMapEntry))?;
         let fresh = manifest.with_extension("new");
         std::fs::write(&fresh, rewritten).map_err(io("write", &fresh))?;
         std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o600))
             .map_err(io("write", &fresh))?;
-        self.give(&fresh).map_err(Error::Verify)?;
+        self.give(&fresh)?;
         std::fs::rename(&fresh, &manifest).map_err(io("write", &manifest))?;
         std::fs::remove_file(&map).map_err(io("remove", &map))?;
         Ok(())
@@ -941,22 +972,14 @@ fn without_entry(manifest: &str, path: &str) -> Option<String> {
 /// Checks the restored directory with pg_verifybackup against its `backup_manifest`.
 async fn verify(config: &PhysicalDestination) -> Result<(), Error> {
     let dir = &config.directory;
-    let version = std::fs::read_to_string(dir.join("PG_VERSION")).map_err(|e| {
-        Error::Verify(format!(
-            "the restored directory has no readable PG_VERSION: {e}"
-        ))
-    })?;
+    let version =
+        std::fs::read_to_string(dir.join("PG_VERSION")).map_err(VerifyError::NoVersion)?;
     let major: u32 = version
         .trim()
         .split('.')
         .next()
         .and_then(|m| m.parse().ok())
-        .ok_or_else(|| {
-            Error::Verify(format!(
-                "PG_VERSION holds {:?}, not a version",
-                version.trim()
-            ))
-        })?;
+        .ok_or_else(|| VerifyError::BadVersion(version.trim().to_string()))?;
     let pg_bin_dir = config.pg_bin_dir.as_deref();
     let mut args: Vec<OsString> = vec!["--quiet".into()];
     // pg_waldump must read the WAL of its own major version; without one, the
@@ -973,11 +996,9 @@ async fn verify(config: &PhysicalDestination) -> Result<(), Error> {
         found => {
             let tb = match found {
                 Some(tb) => tb,
-                None => newest_verifier(pg_bin_dir).await.ok_or_else(|| {
-                    Error::Verify(format!(
-                        "pg_verifybackup was not found, so the restore cannot be verified; install the PostgreSQL {major} client tools or set pg_bin_dir to their directory"
-                    ))
-                })?,
+                None => newest_verifier(pg_bin_dir)
+                    .await
+                    .ok_or(VerifyError::NoVerifier { major })?,
             };
             tracing::warn!(
                 "no pg_waldump of PostgreSQL {major} here: the WAL in pg_wal is not parsed (pg_verifybackup --no-parse-wal), only the files are verified"
@@ -991,7 +1012,7 @@ async fn verify(config: &PhysicalDestination) -> Result<(), Error> {
         .spawn_local(Tool::PgVerifybackup, &args)?
         .finish()
         .await;
-    match outcome.failure() {
+    match outcome.failed() {
         None => {
             tracing::info!(
                 "pg_verifybackup: {} matches its backup_manifest; start it with: pg_ctl -D {} start",
@@ -1006,10 +1027,11 @@ async fn verify(config: &PhysicalDestination) -> Result<(), Error> {
             }
             Ok(())
         }
-        Some(why) => Err(Error::Verify(format!(
-            "the restored directory {} does not match its backup_manifest: {why}",
-            dir.display()
-        ))),
+        Some(failure) => Err(VerifyError::Mismatch {
+            dir: dir.clone(),
+            failure: Box::new(failure),
+        }
+        .into()),
     }
 }
 

@@ -15,6 +15,13 @@ struct OpenCall {
     content: Content,
 }
 
+/// An `Open` that came after the import that serves it had ended.
+#[derive(Debug, thiserror::Error)]
+#[error("{path} was asked for after the backup's stream was read to its end")]
+pub struct ImportOver {
+    pub path: String,
+}
+
 /// Both ends, which the source keeps from `Init` on.
 pub struct OpenQueue {
     tx: mpsc::Sender<OpenCall>,
@@ -32,12 +39,14 @@ impl Default for OpenQueue {
 }
 
 impl OpenQueue {
-    /// Hands an `Open` call over to the import; the path back once the import is over.
-    pub async fn hand_over(&self, path: String, content: Content) -> Result<(), String> {
+    /// Hands an `Open` call over to the import; refused once the import is over.
+    pub async fn hand_over(&self, path: String, content: Content) -> Result<(), ImportOver> {
         self.tx
             .send(OpenCall { path, content })
             .await
-            .map_err(|refused| refused.0.path)
+            .map_err(|refused| ImportOver {
+                path: refused.0.path,
+            })
     }
 
     /// The import's end; None once an import has taken it.

@@ -279,7 +279,7 @@ impl<S: Source> importer_server::Importer for SourceService<S> {
         tokio::spawn(async move {
             let imported = match guard::guarded(source.clone().import(&mut run)).await {
                 Ok(imported) => imported.map_err(|e| e.to_string()),
-                Err(internal) => Err(internal),
+                Err(internal) => Err(internal.to_string()),
             };
             run.finish(name, &*source, imported).await;
         });

@@ -77,20 +77,26 @@ pub fn create_target(config: &DestinationConfig) -> Option<&str> {
 /// address) and the machine has no more CPUs than `jobs`: there the server's
 /// workers, pg_restore and Plakar share the same few cores, and the copy costs
 /// more than the parallel restore gains (measured in BENCHMARKS.md).
-pub fn parallel_restore(config: &DestinationConfig, cpus: usize) -> Result<bool, String> {
+pub fn parallel_restore(config: &DestinationConfig, cpus: usize) -> Result<bool, Streamed> {
     let Some(jobs) = config.jobs else {
         return Ok(false);
     };
     if jobs < 2 {
-        return Err("jobs=1 restores one object at a time: the dump is streamed".into());
+        return Err(Streamed::OneJob);
     }
     if is_local(&config.conn.host) && cpus <= jobs {
-        return Err(format!(
-            "the server runs on this machine, whose {cpus} CPU{} the server's workers, pg_restore and Plakar would share: a parallel restore cannot make up for the temporary copy it needs, so the dump is streamed",
-            if cpus == 1 { "" } else { "s" }
-        ));
+        return Err(Streamed::LocalServer { cpus });
     }
     Ok(true)
+}
+
+/// Why a restore with `jobs` streams its dumps all the same.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Streamed {
+    #[error("jobs=1 restores one object at a time: the dump is streamed")]
+    OneJob,
+    #[error("the server runs on this machine, whose {cpus} CPU{} the server's workers, pg_restore and Plakar would share: a parallel restore cannot make up for the temporary copy it needs, so the dump is streamed", if *.cpus == 1 { "" } else { "s" })]
+    LocalServer { cpus: usize },
 }
 
 /// Whether the host is this machine: a Unix socket directory, `localhost`,
@@ -251,7 +257,9 @@ mod tests {
         assert_eq!(parallel("postgres://db.example.com/", "2", 2), Ok(true));
         assert_eq!(parallel("postgres://10.1.2.3/", "8", 1), Ok(true));
         // One job is a serial restore: nothing to gain from a copy.
-        let one = parallel("postgres://db.example.com/", "1", 64).unwrap_err();
+        let one = parallel("postgres://db.example.com/", "1", 64)
+            .unwrap_err()
+            .to_string();
         assert!(one.contains("streamed"), "{one}");
         // A server on this machine, with no more CPUs than jobs.
         for local in [
@@ -260,7 +268,7 @@ mod tests {
             "postgres://[::1]/",
             "postgres://%2Fvar%2Frun%2Fpostgresql/",
         ] {
-            let why = parallel(local, "2", 2).unwrap_err();
+            let why = parallel(local, "2", 2).unwrap_err().to_string();
             assert!(
                 why.contains("2 CPUs") && why.contains("streamed"),
                 "{local}: {why}"
