@@ -112,6 +112,7 @@ exec {} "$@"
     let run = host::physical_backup(&[
         ("location", &src.bin_uri()),
         ("pg_bin_dir", &bin.path().display().to_string()),
+        ("copy", "stream"),
     ])
     .await;
     assert!(bin.path().join("pg_basebackup.raced").exists());
@@ -208,7 +209,8 @@ async fn a_file_plakar_cannot_store_fails_the_physical_backup_by_name() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plakar_that_stops_acknowledging_fails_the_physical_backup() {
     let src = physical_source(50);
-    Backup::physical(&[("location", &src.bin_uri())])
+    // pg_basebackup's stream: every record announced before any is waited for.
+    Backup::physical(&[("location", &src.bin_uri()), ("copy", "stream")])
         .ending_acks_at("/PG_VERSION")
         .run()
         .await

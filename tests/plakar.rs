@@ -517,7 +517,8 @@ fn physical_under_load() {
     let mut load = pgbench_writing(&src, "postgres");
     let pk = Plakar::new();
     let store = pk.store("store");
-    pk.source("mybin", &src.bin_uri(), &[]);
+    // pg_basebackup's stream; tests/direct.rs and the 18 cases take the direct copy.
+    pk.source("mybin", &src.bin_uri(), &["copy=stream"]);
     let snap = store.backed_up("mybin");
     assert!(load.running(), "pgbench ended during the backup");
     load.stop();

@@ -586,7 +586,11 @@ fn syncfs_calls(
     std::fs::read_to_string(&trace)
         .unwrap()
         .lines()
-        .filter(|l| l.contains("syncfs(") && l.contains("= 0"))
+        // strace -f splits a call another thread interrupts into
+        // `syncfs(3 <unfinished ...>` and `<... syncfs resumed>) = 0`.
+        .filter(|l| {
+            (l.contains("syncfs(") || l.contains("<... syncfs resumed>")) && l.contains("= 0")
+        })
         .count()
 }
 

@@ -163,6 +163,7 @@ fn fixed(path: &str, kind: EntryKind) -> Entry {
         user: String::new(),
         group: String::new(),
         dev: 0,
+        ino: 0,
     }
 }
 
@@ -408,6 +409,7 @@ pub(super) async fn run(
             user: String::new(),
             group: String::new(),
             dev: run_id,
+            ino: 0,
         };
         let mut server = stream::Server {
             replication: &mut replication,

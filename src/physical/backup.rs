@@ -15,7 +15,8 @@ use tokio_postgres::Client;
 
 use super::archive::Archiving;
 use super::copy::{BaseBackup, Copy};
-use super::options::PhysicalSource;
+use super::direct::{self, Served};
+use super::options::{CopyMethod, PhysicalSource};
 use super::preflight;
 use crate::physical::error::Error;
 use crate::postgres::connection::{server_major, MAINTENANCE_DB};
@@ -60,6 +61,21 @@ async fn prepare(config: PhysicalSource) -> Result<PhysicalBackup, Error> {
         None => None,
     };
     let tablespaces = preflight::tablespaces(&admin).await?;
+    let direct = match config.copy {
+        CopyMethod::Stream => None,
+        method => {
+            direct::find(
+                &admin,
+                conn,
+                config.data_dir.as_deref(),
+                method == CopyMethod::Direct,
+                major,
+                &system.system_identifier,
+                config.verify_checksums,
+            )
+            .await?
+        }
+    };
     // On a standby too: a temporary physical slot can be made there, and
     // keeps the WAL the copy needs from its restartpoints.
     let slot = preflight::reserve_wal(&admin).await?;
@@ -76,6 +92,7 @@ async fn prepare(config: PhysicalSource) -> Result<PhysicalBackup, Error> {
         },
         pg_basebackup_version: toolbox.version.clone(),
         replication_slot: slot.as_str().to_string(),
+        data_directory: direct.as_ref().map(|d| d.path.display().to_string()),
     };
     let mut manifest = manifest::physical(conn, &admin, backup).await;
     manifest.server.timeline = Some(system.timeline);
@@ -93,6 +110,8 @@ async fn prepare(config: PhysicalSource) -> Result<PhysicalBackup, Error> {
             manifest,
             started: SystemTime::now(),
             tablespaces,
+            direct,
+            served: Served::default(),
         },
         admin,
         archiving,
@@ -141,6 +160,11 @@ impl Source for PhysicalBackup {
         if let Some(why) = self.archiving.as_ref().and_then(|a| a.refuse(&path)) {
             tracing::error!("{why}");
             content.fail(why).await;
+            return Ok(());
+        }
+        // A file of a direct copy is read here, as many at once as Plakar asks.
+        if self.base.served.holds(&path) {
+            self.base.served.serve(&path, content).await;
             return Ok(());
         }
         // The copy in `import` serves it, in the order of pg_basebackup's stream.

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
 
+use super::direct::{DataDir, Served};
 use super::options::PhysicalSource;
 use super::tablespaces::{self, Tablespace};
 use super::tar::{self, Kind};
@@ -36,6 +37,10 @@ pub struct BaseBackup {
     pub started: SystemTime,
     /// The tablespaces outside the data directory, when `Init` ran.
     pub tablespaces: Vec<Tablespace>,
+    /// The data directory, when it is read directly on this host.
+    pub direct: Option<DataDir>,
+    /// The files of a direct copy, which `Open` reads.
+    pub served: Served,
 }
 
 /// One `Import` call: the copy, and the `Open` calls it serves.
@@ -74,6 +79,11 @@ impl Copy<'_> {
     }
 
     /// Announces a record of the copy, kept for later runs.
+    pub(super) async fn put_entry(&mut self, entry: &Entry) -> Result<(), Error> {
+        Ok(self.put(entry).await?)
+    }
+
+    /// Announces a record of the copy, kept for later runs.
     async fn put(&mut self, entry: &Entry) -> Result<(), crate::protocol::source::Ended> {
         self.kept.push(entry.clone());
         self.run.announce(record::entry_record(entry)).await
@@ -82,6 +92,9 @@ impl Copy<'_> {
     /// Copies the cluster under [`Copy::base`]: pg_basebackup's stream member
     /// by member, and the list of tablespaces.
     pub async fn copy_base(&mut self, backup: &BaseBackup) -> Result<Copied, Error> {
+        if let Some(dir) = &backup.direct {
+            return self.copy_direct(backup, dir, &backup.served).await;
+        }
         // Every record of this backup carries its start in `dev`: Plakar's cache
         // then never takes a file's content from an earlier snapshot on the
         // strength of its size and mtime, which cannot prove a PostgreSQL file
@@ -109,6 +122,7 @@ impl Copy<'_> {
                 user: String::new(),
                 group: String::new(),
                 dev,
+                ino: 0,
             },
             announced: false,
         };
@@ -410,6 +424,7 @@ impl Copy<'_> {
                 user: header.uname.clone(),
                 group: header.gname.clone(),
                 dev: root.entry.dev,
+                ino: 0,
             };
             if !root.announced {
                 // Every member but backup_manifest comes from the server: its

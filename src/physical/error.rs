@@ -9,6 +9,7 @@ use tonic::Code;
 use crate::options::OptionError;
 use crate::physical::chain::ChainError;
 use crate::physical::copy::CopyError;
+use crate::physical::direct::DirectError;
 use crate::physical::explain;
 use crate::physical::preflight::PreflightError;
 use crate::physical::restore::wal::PieceError;
@@ -52,6 +53,9 @@ pub enum Error {
     /// A piece of the snapshot's WAL that is not what `/.chain.json` says.
     #[error("the snapshot's WAL cannot be restored: {}; everything this restore wrote was removed. Check the snapshot with `plakar check`, and restore an earlier or a later one", damaged(.0))]
     DamagedWal(Vec<(String, FileError)>),
+    /// The direct copy of the data directory failed or cannot be taken.
+    #[error(transparent)]
+    Direct(#[from] DirectError),
     /// A file or directory of the restore that cannot be made or given away.
     #[error(transparent)]
     File(#[from] FileError),

@@ -29,7 +29,22 @@ static BASEBACKUP_OPTIONS: &[Spec] = &[
         name: "verify_checksums",
         kind: Kind::Bool,
         default: Some("true"),
-        description: "Have the server verify page checksums as it reads (on clusters that have them); a failure fails the backup and names the file.",
+        description: "Verify page checksums as the files are read (on clusters that have them): by the server with `copy=stream`, by the plugin with `copy=direct`; a failure fails the backup and names the file.",
+    },
+];
+
+static DIRECT_OPTIONS: &[Spec] = &[
+    Spec {
+        name: "copy",
+        kind: Kind::Choice(&["auto", "direct", "stream"]),
+        default: Some("auto"),
+        description: "How the base backup is read. `direct`: on the database host, from the data directory itself, under PostgreSQL's low-level backup API (PostgreSQL 15 or later, a primary, Plakar run as the directory's owner or root): Plakar reads as many files at once as its `-cpu` allows, and stores a file unchanged since the previous snapshot without reading it. `stream`: through pg_basebackup's single stream, from anywhere. `auto`: `direct` when the data directory can be read here and is the server's, else `stream`; the log says which and why.",
+    },
+    Spec {
+        name: "data_dir",
+        kind: Kind::Text,
+        default: None,
+        description: "With `copy=direct` or `auto`: the data directory's path on this host. Without it, the server's `data_directory` setting (readable by superusers and members of pg_read_all_settings).",
     },
 ];
 
@@ -108,6 +123,7 @@ pub static PHYSICAL_SOURCE_OPTIONS: LazyLock<Table> = LazyLock::new(|| {
             TOOL_OPTIONS,
             CLIENT_OPTIONS,
             BASEBACKUP_OPTIONS,
+            DIRECT_OPTIONS,
             ARCHIVE_OPTIONS,
         ],
     )
@@ -134,6 +150,18 @@ pub struct PhysicalSource {
     pub verify_checksums: bool,
     /// How the snapshots carry their WAL, with `archive_wal`.
     pub archive: Option<ArchiveConfig>,
+    /// How the base backup is read.
+    pub copy: CopyMethod,
+    /// The data directory's path on this host, for a direct copy.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// How the base backup is read (option `copy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyMethod {
+    Auto,
+    Direct,
+    Stream,
 }
 
 /// The slot that keeps the WAL when the user names none.
@@ -246,7 +274,29 @@ impl PhysicalSource {
             .text("max_rate")
             .map(|r| check_rate(&r))
             .transpose()?;
+        let copy = match values.text("copy").as_deref() {
+            Some("direct") => CopyMethod::Direct,
+            Some("stream") => CopyMethod::Stream,
+            _ => CopyMethod::Auto,
+        };
+        let data_dir = values.text("data_dir").map(PathBuf::from);
+        if let Some(dir) = &data_dir {
+            if !dir.is_absolute() {
+                return Err(OptionError::Invalid {
+                    key: "data_dir",
+                    value: format!("{:?}", dir.display().to_string()),
+                    accepted: "an absolute directory path".into(),
+                });
+            }
+            if copy == CopyMethod::Stream {
+                return Err(OptionError::Conflict(
+                    "option `data_dir` is for a direct copy, and copy=stream reads through pg_basebackup: leave `data_dir` out, or set copy=direct".into(),
+                ));
+            }
+        }
         Ok(PhysicalSource {
+            copy,
+            data_dir,
             conn,
             fast_checkpoint: values.text("checkpoint").as_deref() == Some("fast"),
             max_rate,

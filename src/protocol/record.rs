@@ -38,6 +38,8 @@ pub struct Entry {
     pub group: String,
     /// The device number Plakar's cache compares (see the physical source).
     pub dev: u64,
+    /// The inode number, as Plakar's cache compares it (0 when none).
+    pub ino: u64,
 }
 
 /// The record of an entry.
@@ -57,6 +59,7 @@ pub fn entry_record(e: &Entry) -> Record {
             mode,
             mod_time: Some(e.modified.into()),
             dev: e.dev,
+            ino: e.ino,
             uid: e.uid,
             gid: e.gid,
             nlink: 1,

@@ -116,6 +116,20 @@ impl ImportRun {
         }
     }
 
+    /// Waits until Plakar has acknowledged every record announced so far:
+    /// each is then stored, its content read (or carried unread).
+    pub async fn settle(&mut self) -> Result<(), Ended> {
+        while !self.pending.is_empty() {
+            match self.acks.message().await {
+                Ok(Some(request)) => {
+                    self.take(request);
+                }
+                Ok(None) | Err(_) => return Err(self.ended()),
+            }
+        }
+        Ok(())
+    }
+
     /// Whether Plakar said it could not store the record at `path`.
     pub fn refused(&self, path: &str) -> bool {
         self.unstored.iter().any(|(p, _)| p == path)
@@ -133,7 +147,19 @@ impl ImportRun {
     }
 
     fn ended(&self) -> Ended {
-        Ended::BeforeStoring(self.pending.iter().cloned().collect::<Vec<_>>().join(", "))
+        // The first few: a direct copy can have thousands pending.
+        const SHOWN: usize = 5;
+        let mut named = self
+            .pending
+            .iter()
+            .take(SHOWN)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if self.pending.len() > SHOWN {
+            named.push_str(&format!(" and {} more", self.pending.len() - SHOWN));
+        }
+        Ended::BeforeStoring(named)
     }
 
     /// Waits for every acknowledgement, then ends the call: `finished`, or

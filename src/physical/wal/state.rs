@@ -40,6 +40,8 @@ pub struct Kept {
     pub user: String,
     pub group: String,
     pub dev: u64,
+    #[serde(default)]
+    pub ino: u64,
 }
 
 impl From<&Entry> for Kept {
@@ -63,6 +65,7 @@ impl From<&Entry> for Kept {
             user: e.user.clone(),
             group: e.group.clone(),
             dev: e.dev,
+            ino: e.ino,
         }
     }
 }
@@ -84,6 +87,7 @@ impl Kept {
             user: self.user.clone(),
             group: self.group.clone(),
             dev: self.dev,
+            ino: self.ino,
         }
     }
 }
@@ -126,6 +130,7 @@ impl Tip {
             user: String::new(),
             group: String::new(),
             dev: self.receipt_id,
+            ino: 0,
         }
     }
 
@@ -283,6 +288,7 @@ mod tests {
             user: "postgres".into(),
             group: "postgres".into(),
             dev: 42,
+            ino: 7,
         };
         let back = Kept::from(&entry).entry();
         assert_eq!(

@@ -172,6 +172,10 @@ pub struct PhysicalFacts {
     pub pg_basebackup_version: String,
     /// The temporary replication slot that held the WAL for the copy.
     pub replication_slot: String,
+    /// The data directory read directly on the database host, when the copy
+    /// was taken so rather than through pg_basebackup's stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_directory: Option<String>,
 }
 
 /// Where a timeline ended and the next began.
@@ -641,6 +645,7 @@ mod tests {
                 },
                 pg_basebackup_version: "pg_basebackup (PostgreSQL) 15.18".into(),
                 replication_slot: "plakar_42".into(),
+                data_directory: None,
             }),
         );
         p.wal = Some(WalRange {

@@ -1,0 +1,265 @@
+//! The direct copy of a physical backup (`copy=direct`), through the real
+//! Plakar: on the database host, the data directory read in place under
+//! PostgreSQL's low-level backup API, as many files at once as Plakar's
+//! `-cpu`, unchanged files stored without being read; restored and checked
+//! by `pg_verifybackup` as a pg_basebackup copy is.
+
+mod common;
+
+use common::cluster::{bin_location, open_dir};
+use common::load::{assert_pgbench_consistent, pgbench_writing};
+use common::plakar::{self, Plakar};
+use common::{databases, items, seed, Cluster, ClusterOptions};
+
+/// Every case, by name.
+const CASES: &[(&str, fn())] = &[
+    (
+        "a_direct_copy_under_load_restores_verified_and_consistent",
+        under_load,
+    ),
+    (
+        "a_second_direct_copy_of_an_idle_cluster_reads_almost_nothing",
+        unchanged,
+    ),
+    (
+        "a_file_rewritten_with_its_old_size_and_mtime_is_read_again",
+        same_tick,
+    ),
+    (
+        "a_direct_copy_refuses_another_clusters_directory_and_a_damaged_page",
+        refusals,
+    ),
+];
+
+fn main() {
+    plakar::run_cases(CASES, "direct-copy cases");
+}
+
+/// A cluster with page checksums, replication allowed.
+fn checksummed() -> Cluster {
+    Cluster::start_with(ClusterOptions {
+        initdb: vec!["--data-checksums".into()],
+        ..ClusterOptions::physical()
+    })
+}
+
+/// The plugin's log lines about the direct copy.
+fn direct_lines(output: &str) -> Vec<&str> {
+    output
+        .lines()
+        .filter(|l| l.contains("direct copy") || l.contains("read directly"))
+        .collect()
+}
+
+/// Files Plakar read, from the plugin's summary line.
+fn files_read(output: &str) -> u64 {
+    let line = direct_lines(output)
+        .into_iter()
+        .find(|l| l.contains("Plakar read"))
+        .unwrap_or_else(|| panic!("no summary line in {output}"));
+    line.split("Plakar read ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line}"))
+}
+
+fn under_load() {
+    let src = checksummed();
+    seed(&src, "app", 300);
+    src.sql(
+        "app",
+        "CREATE UNLOGGED TABLE scratch AS SELECT g FROM generate_series(1, 1000) g",
+    );
+    let mut load = pgbench_writing(&src, "postgres");
+    let pk = Plakar::new();
+    let store = pk.store("store");
+    pk.source("mybin", &src.bin_uri(), &["copy=direct"]);
+    let ran = store.backup("mybin").ok();
+    assert!(load.running(), "pgbench ended during the backup");
+    load.stop();
+    let out = ran.output();
+    assert!(
+        out.contains(&format!(
+            "the data directory {} is read directly",
+            src.data_dir().display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("pg_backup_start") && out.contains("pg_backup_stop"),
+        "{out}"
+    );
+    let snap = store.snapshots().remove(0);
+    let files = store.files(&snap);
+    for f in [
+        "PG_VERSION",
+        "backup_label",
+        "backup_manifest",
+        "base",
+        "global",
+        "pg_wal",
+    ] {
+        assert!(files.contains(&f.to_string()), "{f} missing from {files:?}");
+    }
+    for left_out in ["postmaster.pid", "postmaster.opts"] {
+        assert!(
+            !files.contains(&left_out.to_string()),
+            "{left_out} in {files:?}"
+        );
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&store.cat(&snap, "/manifest.json")).unwrap();
+    assert_eq!(
+        manifest["backup"]["data_directory"],
+        src.data_dir().display().to_string(),
+        "{manifest:#}"
+    );
+    assert!(manifest["wal"]["stop_lsn"].is_string(), "{manifest:#}");
+
+    let target = open_dir();
+    let data = target.path().join("restored");
+    pk.destination("mydata", &bin_location(&data), &[]);
+    store
+        .restore("mydata", &snap)
+        .ok_saying(&["matches its backup_manifest"]);
+    let copy = Cluster::adopt(&data);
+    assert_eq!(databases(&copy), databases(&src));
+    assert_eq!(items(&copy, "app"), items(&src, "app"));
+    assert_pgbench_consistent(&copy, "postgres");
+    // An unlogged table comes back empty, as after a crash: only its init fork is copied.
+    assert_eq!(copy.sql("app", "SELECT count(*) FROM scratch"), "0");
+}
+
+fn unchanged() {
+    let src = checksummed();
+    seed(&src, "app", 2000);
+    src.sql("app", "CHECKPOINT");
+    let pk = Plakar::new();
+    let store = pk.store("store");
+    pk.source("mybin", &src.bin_uri(), &["copy=direct"]);
+    let first = files_read(&store.backup("mybin").ok().output());
+    // Past the margin, so that nothing counts as just modified.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let second = files_read(&store.backup("mybin").ok().output());
+    assert!(first > 500, "the first backup read only {first} files");
+    assert!(
+        second * 10 < first,
+        "the second backup of an idle cluster read {second} files of {first}"
+    );
+    // And what it carried restores as it was.
+    let snap = store.snapshots().remove(0);
+    let target = open_dir();
+    let data = target.path().join("restored");
+    pk.destination("mydata", &bin_location(&data), &[]);
+    store
+        .restore("mydata", &snap)
+        .ok_saying(&["matches its backup_manifest"]);
+    let copy = Cluster::adopt(&data);
+    assert_eq!(items(&copy, "app"), items(&src, "app"));
+}
+
+fn same_tick() {
+    use std::os::unix::fs::MetadataExt;
+    let src = checksummed();
+    let pk = Plakar::new();
+    let store = pk.store("store");
+    pk.source("mybin", &src.bin_uri(), &["copy=direct"]);
+    // A file of the data directory the server does not rewrite by itself.
+    let conf = src.data_dir().join("postgresql.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, text.replacen("# - Memory -", "# - MEMORY -", 1)).unwrap();
+    let before = std::fs::metadata(&conf).unwrap();
+    store.backup("mybin").ok();
+    // Written again after the backup read it, same size, mtime put back: what
+    // a write in the same clock tick as the one before the backup looks like.
+    std::fs::write(&conf, text.replacen("# - Memory -", "# - memory -", 1)).unwrap();
+    let times = [
+        libc::timespec {
+            tv_sec: before.atime(),
+            tv_nsec: before.atime_nsec(),
+        },
+        libc::timespec {
+            tv_sec: before.mtime(),
+            tv_nsec: before.mtime_nsec(),
+        },
+    ];
+    let c = std::ffi::CString::new(conf.as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(
+        unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), 0) },
+        0
+    );
+    let after = std::fs::metadata(&conf).unwrap();
+    assert_eq!(
+        (after.len(), after.mtime(), after.mtime_nsec(), after.ino()),
+        (
+            before.len(),
+            before.mtime(),
+            before.mtime_nsec(),
+            before.ino()
+        )
+    );
+    store.backup("mybin").ok();
+    let snap = store.snapshots().remove(0);
+    let stored = String::from_utf8(store.cat(&snap, "/postgresql.conf")).unwrap();
+    assert!(
+        stored.contains("# - memory -"),
+        "the second backup kept the first one's postgresql.conf"
+    );
+}
+
+fn refusals() {
+    let src = checksummed();
+    let other = checksummed();
+    let pk = Plakar::new();
+    let store = pk.store("store");
+    // Another cluster's directory: the system identifiers differ.
+    pk.source(
+        "wrong",
+        &src.bin_uri(),
+        &[
+            "copy=direct",
+            &format!("data_dir={}", other.data_dir().display()),
+        ],
+    );
+    store.backup("wrong").fails_saying(&[
+        "is not the data directory of",
+        "system identifier",
+        "copy=stream",
+    ]);
+    // With copy=auto, the same falls back to pg_basebackup's stream, and says why.
+    pk.source(
+        "auto",
+        &src.bin_uri(),
+        &[&format!("data_dir={}", other.data_dir().display())],
+    );
+    store.backup("auto").ok_saying(&[
+        "the copy goes through pg_basebackup's stream",
+        "system identifier",
+    ]);
+    // A damaged page fails the backup and names its file.
+    seed(&src, "app", 500);
+    let file = src.sql("app", "SELECT pg_relation_filepath('items')");
+    src.sql("app", "CHECKPOINT");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(src.data_dir().join(&file))
+            .unwrap();
+        f.seek(SeekFrom::Start(4000)).unwrap();
+        f.write_all(&[0xAB; 64]).unwrap();
+    }
+    pk.source("mybin", &src.bin_uri(), &["copy=direct"]);
+    let before = store.snapshots().len();
+    store.backup("mybin").fails_saying(&[
+        "checksum verification failed",
+        &file,
+        "verify_checksums=false",
+    ]);
+    assert_eq!(
+        store.snapshots().len(),
+        before,
+        "a damaged backup was committed"
+    );
+}
