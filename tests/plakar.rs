@@ -810,7 +810,8 @@ fn physical_tablespaces() {
     let mut load = pgbench_writing(&src, "postgres");
     let pk = Plakar::new();
     let store = pk.store("store");
-    pk.source("mybin", &src.bin_uri(), &[]);
+    // pg_basebackup's stream; tests/direct.rs and the 18 cases take the direct copy.
+    pk.source("mybin", &src.bin_uri(), &["copy=stream"]);
     let snap = store.backed_up("mybin");
     assert!(load.running(), "pgbench ended during the backup");
     load.stop();
@@ -1022,7 +1023,8 @@ fn physical_checksums() {
     }
     let pk = Plakar::new();
     let store = pk.store("store");
-    pk.source("mybin", &src.bin_uri(), &[]);
+    // pg_basebackup's stream; tests/direct.rs and the 18 cases take the direct copy.
+    pk.source("mybin", &src.bin_uri(), &["copy=stream"]);
     store.backup("mybin").fails_saying(&[
         "checksum verification failed",
         &file,
