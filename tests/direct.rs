@@ -29,6 +29,10 @@ const CASES: &[(&str, fn())] = &[
         "a_direct_copy_refuses_another_clusters_directory_and_a_damaged_page",
         refusals,
     ),
+    (
+        "a_table_dropped_while_the_copy_runs_neither_fails_it_nor_comes_back",
+        dropped_during,
+    ),
 ];
 
 fn main() {
@@ -262,4 +266,79 @@ fn refusals() {
         before,
         "a damaged backup was committed"
     );
+}
+
+fn dropped_during() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let src = checksummed();
+    seed(&src, "app", 100);
+    // A large table first, so that Plakar is still reading when the other goes.
+    src.sql(
+        "app",
+        "CREATE TABLE big AS SELECT g, repeat('x', 400) AS pad FROM generate_series(1, 300000) g",
+    );
+    src.sql(
+        "app",
+        "CREATE TABLE dropme AS SELECT g FROM generate_series(1, 200000) g",
+    );
+    let dropped = src.sql("app", "SELECT pg_relation_filepath('dropme')");
+    src.sql("app", "CHECKPOINT");
+    let pk = Plakar::new();
+    let store = pk.store("store");
+    pk.source("mybin", &src.bin_uri(), &["copy=direct"]);
+    let mut child = store
+        .command(&["backup", "@mybin"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut said = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        said.push_str(&line);
+        said.push('\n');
+        if line.contains("pg_backup_start") {
+            break;
+        }
+    }
+    // Once the walk has announced it, before Plakar reaches it.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    src.sql("app", "DROP TABLE dropme");
+    src.sql("app", "CHECKPOINT");
+    for line in lines {
+        said.push_str(&line.unwrap());
+        said.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the backup failed:\n{said}");
+    assert!(
+        !src.data_dir().join(&dropped).exists(),
+        "{dropped} is still there"
+    );
+
+    let snap = store.snapshots().remove(0);
+    let stored = store.cat(&snap, &format!("/{dropped}"));
+    if stored.iter().all(|b| *b == 0) {
+        eprintln!(
+            "{dropped} was gone when Plakar read it: stored as zeros, {} bytes",
+            stored.len()
+        );
+    }
+    let target = open_dir();
+    let data = target.path().join("restored");
+    pk.destination("mydata", &bin_location(&data), &[]);
+    store
+        .restore("mydata", &snap)
+        .ok_saying(&["matches its backup_manifest"]);
+    let copy = Cluster::adopt(&data);
+    assert_eq!(copy.sql("app", "SELECT to_regclass('dropme') IS NULL"), "t");
+    assert!(
+        !data.join(&dropped).exists(),
+        "the replayed DROP left {dropped}"
+    );
+    assert_eq!(copy.sql("app", "SELECT count(*) FROM big"), "300000");
+    assert_eq!(items(&copy, "app"), items(&src, "app"));
 }
