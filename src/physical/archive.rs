@@ -31,9 +31,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_postgres::Client;
 
 use super::chain::{self, Base, Chain, Piece};
-use super::copy::{BaseBackup, Copy, CopyError};
+use super::copy::{BaseBackup, Copy};
 use super::options::{ArchiveConfig, PhysicalSource};
-use crate::physical::error::Error;
+use crate::physical::error::{CopyError, Error};
 use crate::physical::wal::error::WalError;
 use crate::physical::wal::segment::{history_file_name, History, Segment};
 use crate::physical::wal::state::{Kept, Saved, State, Tip};

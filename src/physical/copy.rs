@@ -12,11 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 use tokio::sync::mpsc;
 
-use super::direct::{DataDir, Served};
+use super::direct::{self, DataDir, Served};
 use super::options::PhysicalSource;
 use super::tablespaces::{self, Tablespace};
 use super::tar::{self, Kind};
-use crate::physical::error::Error;
+use crate::physical::error::{CopyError, Error, PipeError};
 use crate::postgres::manifest::{Manifest, WalRange};
 use crate::postgres::tools::{Outcome, Running, Tool, Toolbox};
 use crate::progress::Progress;
@@ -79,11 +79,6 @@ impl Copy<'_> {
     }
 
     /// Announces a record of the copy, kept for later runs.
-    pub(super) async fn put_entry(&mut self, entry: &Entry) -> Result<(), Error> {
-        Ok(self.put(entry).await?)
-    }
-
-    /// Announces a record of the copy, kept for later runs.
     async fn put(&mut self, entry: &Entry) -> Result<(), crate::protocol::source::Ended> {
         self.kept.push(entry.clone());
         self.run.announce(record::entry_record(entry)).await
@@ -93,7 +88,21 @@ impl Copy<'_> {
     /// by member, and the list of tablespaces.
     pub async fn copy_base(&mut self, backup: &BaseBackup) -> Result<Copied, Error> {
         if let Some(dir) = &backup.direct {
-            return self.copy_direct(backup, dir, &backup.served).await;
+            let job = direct::Job {
+                base: &self.base,
+                conn: &backup.config.conn,
+                fast_checkpoint: backup.config.fast_checkpoint,
+                system_identifier: backup.manifest.server.system_identifier.as_deref(),
+            };
+            let taken = direct::copy(self.run, &job, dir, &backup.served).await?;
+            self.kept.extend(taken.kept);
+            let mut manifest = backup.manifest.clone();
+            manifest.wal = Some(taken.wal);
+            self.tablespace_list(backup, &taken.root).await?;
+            return Ok(Copied {
+                manifest,
+                root: taken.root,
+            });
         }
         // Every record of this backup carries its start in `dev`: Plakar's cache
         // then never takes a file's content from an earlier snapshot on the
@@ -159,16 +168,22 @@ impl Copy<'_> {
         if manifest.wal.is_none() {
             tracing::warn!("backup_manifest has no WAL range; the manifest leaves it out");
         }
-        if !backup.tablespaces.is_empty() {
-            let list = tablespaces::to_json(&backup.tablespaces);
-            let path = format!("{}{}", self.base, tablespaces::RECORD);
-            let entry = self.own_file(&path, &list, &root.entry).await?;
-            self.kept.push(entry);
-        }
+        self.tablespace_list(backup, &root.entry).await?;
         Ok(Copied {
             manifest,
             root: root.entry,
         })
+    }
+
+    /// `/.tablespaces.json`, when the cluster has tablespaces.
+    async fn tablespace_list(&mut self, backup: &BaseBackup, root: &Entry) -> Result<(), Error> {
+        if !backup.tablespaces.is_empty() {
+            let list = tablespaces::to_json(&backup.tablespaces);
+            let path = format!("{}{}", self.base, tablespaces::RECORD);
+            let entry = self.own_file(&path, &list, root).await?;
+            self.kept.push(entry);
+        }
+        Ok(())
     }
 
     /// Announces and serves a file of the plugin's own, owned like `/`; its record.
@@ -540,56 +555,6 @@ async fn stream_to(
 /// the plugin has made it a pipe.
 const PIPE_ATTEMPTS: u32 = 3;
 
-/// Why the copy of pg_basebackup's output into the snapshot stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum CopyError {
-    #[error("pg_basebackup's stream ended before the end of its archive: {0}")]
-    EndedEarly(#[source] std::io::Error),
-    #[error("pg_basebackup's stream ended inside a file: {0}")]
-    InsideFile(#[source] std::io::Error),
-    #[error("cannot read pg_basebackup's stream: {0}")]
-    Read(#[source] std::io::Error),
-    #[error(transparent)]
-    Tar(#[from] tar::TarError),
-    #[error("pg_basebackup's archive holds {name} of a kind this package does not restore (tar type {kind:?})")]
-    OtherKind { name: String, kind: char },
-    #[error("cannot read pg_basebackup's {name}: {source}")]
-    Archive {
-        name: String,
-        source: std::io::Error,
-    },
-    #[error("pg_basebackup ended before it wrote all {0} archives")]
-    NotAllArchives(usize),
-    #[error("cannot read pg_basebackup's backup_manifest: {0}")]
-    Manifest(#[source] std::io::Error),
-    #[error(
-        "pg_basebackup's backup_manifest has no WAL range, so the base backup's start is unknown"
-    )]
-    NoWalRange,
-    #[error("a tablespace was created during the backup (pg_basebackup wrote {}); run the backup again", .0.join(", "))]
-    TablespaceCreated(Vec<String>),
-    #[error(transparent)]
-    Pipes(#[from] PipeError),
-    /// Plakar ended the import.
-    #[error(transparent)]
-    Ended(#[from] crate::protocol::source::Ended),
-}
-
-/// Why the archives' pipes could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum PipeError {
-    #[error("pg_basebackup ended before it wrote any archive")]
-    Ended,
-    /// pg_basebackup opened it first, as a plain file.
-    #[error("pg_basebackup opened {0} before the plugin could make it a pipe, at each of {PIPE_ATTEMPTS} attempts; run the backup again")]
-    Raced(String),
-    #[error("cannot make the pipe {}: {source}", .path.display())]
-    Make {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-}
-
 /// Starts pg_basebackup into a new directory under `private`, and makes each
 /// archive a named pipe there as soon as pg_basebackup has created the
 /// directory (it connects, and has the server checkpoint, before it opens the
@@ -605,7 +570,7 @@ async fn start_into_pipes(
         let out = private.join(format!("archives-{attempt}"));
         let mut running = start_basebackup(backup, Some(&out))?;
         match make_pipes(&mut running, &out, pipes).await {
-            Err(PipeError::Raced(name)) if attempt < PIPE_ATTEMPTS => {
+            Err(PipeError::Raced { name, .. }) if attempt < PIPE_ATTEMPTS => {
                 tracing::warn!(
                     "pg_basebackup opened {name} before the plugin made it a pipe; starting pg_basebackup again (attempt {} of {PIPE_ATTEMPTS})",
                     attempt + 1
@@ -634,7 +599,10 @@ async fn make_pipes(running: &mut Running, out: &Path, pipes: &[&str]) -> Result
     for name in pipes {
         let path = out.join(name);
         make_pipe(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => PipeError::Raced(name.to_string()),
+            std::io::ErrorKind::AlreadyExists => PipeError::Raced {
+                name: name.to_string(),
+                attempts: PIPE_ATTEMPTS,
+            },
             _ => PipeError::Make {
                 path: path.clone(),
                 source: e,

@@ -24,15 +24,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
-use super::copy::{BaseBackup, Copied, Copy};
-use super::tablespaces;
 use crate::physical::wal::segment::Segment;
-use crate::postgres::connection::{Connection, PgError, MAINTENANCE_DB};
+use crate::postgres::connection::{ConnectError, Connection, PgError, MAINTENANCE_DB};
 use crate::postgres::manifest::WalRange;
 use crate::postgres::replication::Lsn;
 use crate::progress::Progress;
-use crate::protocol::record::{Entry, EntryKind};
-use crate::protocol::source::Content;
+use crate::protocol::record::{self, Entry, EntryKind};
+use crate::protocol::source::{Content, Ended, ImportRun};
 use crate::protocol::CHUNK_SIZE;
 
 /// A file modified less than this before the backup's start is read again
@@ -93,6 +91,11 @@ pub enum DirectError {
     NotFlushed(Lsn),
     #[error("pg_backup_stop returned a position that cannot be read: {0:?}")]
     BadLsn(String),
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// Plakar ended the backup.
+    #[error(transparent)]
+    Ended(#[from] Ended),
 }
 
 /// How the copy is taken, as the options and the server decide at `Init`.
@@ -302,6 +305,8 @@ struct Planned {
     /// The size announced: exactly that many bytes are served.
     size: u64,
     modified: SystemTime,
+    /// The content itself, for the backup's own files (`backup_label`).
+    bytes: Option<std::sync::Arc<Vec<u8>>>,
     /// CRC-32C of what was served, once served.
     crc: Option<u32>,
 }
@@ -384,6 +389,14 @@ fn read_into(
     verify: Option<Lsn>,
     content: &Content,
 ) -> Result<Option<u32>, DirectError> {
+    if let Some(bytes) = &planned.bytes {
+        for chunk in bytes.chunks(CHUNK_SIZE) {
+            if !content.blocking_send(chunk.to_vec().into()) {
+                return Ok(None);
+            }
+        }
+        return Ok(Some(crc32c::crc32c(bytes)));
+    }
     let file = match std::fs::File::open(&planned.path) {
         Ok(f) => Some(f),
         // Dropped since it was announced: its drop is in the WAL replayed.
@@ -679,227 +692,258 @@ fn entry_of(found: &Found, record: String, started: SystemTime, own_dev: u64) ->
     }
 }
 
-impl Copy<'_> {
-    /// Copies the cluster directly from its data directory: see the module.
-    pub async fn copy_direct(
-        &mut self,
-        backup: &BaseBackup,
-        dir: &DataDir,
-        served: &Served,
-    ) -> Result<Copied, crate::physical::error::Error> {
-        let config = &backup.config;
-        let held = config.conn.connect(MAINTENANCE_DB).await?;
-        let major = crate::postgres::connection::server_major(&held).await?;
-        let started = SystemTime::now();
-        let own_dev = started
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64;
-        let api = |context: &'static str| {
-            move |e: tokio_postgres::Error| DirectError::Api(PgError::new(context, &e))
-        };
-        let start: String = held
-            .query_one(
-                "SELECT pg_backup_start($1, $2)::text",
-                &[&"plakar", &config.fast_checkpoint],
-            )
-            .await
-            .map_err(api("pg_backup_start"))?
-            .get(0);
-        let start_lsn: Lsn = start
-            .parse()
-            .map_err(|_| DirectError::BadLsn(start.clone()))?;
-        *served.verify.lock().expect("not poisoned") = dir.verify_checksums.then_some(start_lsn);
-        tracing::info!("backup started at {start_lsn} (pg_backup_start)");
+/// What a direct copy leaves: the data directory's record, every record
+/// announced (for later runs to carry), and the WAL range.
+pub struct Taken {
+    pub root: Entry,
+    pub kept: Vec<Entry>,
+    pub wal: WalRange,
+}
 
-        let mut progress = Progress::start("physical backup (direct)", "/");
-        let data = dir.path.clone();
-        let found = tokio::task::spawn_blocking(move || walk(&data, major))
-            .await
-            .map_err(|e| DirectError::Read {
-                path: dir.path.clone(),
-                source: std::io::Error::other(e),
-            })??;
-        let root_meta = std::fs::metadata(&dir.path).map_err(|source| DirectError::Unreadable {
+/// Where a direct copy goes, and how it is taken.
+pub struct Job<'a> {
+    /// The records' prefix: `` for `/`, or `/bases/<id>`.
+    pub base: &'a str,
+    /// How to reach the server, for the connection held for the copy.
+    pub conn: &'a Connection,
+    /// `pg_backup_start`'s `fast`.
+    pub fast_checkpoint: bool,
+    /// The server's system identifier, for a version 2 `backup_manifest`.
+    pub system_identifier: Option<&'a str>,
+}
+
+/// Copies the cluster directly from its data directory: see the module.
+pub async fn copy(
+    run: &mut ImportRun,
+    job: &Job<'_>,
+    dir: &DataDir,
+    served: &Served,
+) -> Result<Taken, DirectError> {
+    let held = job.conn.connect(MAINTENANCE_DB).await?;
+    let api = |context: &'static str| {
+        move |e: tokio_postgres::Error| DirectError::Api(PgError::new(context, &e))
+    };
+    let major = crate::postgres::connection::server_major(&held)
+        .await
+        .map_err(DirectError::Api)?;
+    let started = SystemTime::now();
+    let own_dev = started
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    let start: String = held
+        .query_one(
+            "SELECT pg_backup_start($1, $2)::text",
+            &[&"plakar", &job.fast_checkpoint],
+        )
+        .await
+        .map_err(api("pg_backup_start"))?
+        .get(0);
+    let start_lsn: Lsn = start
+        .parse()
+        .map_err(|_| DirectError::BadLsn(start.clone()))?;
+    *served.verify.lock().expect("not poisoned") = dir.verify_checksums.then_some(start_lsn);
+    tracing::info!("backup started at {start_lsn} (pg_backup_start)");
+
+    let progress = Progress::start("physical backup (direct)", "/");
+    let data = dir.path.clone();
+    let found = tokio::task::spawn_blocking(move || walk(&data, major))
+        .await
+        .map_err(|e| DirectError::Read {
             path: dir.path.clone(),
-            source,
-        })?;
-        let root = entry_of(
-            &Found {
-                relative: String::new(),
-                path: dir.path.clone(),
-                meta: root_meta,
-                kind: EntryKind::Directory,
-            },
-            if self.base.is_empty() {
-                "/".into()
-            } else {
-                self.base.clone()
-            },
-            started,
-            own_dev,
-        );
-        self.put_entry(&root).await?;
-        for f in &found {
-            let record = format!("{}/{}", self.base, f.relative);
-            let entry = entry_of(f, record.clone(), started, own_dev);
-            if let EntryKind::File(size) = f.kind {
-                served.plan(
-                    &record,
-                    Planned {
-                        path: f.path.clone(),
-                        relative: f.relative.clone(),
-                        size,
-                        modified: entry.modified,
-                        crc: None,
-                    },
-                );
-                progress.bytes += size;
-            }
-            self.put_entry(&entry).await?;
-        }
-        // Every file read before the backup stops: the WAL up to the stop
-        // repairs whatever changed while they were read.
-        self.run.settle().await?;
-        if let Some(failed) = served.failure() {
-            return Err(failed.into());
-        }
-
-        let stopped = held
-            .query_one(
-                "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)",
-                &[],
-            )
-            .await
-            .map_err(api("pg_backup_stop"))?;
-        let stop: String = stopped.get(0);
-        let stop_lsn: Lsn = stop
-            .parse()
-            .map_err(|_| DirectError::BadLsn(stop.clone()))?;
-        let label: String = stopped.get(1);
-        let map: Option<String> = stopped.get(2);
-        tracing::info!("backup stopped at {stop_lsn} (pg_backup_stop)");
-        wait_flushed(&held, stop_lsn).await?;
-        let timeline = label
-            .lines()
-            .find_map(|l| l.strip_prefix("START TIMELINE: "))
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(1);
-
-        // The backup's own files, and the WAL from its start to its stop.
-        let mut own = vec![("backup_label".to_string(), label.into_bytes())];
-        if let Some(map) = map.filter(|m| !m.is_empty()) {
-            own.push(("tablespace_map".to_string(), map.into_bytes()));
-        }
-        let mut listed: Vec<(String, u64, SystemTime, Option<u32>)> = Vec::new();
-        for (name, bytes) in &own {
-            let entry = self
-                .own_file(&format!("{}/{name}", self.base), bytes, &root)
-                .await?;
-            self.kept.push(entry);
-            listed.push((
-                name.clone(),
-                bytes.len() as u64,
-                SystemTime::now(),
-                Some(crc32c::crc32c(bytes)),
-            ));
-        }
-        let size = dir.segment_size;
-        let mut segment = Segment::holding(timeline, start_lsn, size);
-        let last = Segment::holding(timeline, stop_lsn, size);
-        while segment.number <= last.number {
-            let name = segment.file_name(size);
-            let path = dir.path.join("pg_wal").join(&name);
-            let meta = std::fs::metadata(&path).map_err(|source| DirectError::Unreadable {
-                path: path.clone(),
-                source,
-            })?;
-            let record = format!("{}/pg_wal/{name}", self.base);
+            source: std::io::Error::other(e),
+        })??;
+    let root_meta = std::fs::metadata(&dir.path).map_err(|source| DirectError::Unreadable {
+        path: dir.path.clone(),
+        source,
+    })?;
+    let root = entry_of(
+        &Found {
+            relative: String::new(),
+            path: dir.path.clone(),
+            meta: root_meta,
+            kind: EntryKind::Directory,
+        },
+        if job.base.is_empty() {
+            "/".into()
+        } else {
+            job.base.to_string()
+        },
+        started,
+        own_dev,
+    );
+    let mut kept = Vec::new();
+    let mut announce = async |run: &mut ImportRun, entry: Entry| -> Result<(), Ended> {
+        run.announce(record::entry_record(&entry)).await?;
+        kept.push(entry);
+        Ok(())
+    };
+    announce(run, root.clone()).await?;
+    for f in &found {
+        let record = format!("{}/{}", job.base, f.relative);
+        let entry = entry_of(f, record.clone(), started, own_dev);
+        if let EntryKind::File(size) = f.kind {
             served.plan(
                 &record,
                 Planned {
-                    path,
-                    relative: format!("pg_wal/{name}"),
+                    path: f.path.clone(),
+                    relative: f.relative.clone(),
                     size,
-                    modified: meta.modified().unwrap_or(UNIX_EPOCH),
+                    modified: entry.modified,
+                    bytes: None,
                     crc: None,
                 },
             );
-            let entry = Entry {
-                path: record,
-                kind: EntryKind::File(size),
-                perm: meta.mode() & 0o777,
-                modified: meta.modified().unwrap_or(UNIX_EPOCH),
-                dev: own_dev,
-                ..root.clone()
-            };
-            self.put_entry(&entry).await?;
-            segment.number += 1;
         }
-        self.run.settle().await?;
-        if let Some(failed) = served.failure() {
-            return Err(failed.into());
-        }
-
-        // PostgreSQL's backup_manifest: each file's size and checksum (of
-        // what this backup read; a file Plakar carried unread is listed
-        // with its size alone), and the WAL range.
-        {
-            let files = served.files.lock().expect("not poisoned");
-            let (mut read, mut carried, mut bytes) = (0, 0, 0);
-            for p in files.values() {
-                if p.relative.starts_with("pg_wal/") {
-                    continue;
-                }
-                listed.push((p.relative.clone(), p.size, p.modified, p.crc));
-                if p.crc.is_some() {
-                    read += 1;
-                    bytes += p.size;
-                } else {
-                    carried += 1;
-                }
-            }
-            tracing::info!(
-                "direct copy: Plakar read {read} files ({} MiB) and stored {carried} unchanged since the previous snapshot without reading them",
-                bytes / (1024 * 1024)
-            );
-        }
-        listed.sort();
-        let range = WalRange {
-            timeline,
-            start_lsn: start_lsn.to_string(),
-            stop_lsn: stop_lsn.to_string(),
-        };
-        let system = (major >= 17).then(|| {
-            backup
-                .manifest
-                .server
-                .system_identifier
-                .clone()
-                .unwrap_or_default()
-        });
-        let manifest_bytes = backup_manifest(&listed, &range, system.as_deref());
-        let entry = self
-            .own_file(
-                &format!("{}/backup_manifest", self.base),
-                &manifest_bytes,
-                &root,
-            )
-            .await?;
-        self.kept.push(entry);
-        progress.done();
-
-        let mut manifest = backup.manifest.clone();
-        manifest.wal = Some(range);
-        if !backup.tablespaces.is_empty() {
-            let list = tablespaces::to_json(&backup.tablespaces);
-            let path = format!("{}{}", self.base, tablespaces::RECORD);
-            let entry = self.own_file(&path, &list, &root).await?;
-            self.kept.push(entry);
-        }
-        drop(held);
-        Ok(Copied { manifest, root })
+        announce(run, entry).await?;
     }
+    // Every file read before the backup stops: the WAL up to the stop
+    // repairs whatever changed while they were read.
+    run.settle().await?;
+    if let Some(failed) = served.failure() {
+        progress.failed(&failed);
+        return Err(failed);
+    }
+
+    let stopped = held
+        .query_one(
+            "SELECT lsn::text, labelfile, spcmapfile FROM pg_backup_stop(false)",
+            &[],
+        )
+        .await
+        .map_err(api("pg_backup_stop"))?;
+    let stop: String = stopped.get(0);
+    let stop_lsn: Lsn = stop
+        .parse()
+        .map_err(|_| DirectError::BadLsn(stop.clone()))?;
+    let label: String = stopped.get(1);
+    let map: Option<String> = stopped.get(2);
+    tracing::info!("backup stopped at {stop_lsn} (pg_backup_stop)");
+    wait_flushed(&held, stop_lsn).await?;
+    let timeline = label
+        .lines()
+        .find_map(|l| l.strip_prefix("START TIMELINE: "))
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(1);
+
+    // The backup's own files, and the WAL from its start to its stop.
+    let now = SystemTime::now();
+    let own_file = |name: &str, bytes: Vec<u8>| {
+        let record = format!("{}/{name}", job.base);
+        let entry = Entry {
+            path: record.clone(),
+            kind: EntryKind::File(bytes.len() as u64),
+            perm: 0o600,
+            modified: now,
+            dev: own_dev,
+            ino: 0,
+            ..root.clone()
+        };
+        let planned = Planned {
+            path: dir.path.join(name),
+            relative: name.to_string(),
+            size: bytes.len() as u64,
+            modified: now,
+            bytes: Some(std::sync::Arc::new(bytes)),
+            crc: None,
+        };
+        (record, entry, planned)
+    };
+    let mut own = vec![own_file("backup_label", label.into_bytes())];
+    if let Some(map) = map.filter(|m| !m.is_empty()) {
+        own.push(own_file("tablespace_map", map.into_bytes()));
+    }
+    for (record, entry, planned) in own {
+        served.plan(&record, planned);
+        announce(run, entry).await?;
+    }
+    let size = dir.segment_size;
+    let mut segment = Segment::holding(timeline, start_lsn, size);
+    let last = Segment::holding(timeline, stop_lsn, size);
+    while segment.number <= last.number {
+        let name = segment.file_name(size);
+        let path = dir.path.join("pg_wal").join(&name);
+        let meta = std::fs::metadata(&path).map_err(|source| DirectError::Unreadable {
+            path: path.clone(),
+            source,
+        })?;
+        let record = format!("{}/pg_wal/{name}", job.base);
+        let modified = meta.modified().unwrap_or(UNIX_EPOCH);
+        served.plan(
+            &record,
+            Planned {
+                path,
+                relative: format!("pg_wal/{name}"),
+                size,
+                modified,
+                bytes: None,
+                crc: None,
+            },
+        );
+        let entry = Entry {
+            path: record,
+            kind: EntryKind::File(size),
+            perm: meta.mode() & 0o777,
+            modified,
+            dev: own_dev,
+            ino: 0,
+            ..root.clone()
+        };
+        announce(run, entry).await?;
+        segment.number += 1;
+    }
+    run.settle().await?;
+    if let Some(failed) = served.failure() {
+        progress.failed(&failed);
+        return Err(failed);
+    }
+
+    // PostgreSQL's backup_manifest: each file's size and checksum (of what
+    // this backup read; a file Plakar carried unread is listed with its size
+    // alone), and the WAL range.
+    let mut listed = Vec::new();
+    let mut bytes = 0;
+    {
+        let files = served.files.lock().expect("not poisoned");
+        let (mut read, mut carried) = (0, 0);
+        for p in files.values() {
+            if p.relative.starts_with("pg_wal/") {
+                continue;
+            }
+            listed.push((p.relative.clone(), p.size, p.modified, p.crc));
+            if p.crc.is_some() {
+                read += 1;
+                bytes += p.size;
+            } else {
+                carried += 1;
+            }
+        }
+        tracing::info!(
+            "direct copy: Plakar read {read} files ({} MiB) and stored {carried} unchanged since the previous snapshot without reading them",
+            bytes / (1024 * 1024)
+        );
+    }
+    listed.sort();
+    let wal = WalRange {
+        timeline,
+        start_lsn: start_lsn.to_string(),
+        stop_lsn: stop_lsn.to_string(),
+    };
+    let system = job.system_identifier.filter(|_| major >= 17);
+    let (record, entry, planned) =
+        own_file("backup_manifest", backup_manifest(&listed, &wal, system));
+    served.plan(&record, planned);
+    announce(run, entry).await?;
+    run.settle().await?;
+    if let Some(failed) = served.failure() {
+        progress.failed(&failed);
+        return Err(failed);
+    }
+    let mut progress = progress;
+    progress.bytes = bytes;
+    progress.done();
+    drop(held);
+    Ok(Taken { root, kept, wal })
 }
 
 /// Waits until the server has written its WAL up to `lsn` (pg_backup_stop

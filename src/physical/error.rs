@@ -8,11 +8,11 @@ use tonic::Code;
 
 use crate::options::OptionError;
 use crate::physical::chain::ChainError;
-use crate::physical::copy::CopyError;
 use crate::physical::direct::DirectError;
 use crate::physical::explain;
 use crate::physical::preflight::PreflightError;
 use crate::physical::restore::wal::PieceError;
+use crate::physical::tar::TarError;
 use crate::physical::wal::WalError;
 use crate::postgres::connection::{ConnectError, PgError};
 use crate::postgres::tools::{ToolError, ToolFailure};
@@ -235,4 +235,54 @@ fn base_backup_failed(
         (None, Some(c)) => c.to_string(),
         (None, None) => "pg_basebackup failed".to_string(),
     }
+}
+
+/// Why the copy of pg_basebackup's output into the snapshot stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("pg_basebackup's stream ended before the end of its archive: {0}")]
+    EndedEarly(#[source] std::io::Error),
+    #[error("pg_basebackup's stream ended inside a file: {0}")]
+    InsideFile(#[source] std::io::Error),
+    #[error("cannot read pg_basebackup's stream: {0}")]
+    Read(#[source] std::io::Error),
+    #[error(transparent)]
+    Tar(#[from] TarError),
+    #[error("pg_basebackup's archive holds {name} of a kind this package does not restore (tar type {kind:?})")]
+    OtherKind { name: String, kind: char },
+    #[error("cannot read pg_basebackup's {name}: {source}")]
+    Archive {
+        name: String,
+        source: std::io::Error,
+    },
+    #[error("pg_basebackup ended before it wrote all {0} archives")]
+    NotAllArchives(usize),
+    #[error("cannot read pg_basebackup's backup_manifest: {0}")]
+    Manifest(#[source] std::io::Error),
+    #[error(
+        "pg_basebackup's backup_manifest has no WAL range, so the base backup's start is unknown"
+    )]
+    NoWalRange,
+    #[error("a tablespace was created during the backup (pg_basebackup wrote {}); run the backup again", .0.join(", "))]
+    TablespaceCreated(Vec<String>),
+    #[error(transparent)]
+    Pipes(#[from] PipeError),
+    /// Plakar ended the import.
+    #[error(transparent)]
+    Ended(#[from] Ended),
+}
+
+/// Why the archives' pipes could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PipeError {
+    #[error("pg_basebackup ended before it wrote any archive")]
+    Ended,
+    /// pg_basebackup opened it first, as a plain file, at each attempt.
+    #[error("pg_basebackup opened {name} before the plugin could make it a pipe, at each of {attempts} attempts; run the backup again")]
+    Raced { name: String, attempts: u32 },
+    #[error("cannot make the pipe {}: {source}", .path.display())]
+    Make {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
