@@ -80,8 +80,9 @@ fn under_load() {
     let store = pk.store("store");
     pk.source("mybin", &src.bin_uri(), &["copy=direct"]);
     let ran = store.backup("mybin").ok();
-    assert!(load.running(), "pgbench ended during the backup");
-    load.stop();
+    let still = load.running();
+    let said = load.stop();
+    assert!(still, "pgbench ended during the backup: {said}");
     let out = ran.output();
     assert!(
         out.contains(&format!(
