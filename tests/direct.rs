@@ -9,7 +9,7 @@ mod common;
 use common::cluster::{bin_location, open_dir};
 use common::load::{assert_pgbench_consistent, pgbench_writing};
 use common::plakar::{self, Plakar};
-use common::{databases, items, seed, Cluster, ClusterOptions};
+use common::{damaged_page, databases, items, seed, Cluster, ClusterOptions};
 
 /// Every case, by name.
 const CASES: &[(&str, fn())] = &[
@@ -244,17 +244,7 @@ fn refusals() {
     ]);
     // A damaged page fails the backup and names its file.
     seed(&src, "app", 500);
-    let file = src.sql("app", "SELECT pg_relation_filepath('items')");
-    src.sql("app", "CHECKPOINT");
-    {
-        use std::io::{Seek, SeekFrom, Write};
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(src.data_dir().join(&file))
-            .unwrap();
-        f.seek(SeekFrom::Start(4000)).unwrap();
-        f.write_all(&[0xAB; 64]).unwrap();
-    }
+    let file = damaged_page(&src, "app", "items");
     pk.source("mybin", &src.bin_uri(), &["copy=direct"]);
     let before = store.snapshots().len();
     store.backup("mybin").fails_saying(&[

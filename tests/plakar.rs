@@ -18,7 +18,8 @@ use common::cluster::{
 use common::load::{assert_pgbench_consistent, pgbench_writing, receiving_wal};
 use common::plakar::{self, Plakar};
 use common::{
-    databases, items, owned_source, seed, table_owner, Cluster, ClusterOptions, PASSWORD,
+    damaged_page, databases, items, owned_source, seed, table_owner, Cluster, ClusterOptions,
+    PASSWORD,
 };
 
 /// Every case, by name.
@@ -1009,18 +1010,7 @@ fn physical_checksums() {
         ..ClusterOptions::physical()
     });
     seed(&src, "app", 500);
-    let file = src.sql("app", "SELECT pg_relation_filepath('items')");
-    src.sql("app", "CHECKPOINT");
-    // Damage the first page on disk, past its header; the server reads it from there.
-    {
-        use std::io::{Seek, SeekFrom, Write};
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(src.data_dir().join(&file))
-            .unwrap();
-        f.seek(SeekFrom::Start(4000)).unwrap();
-        f.write_all(&[0xAB; 64]).unwrap();
-    }
+    let file = damaged_page(&src, "app", "items");
     let pk = Plakar::new();
     let store = pk.store("store");
     // pg_basebackup's stream; tests/direct.rs and the 18 cases take the direct copy.

@@ -31,6 +31,21 @@ pub fn seed(cluster: &Cluster, db: &str, n: u32) {
     );
 }
 
+/// Damages the first page of `table` on disk, past its header (the server,
+/// after a checkpoint, reads it from there); its file, from the data directory.
+pub fn damaged_page(cluster: &Cluster, db: &str, table: &str) -> String {
+    use std::io::{Seek, SeekFrom, Write};
+    let file = cluster.sql(db, &format!("SELECT pg_relation_filepath('{table}')"));
+    cluster.sql(db, "CHECKPOINT");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(cluster.data_dir().join(&file))
+        .unwrap();
+    f.seek(SeekFrom::Start(4000)).unwrap();
+    f.write_all(&[0xAB; 64]).unwrap();
+    file
+}
+
 /// Every row of `items`, in key order, as text.
 pub fn items(cluster: &Cluster, db: &str) -> Vec<String> {
     cluster.rows(db, "SELECT t::text FROM items t ORDER BY id")
