@@ -6,7 +6,6 @@
 
 mod common;
 
-use common::cluster::{bin_location, open_dir};
 use common::load::{assert_pgbench_consistent, pgbench_writing};
 use common::plakar::{self, Plakar};
 use common::{damaged_page, databases, items, seed, Cluster, ClusterOptions};
@@ -122,13 +121,7 @@ fn under_load() {
     );
     assert!(manifest["wal"]["stop_lsn"].is_string(), "{manifest:#}");
 
-    let target = open_dir();
-    let data = target.path().join("restored");
-    pk.destination("mydata", &bin_location(&data), &[]);
-    store
-        .restore("mydata", &snap)
-        .ok_saying(&["matches its backup_manifest"]);
-    let copy = Cluster::adopt(&data);
+    let (_restored, copy) = store.restored_and_started(&snap);
     assert_eq!(databases(&copy), databases(&src));
     assert_eq!(items(&copy, "app"), items(&src, "app"));
     assert_pgbench_consistent(&copy, "postgres");
@@ -140,12 +133,15 @@ fn unchanged() {
     let src = checksummed();
     seed(&src, "app", 2000);
     src.sql("app", "CHECKPOINT");
+    // An idle cluster: nothing written within the margin before a backup
+    // (a file written just before one is read again at the next, by design).
+    let past_the_margin = || std::thread::sleep(std::time::Duration::from_secs(3));
+    past_the_margin();
     let pk = Plakar::new();
     let store = pk.store("store");
     pk.source("mybin", &src.bin_uri(), &["copy=direct"]);
     let first = files_read(&store.backup("mybin").ok().output());
-    // Past the margin, so that nothing counts as just modified.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    past_the_margin();
     let second = files_read(&store.backup("mybin").ok().output());
     assert!(first > 500, "the first backup read only {first} files");
     assert!(
@@ -154,13 +150,7 @@ fn unchanged() {
     );
     // And what it carried restores as it was.
     let snap = store.snapshots().remove(0);
-    let target = open_dir();
-    let data = target.path().join("restored");
-    pk.destination("mydata", &bin_location(&data), &[]);
-    store
-        .restore("mydata", &snap)
-        .ok_saying(&["matches its backup_manifest"]);
-    let copy = Cluster::adopt(&data);
+    let (_restored, copy) = store.restored_and_started(&snap);
     assert_eq!(items(&copy, "app"), items(&src, "app"));
 }
 
@@ -318,16 +308,10 @@ fn dropped_during() {
             stored.len()
         );
     }
-    let target = open_dir();
-    let data = target.path().join("restored");
-    pk.destination("mydata", &bin_location(&data), &[]);
-    store
-        .restore("mydata", &snap)
-        .ok_saying(&["matches its backup_manifest"]);
-    let copy = Cluster::adopt(&data);
+    let (_restored, copy) = store.restored_and_started(&snap);
     assert_eq!(copy.sql("app", "SELECT to_regclass('dropme') IS NULL"), "t");
     assert!(
-        !data.join(&dropped).exists(),
+        !copy.data_dir().join(&dropped).exists(),
         "the replayed DROP left {dropped}"
     );
     assert_eq!(copy.sql("app", "SELECT count(*) FROM big"), "300000");

@@ -557,20 +557,14 @@ fn physical_under_load() {
         .iter()
         .any(|d| d["name"] == "app" && d["size_bytes"].as_i64() > Some(0)));
 
-    let target = open_dir();
-    let data = target.path().join("restored");
-    pk.destination("mydata", &bin_location(&data), &[]);
-    store
-        .restore("mydata", &snap)
-        .ok_saying(&["matches its backup_manifest"]);
+    let (_restored, copy) = store.restored_and_started(&snap);
+    let data = copy.data_dir();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
-        std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+        std::fs::metadata(data).unwrap().permissions().mode() & 0o777,
         0o700
     );
     assert!(!data.join("manifest.json").exists());
-
-    let copy = Cluster::adopt(&data);
     assert_eq!(databases(&copy), databases(&src));
     assert_eq!(items(&copy, "app"), items(&src, "app"));
     assert_pgbench_consistent(&copy, "postgres");

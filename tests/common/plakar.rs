@@ -336,6 +336,21 @@ impl Store<'_> {
         cmd
     }
 
+    /// Restores a physical snapshot into a new directory with a physical
+    /// destination of default options, checks that `pg_verifybackup` passed,
+    /// and starts a server on it.
+    pub fn restored_and_started(&self, snapshot: &str) -> (TempDir, super::Cluster) {
+        let target = super::cluster::open_dir();
+        let data = target.path().join("restored");
+        let name = format!("restored-{}", snapshot.get(..8).unwrap_or(snapshot));
+        self.plakar
+            .destination(&name, &super::cluster::bin_location(&data), &[]);
+        self.restore(&name, snapshot)
+            .ok_saying(&["matches its backup_manifest"]);
+        let copy = super::Cluster::adopt(&data);
+        (target, copy)
+    }
+
     /// `plakar at STORE <args>`.
     pub fn at(&self, args: &[&str]) -> Ran {
         Ran::of(&mut self.command(args))
