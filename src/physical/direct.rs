@@ -46,6 +46,8 @@ const RELSEG_BLOCKS: u64 = 131_072;
 pub struct DataDir {
     /// Its path on this host.
     pub path: PathBuf,
+    /// The server's major version: which tablespace directories are its own.
+    pub major: u32,
     /// Whether the cluster has page checksums, and they are to be verified.
     pub verify_checksums: bool,
     /// The server's WAL segment size.
@@ -73,8 +75,15 @@ pub enum DirectError {
     TooOld(u32),
     #[error("{0} is a standby, and the direct copy is taken on a primary; set copy=stream to copy the standby through pg_basebackup")]
     Standby(String),
+    #[error("the server cannot be checked for a direct copy: {0}")]
+    Check(PgError),
     #[error("the low-level backup API failed: {0}")]
     Api(PgError),
+    #[error("WAL segment {} of the backup cannot be read: {source}; the temporary slot should have kept it, so something removed it from pg_wal: run the backup again", .path.display())]
+    WalSegment {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read {}: {source}", .path.display())]
     Read {
         path: PathBuf,
@@ -115,7 +124,7 @@ pub async fn find(
         let standby: bool = admin
             .query_one("SELECT pg_is_in_recovery()", &[])
             .await
-            .map_err(|e| DirectError::Api(PgError::new("", &e)))?
+            .map_err(|e| DirectError::Check(PgError::new("", &e)))?
             .get(0);
         if standby {
             return Err(DirectError::Standby(conn.target()));
@@ -144,7 +153,7 @@ pub async fn find(
                 .query_one("SELECT setting FROM pg_settings WHERE name = $1", &[&name])
                 .await
                 .map(|r| r.get::<_, String>(0))
-                .map_err(|e| DirectError::Api(PgError::new("", &e)))
+                .map_err(|e| DirectError::Check(PgError::new("", &e)))
         };
         let checksums = setting("data_checksums").await? == "on";
         let segment_size: u64 = setting("wal_segment_size")
@@ -153,6 +162,7 @@ pub async fn find(
             .unwrap_or(16 * 1024 * 1024);
         Ok(DataDir {
             path,
+            major,
             verify_checksums: verify_checksums && checksums,
             segment_size,
         })
@@ -723,9 +733,7 @@ pub async fn copy(
     let api = |context: &'static str| {
         move |e: tokio_postgres::Error| DirectError::Api(PgError::new(context, &e))
     };
-    let major = crate::postgres::connection::server_major(&held)
-        .await
-        .map_err(DirectError::Api)?;
+    let major = dir.major;
     let started = SystemTime::now();
     let own_dev = started
         .duration_since(UNIX_EPOCH)
@@ -863,7 +871,7 @@ pub async fn copy(
     while segment.number <= last.number {
         let name = segment.file_name(size);
         let path = dir.path.join("pg_wal").join(&name);
-        let meta = std::fs::metadata(&path).map_err(|source| DirectError::Unreadable {
+        let meta = std::fs::metadata(&path).map_err(|source| DirectError::WalSegment {
             path: path.clone(),
             source,
         })?;
