@@ -1,5 +1,6 @@
-//! Physical backups (`postgres+bin://`): a whole cluster's files through
-//! pg_basebackup, one record per file of the data directory, restored into a
+//! Physical backups (`postgres+bin://`): a whole cluster's files, one record
+//! per file of the data directory, read in place on the database host
+//! ([`direct`]) or through pg_basebackup's stream ([`copy`]), restored into a
 //! new data directory and verified with pg_verifybackup; with `archive_wal`,
 //! every snapshot also carries the WAL since its base backup ([`wal`],
 //! [`archive`], [`chain`]) and restores to any moment of it ([`recovery`]).
