@@ -168,7 +168,7 @@ pub enum CopyMethod {
 pub const DEFAULT_SLOT: &str = "plakar_wal";
 
 /// The age of a base backup past which a run takes a new one.
-pub const DEFAULT_BASE_MAX_AGE: &str = "1d";
+pub const DEFAULT_BASE_MAX_AGE: &str = "12h";
 
 /// What `archive_wal` and its companions ask.
 #[derive(Debug, Clone)]
