@@ -28,8 +28,16 @@
 #                    point-in-time cost curve with 1k, 10k and 50k WAL segments
 #                    (defaults 1500, 300, 300; 0 leaves one out)
 #   BENCH_CPU        plakar's -cpu in bench/wal.py (default: plakar's own)
+#   BENCH_KEEP_LOGS  a directory where bench/wal.py keeps the restored servers'
+#                    logs and recovery settings (their `redo done ... system
+#                    usage` lines say where a replay's time went)
+#   BENCH_DIRECT_SCALE  pgbench scale of bench/direct.py's cluster
+#                    (`pgbench -i --partitions=8`; default BENCH_PHYS_SCALE):
+#                    the direct copy against pgBackRest and Plakar's own importer
+#   BENCH_DIRECT_TABLES  tables of its memory case (default 20000)
 #   BENCH_ONLY=wal   only bench/wal.py, on the physical cluster alone; its
 #                    section replaces the one BENCHMARKS.md has
+#   BENCH_ONLY=direct  only bench/direct.py (its own cluster); likewise
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -46,6 +54,14 @@ password=bench
 
 log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
+# pgBackRest, the direct copy's peer (bench/direct.py).
+if ! command -v pgbackrest >/dev/null; then
+  log "installing pgbackrest (Debian's package), the direct copy's peer"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends pgbackrest >/dev/null
+fi
 python3 -c 'import matplotlib' 2>/dev/null ||
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore matplotlib >&2
 
@@ -220,19 +236,15 @@ VACUUM ANALYZE;
 SQL
 }
 
-started=$(date +%s)
-if [ "${BENCH_ONLY:-}" = wal ]; then
-  log "starting the physical cluster (BENCH_ONLY=wal)"
-  start_cluster phys
-  export BENCH_PHYS_PORT=$cluster_port_out BENCH_PHYS_DB=bench_phys BENCH_WORK=$work BENCH_PG_BIN=$pg_bin
-  make_database "$BENCH_PHYS_PORT" bench_phys "${BENCH_PHYS_SCALE:-65}"
-  psql -p "$BENCH_PHYS_PORT" -d postgres -q -c 'CHECKPOINT' >/dev/null
-  python3 bench/wal.py
-  python3 - <<'PY'
-import re
+# replace_section TITLE FILE: FILE's section in place of BENCHMARKS.md's
+# section TITLE (appended when there is none).
+replace_section() {
+  python3 - "$1" "$2" <<'PY'
+import sys
+title, path = sys.argv[1], sys.argv[2]
 text = open("BENCHMARKS.md").read()
-section = open("bench/wal.md").read()
-start = text.find("## Point-in-time recovery")
+section = open(path).read()
+start = text.find("## " + title)
 end = text.find("\n## ", start + 1) if start >= 0 else -1
 if start < 0:
     text = text.rstrip("\n") + "\n\n" + section
@@ -242,7 +254,25 @@ else:
     text = text[:start] + section + text[end + 1:]
 open("BENCHMARKS.md", "w").write(text)
 PY
-  rm -f bench/wal.md
+  rm -f "$2"
+}
+
+started=$(date +%s)
+if [ "${BENCH_ONLY:-}" = direct ]; then
+  export BENCH_WORK=$work BENCH_PG_BIN=$pg_bin
+  python3 bench/direct.py
+  replace_section "Direct copy" bench/direct.md
+  log "done after $(($(date +%s) - started)) s: the direct copy's section of BENCHMARKS.md"
+  exit 0
+fi
+if [ "${BENCH_ONLY:-}" = wal ]; then
+  log "starting the physical cluster (BENCH_ONLY=wal)"
+  start_cluster phys
+  export BENCH_PHYS_PORT=$cluster_port_out BENCH_PHYS_DB=bench_phys BENCH_WORK=$work BENCH_PG_BIN=$pg_bin
+  make_database "$BENCH_PHYS_PORT" bench_phys "${BENCH_PHYS_SCALE:-65}"
+  psql -p "$BENCH_PHYS_PORT" -d postgres -q -c 'CHECKPOINT' >/dev/null
+  python3 bench/wal.py
+  replace_section "Point-in-time recovery" bench/wal.md
   log "done after $(($(date +%s) - started)) s: the point-in-time section of BENCHMARKS.md"
   exit 0
 fi
@@ -286,4 +316,8 @@ log "point-in-time recovery: WAL archive runs and restores to the latest, throug
 python3 bench/wal.py
 { echo; cat bench/wal.md; } >>BENCHMARKS.md
 rm -f bench/wal.md
+log "the direct copy against pgBackRest and Plakar's own importer"
+python3 bench/direct.py
+{ echo; cat bench/direct.md; } >>BENCHMARKS.md
+rm -f bench/direct.md
 log "done after $(($(date +%s) - started)) s: BENCHMARKS.md, bench/scaling.png"

@@ -128,6 +128,12 @@ def recover(data, sockdir):
     seconds = time.perf_counter() - t
     subprocess.run(as_server(f"{PG_BIN}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop"),
                    check=True, stdout=subprocess.DEVNULL)
+    keep = os.environ.get("BENCH_KEEP_LOGS")
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        shutil.copy(f"{sockdir}/log", os.path.join(keep, os.path.basename(sockdir) + ".log"))
+        shutil.copy(os.path.join(data, "postgresql.auto.conf"),
+                    os.path.join(keep, os.path.basename(sockdir) + ".auto.conf"))
     return seconds
 
 
