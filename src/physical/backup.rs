@@ -15,7 +15,7 @@ use tokio_postgres::Client;
 
 use super::archive::Archiving;
 use super::copy::{BaseBackup, Copy};
-use super::direct::{self, Served};
+use super::direct::{self, DataDir, Served};
 use super::options::{CopyMethod, PhysicalSource};
 use super::preflight;
 use crate::physical::error::Error;
@@ -63,18 +63,23 @@ async fn prepare(config: PhysicalSource) -> Result<PhysicalBackup, Error> {
     let tablespaces = preflight::tablespaces(&admin).await?;
     let direct = match config.copy {
         CopyMethod::Stream => None,
-        method => {
-            direct::find(
-                &admin,
-                conn,
-                config.data_dir.as_deref(),
-                method == CopyMethod::Direct,
-                major,
-                &system.system_identifier,
-                config.verify_checksums,
-            )
-            .await?
-        }
+        method => direct::find(
+            &admin,
+            conn,
+            config.data_dir.as_deref(),
+            method == CopyMethod::Direct,
+            major,
+            &system.system_identifier,
+            config.verify_checksums,
+        )
+        .await?
+        .map(|dir| DataDir {
+            checksums: config
+                .state_dir
+                .as_ref()
+                .map(|state| state.join(format!("direct-{}.crc", system.system_identifier))),
+            ..dir
+        }),
     };
     // On a standby too: a temporary physical slot can be made there, and
     // keeps the WAL the copy needs from its restartpoints.

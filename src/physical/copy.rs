@@ -93,6 +93,7 @@ impl Copy<'_> {
                 conn: &backup.config.conn,
                 fast_checkpoint: backup.config.fast_checkpoint,
                 system_identifier: backup.manifest.server.system_identifier.as_deref(),
+                keep: backup.config.archive.is_some(),
             };
             let taken = direct::copy(self.run, &job, dir, &backup.served).await?;
             self.kept.extend(taken.kept);

@@ -14,7 +14,7 @@
 //! follow, so that the restore is checked by `pg_verifybackup` as a copy by
 //! pg_basebackup is.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
+use crate::physical::checksums::{Known, Seen};
 use crate::physical::wal::segment::Segment;
 use crate::postgres::connection::{ConnectError, Connection, PgError, MAINTENANCE_DB};
 use crate::postgres::manifest::WalRange;
@@ -52,6 +53,10 @@ pub struct DataDir {
     pub verify_checksums: bool,
     /// The server's WAL segment size.
     pub segment_size: u64,
+    /// Where the checksums of the files read are kept for the next copy
+    /// (see [`Known`]); none without a state directory. Set by the caller,
+    /// who knows the state directory.
+    pub checksums: Option<PathBuf>,
 }
 
 /// Why the data directory cannot be copied directly.
@@ -165,6 +170,7 @@ pub async fn find(
             major,
             verify_checksums: verify_checksums && checksums,
             segment_size,
+            checksums: None,
         })
     }
     .await;
@@ -305,25 +311,28 @@ pub fn recently_modified(modified: SystemTime, backup_start: SystemTime) -> bool
     modified + MARGIN >= backup_start
 }
 
-/// A file announced, to be read when Plakar opens it.
+/// A file announced, to be read when Plakar opens it. Its path is the key
+/// it is kept under: one allocation per file, however many files.
 #[derive(Debug, Clone)]
 struct Planned {
-    /// Where it is on this host.
-    path: PathBuf,
-    /// Its path in the backup, from the data directory (`base/1/1259`).
-    relative: String,
     /// The size announced: exactly that many bytes are served.
     size: u64,
     modified: SystemTime,
+    /// The inode announced (0 for the backup's own files).
+    ino: u64,
     /// The content itself, for the backup's own files (`backup_label`).
     bytes: Option<std::sync::Arc<Vec<u8>>>,
     /// CRC-32C of what was served, once served.
     crc: Option<u32>,
 }
 
-/// The files of a direct copy, by record path: what `Open` serves.
+/// The files of a direct copy: what `Open` serves.
 #[derive(Debug, Default)]
 pub struct Served {
+    /// The data directory, and the prefix of the copy's records (`` or
+    /// `/bases/<id>`).
+    place: Mutex<Option<(PathBuf, String)>>,
+    /// By path from the data directory (`base/5/16384`).
     files: Mutex<HashMap<String, Planned>>,
     /// Verify page checksums as the files are read.
     verify: Mutex<Option<Lsn>>,
@@ -333,16 +342,35 @@ pub struct Served {
 }
 
 impl Served {
-    /// Whether `path` is a file of the direct copy.
-    pub fn holds(&self, path: &str) -> bool {
-        self.files.lock().expect("not poisoned").contains_key(path)
+    /// Where the copy's files are, and the prefix of their records.
+    fn place(&self, data: &Path, base: &str) {
+        *self.place.lock().expect("not poisoned") = Some((data.to_path_buf(), base.to_string()));
     }
 
-    fn plan(&self, record: &str, planned: Planned) {
+    /// The file a record stands for: its path from the data directory, and
+    /// on this host.
+    fn locate(&self, record: &str) -> Option<(String, PathBuf)> {
+        let place = self.place.lock().expect("not poisoned");
+        let (data, base) = place.as_ref()?;
+        let relative = record.strip_prefix(base.as_str())?.strip_prefix('/')?;
+        Some((relative.to_string(), data.join(relative)))
+    }
+
+    /// Whether `record` is a file of the direct copy.
+    pub fn holds(&self, record: &str) -> bool {
+        self.locate(record).is_some_and(|(relative, _)| {
+            self.files
+                .lock()
+                .expect("not poisoned")
+                .contains_key(&relative)
+        })
+    }
+
+    fn plan(&self, relative: String, planned: Planned) {
         self.files
             .lock()
             .expect("not poisoned")
-            .insert(record.to_string(), planned);
+            .insert(relative, planned);
     }
 
     /// Serves a file: exactly its announced size, read as it is now (a file
@@ -350,30 +378,33 @@ impl Served {
     /// the WAL replayed after restore repairs it; one that grew is cut at the
     /// announced size), its pages' checksums verified.
     pub async fn serve(&self, record: &str, content: Content) {
+        let Some((relative, path)) = self.locate(record) else {
+            return;
+        };
         let Some(planned) = self
             .files
             .lock()
             .expect("not poisoned")
-            .get(record)
+            .get(&relative)
             .cloned()
         else {
             return;
         };
         let verify = *self.verify.lock().expect("not poisoned");
         let served = {
-            let (reading, sending) = (planned.clone(), content.clone());
-            tokio::task::spawn_blocking(move || read_into(&reading, verify, &sending))
+            let (file, name, sending) = (path.clone(), relative.clone(), content.clone());
+            tokio::task::spawn_blocking(move || read_into(&file, &name, &planned, verify, &sending))
                 .await
                 .unwrap_or_else(|e| {
                     Err(DirectError::Read {
-                        path: planned.path.clone(),
+                        path,
                         source: std::io::Error::other(e),
                     })
                 })
         };
         match served {
             Ok(Some(crc)) => {
-                if let Some(p) = self.files.lock().expect("not poisoned").get_mut(record) {
+                if let Some(p) = self.files.lock().expect("not poisoned").get_mut(&relative) {
                     p.crc = Some(crc);
                 }
             }
@@ -395,6 +426,8 @@ impl Served {
 /// Reads a planned file into `content`; its CRC-32C, or None when Plakar
 /// stopped reading.
 fn read_into(
+    path: &Path,
+    relative: &str,
     planned: &Planned,
     verify: Option<Lsn>,
     content: &Content,
@@ -407,19 +440,19 @@ fn read_into(
         }
         return Ok(Some(crc32c::crc32c(bytes)));
     }
-    let file = match std::fs::File::open(&planned.path) {
+    let file = match std::fs::File::open(path) {
         Ok(f) => Some(f),
         // Dropped since it was announced: its drop is in the WAL replayed.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(source) => {
             return Err(DirectError::Read {
-                path: planned.path.clone(),
+                path: path.to_path_buf(),
                 source,
             })
         }
     };
-    let checksummed = verify.filter(|_| is_checksummed(&planned.relative));
-    let first_block = segment_number(&planned.relative) * RELSEG_BLOCKS;
+    let checksummed = verify.filter(|_| is_checksummed(relative));
+    let first_block = segment_number(relative) * RELSEG_BLOCKS;
     let mut crc = 0u32;
     let mut at = 0u64;
     while at < planned.size {
@@ -434,7 +467,7 @@ fn read_into(
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(source) => {
                         return Err(DirectError::Read {
-                            path: planned.path.clone(),
+                            path: path.to_path_buf(),
                             source,
                         })
                     }
@@ -442,7 +475,7 @@ fn read_into(
             }
         }
         if let (Some(start), Some(f)) = (checksummed, &file) {
-            verify_pages(f, &planned.path, &mut chunk[..got], at, first_block, start)?;
+            verify_pages(f, path, &mut chunk[..got], at, first_block, start)?;
         }
         crc = crc32c::crc32c_append(crc, &chunk);
         at += want as u64;
@@ -541,9 +574,33 @@ pub fn page_checksum(page: &[u8], block: u32) -> u16 {
 /// One entry of the walk: a record to announce.
 struct Found {
     relative: String,
-    path: PathBuf,
-    meta: std::fs::Metadata,
     kind: EntryKind,
+    meta: Meta,
+}
+
+/// The metadata a record gives of an entry (a `std::fs::Metadata` is three
+/// times its size, and the walk keeps one per file until they are announced).
+#[derive(Debug, Clone, Copy)]
+struct Meta {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    dev: u64,
+    ino: u64,
+    modified: SystemTime,
+}
+
+impl From<&std::fs::Metadata> for Meta {
+    fn from(m: &std::fs::Metadata) -> Meta {
+        Meta {
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            dev: m.dev(),
+            ino: m.ino(),
+            modified: m.modified().unwrap_or(UNIX_EPOCH),
+        }
+    }
 }
 
 /// Walks the data directory and each tablespace's directory of this major
@@ -575,6 +632,15 @@ fn walk_dir(
         .iter()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
+    // The relations that have an init fork: unlogged ones.
+    let unlogged: HashSet<&str> = if database {
+        names
+            .iter()
+            .filter_map(|n| n.strip_suffix("_init"))
+            .collect()
+    } else {
+        HashSet::new()
+    };
     for (entry, name) in entries.iter().zip(&names) {
         if Leave::out(name) || (database && Leave::temporary_relation(name)) {
             continue;
@@ -582,7 +648,7 @@ fn walk_dir(
         // An unlogged relation is copied as its init fork alone.
         if database {
             if let Some((node, fork)) = relation_name(name) {
-                if fork != "init" && names.iter().any(|n| *n == format!("{node}_init")) {
+                if fork != "init" && unlogged.contains(node) {
                     continue;
                 }
             }
@@ -606,8 +672,7 @@ fn walk_dir(
             let target = std::fs::metadata(&path).map_err(unreadable(&path))?;
             found.push(Found {
                 relative: rel.clone(),
-                path: path.clone(),
-                meta: target,
+                meta: (&target).into(),
                 kind: EntryKind::Directory,
             });
             let prefix = format!("PG_{major}_");
@@ -620,8 +685,7 @@ fn walk_dir(
                     let vrel = format!("{rel}/{vname}");
                     found.push(Found {
                         relative: vrel.clone(),
-                        path: vpath.clone(),
-                        meta: vmeta,
+                        meta: (&vmeta).into(),
                         kind: EntryKind::Directory,
                     });
                     walk_dir(&vpath, &vrel, major, found)?;
@@ -633,8 +697,7 @@ fn walk_dir(
             let meta = std::fs::metadata(&path).map_err(unreadable(&path))?;
             found.push(Found {
                 relative: rel.clone(),
-                path: path.clone(),
-                meta,
+                meta: (&meta).into(),
                 kind: EntryKind::Directory,
             });
             if rel == "pg_wal" {
@@ -644,8 +707,7 @@ fn walk_dir(
                     if let Ok(m) = std::fs::metadata(&sub) {
                         found.push(Found {
                             relative: format!("pg_wal/{kept}"),
-                            path: sub,
-                            meta: m,
+                            meta: (&m).into(),
                             kind: EntryKind::Directory,
                         });
                     }
@@ -657,8 +719,7 @@ fn walk_dir(
             let size = meta.len();
             found.push(Found {
                 relative: rel,
-                path,
-                meta,
+                meta: (&meta).into(),
                 kind: EntryKind::File(size),
             });
         } else if meta.file_type().is_symlink() {
@@ -668,8 +729,7 @@ fn walk_dir(
                 .into_owned();
             found.push(Found {
                 relative: rel,
-                path,
-                meta,
+                meta: (&meta).into(),
                 kind: EntryKind::Symlink(target),
             });
         } else {
@@ -686,19 +746,19 @@ fn walk_dir(
 /// close to the backup's start gets this backup's own device number.
 fn entry_of(found: &Found, record: String, started: SystemTime, own_dev: u64) -> Entry {
     let meta = &found.meta;
-    let modified = meta.modified().unwrap_or(UNIX_EPOCH);
+    let modified = meta.modified;
     let recent = matches!(found.kind, EntryKind::File(_)) && recently_modified(modified, started);
     Entry {
         path: record,
         kind: found.kind.clone(),
-        perm: meta.mode() & 0o777,
+        perm: meta.mode & 0o777,
         modified,
-        uid: u64::from(meta.uid()),
-        gid: u64::from(meta.gid()),
+        uid: u64::from(meta.uid),
+        gid: u64::from(meta.gid),
         user: String::new(),
         group: String::new(),
-        dev: if recent { own_dev } else { meta.dev() },
-        ino: meta.ino(),
+        dev: if recent { own_dev } else { meta.dev },
+        ino: meta.ino,
     }
 }
 
@@ -720,6 +780,8 @@ pub struct Job<'a> {
     pub fast_checkpoint: bool,
     /// The server's system identifier, for a version 2 `backup_manifest`.
     pub system_identifier: Option<&'a str>,
+    /// Keep every record announced, for later runs to carry (`archive_wal`).
+    pub keep: bool,
 }
 
 /// Copies the cluster directly from its data directory: see the module.
@@ -754,6 +816,12 @@ pub async fn copy(
     tracing::info!("backup started at {start_lsn} (pg_backup_start)");
 
     let progress = Progress::start("physical backup (direct)", "/");
+    let known = match dir.checksums.clone() {
+        Some(path) => tokio::task::spawn_blocking(move || Known::load(&path))
+            .await
+            .unwrap_or_default(),
+        None => Known::default(),
+    };
     let data = dir.path.clone();
     let found = tokio::task::spawn_blocking(move || walk(&data, major))
         .await
@@ -768,8 +836,7 @@ pub async fn copy(
     let root = entry_of(
         &Found {
             relative: String::new(),
-            path: dir.path.clone(),
-            meta: root_meta,
+            meta: (&root_meta).into(),
             kind: EntryKind::Directory,
         },
         if job.base.is_empty() {
@@ -783,21 +850,25 @@ pub async fn copy(
     let mut kept = Vec::new();
     let mut announce = async |run: &mut ImportRun, entry: Entry| -> Result<(), Ended> {
         run.announce(record::entry_record(&entry)).await?;
-        kept.push(entry);
+        if job.keep {
+            kept.push(entry);
+        }
         Ok(())
     };
     announce(run, root.clone()).await?;
-    for f in &found {
+    served.place(&dir.path, job.base);
+    // Each entry found is let go as it is announced: the walk's list and the
+    // files planned are not both held whole.
+    for f in found {
         let record = format!("{}/{}", job.base, f.relative);
-        let entry = entry_of(f, record.clone(), started, own_dev);
+        let entry = entry_of(&f, record, started, own_dev);
         if let EntryKind::File(size) = f.kind {
             served.plan(
-                &record,
+                f.relative,
                 Planned {
-                    path: f.path.clone(),
-                    relative: f.relative.clone(),
                     size,
                     modified: entry.modified,
+                    ino: entry.ino,
                     bytes: None,
                     crc: None,
                 },
@@ -848,21 +919,20 @@ pub async fn copy(
             ..root.clone()
         };
         let planned = Planned {
-            path: dir.path.join(name),
-            relative: name.to_string(),
             size: bytes.len() as u64,
             modified: now,
+            ino: 0,
             bytes: Some(std::sync::Arc::new(bytes)),
             crc: None,
         };
-        (record, entry, planned)
+        (name.to_string(), entry, planned)
     };
     let mut own = vec![own_file("backup_label", label.into_bytes())];
     if let Some(map) = map.filter(|m| !m.is_empty()) {
         own.push(own_file("tablespace_map", map.into_bytes()));
     }
-    for (record, entry, planned) in own {
-        served.plan(&record, planned);
+    for (name, entry, planned) in own {
+        served.plan(name, planned);
         announce(run, entry).await?;
     }
     let size = dir.segment_size;
@@ -878,12 +948,11 @@ pub async fn copy(
         let record = format!("{}/pg_wal/{name}", job.base);
         let modified = meta.modified().unwrap_or(UNIX_EPOCH);
         served.plan(
-            &record,
+            format!("pg_wal/{name}"),
             Planned {
-                path,
-                relative: format!("pg_wal/{name}"),
                 size,
                 modified,
+                ino: 0,
                 bytes: None,
                 crc: None,
             },
@@ -906,41 +975,79 @@ pub async fn copy(
         return Err(failed);
     }
 
-    // PostgreSQL's backup_manifest: each file's size and checksum (of what
-    // this backup read; a file Plakar carried unread is listed with its size
-    // alone), and the WAL range.
+    // PostgreSQL's backup_manifest: each file's size and checksum, of what
+    // this backup read or, for a file Plakar carried unread, of what the
+    // previous copy read (a file with no such checksum is listed with its
+    // size alone); and the WAL range.
     let mut listed = Vec::new();
     let mut bytes = 0;
     {
-        let files = served.files.lock().expect("not poisoned");
-        let (mut read, mut carried) = (0, 0);
-        for p in files.values() {
-            if p.relative.starts_with("pg_wal/") {
+        // Every file is served by now: their plans become the listing.
+        let files = std::mem::take(&mut *served.files.lock().expect("not poisoned"));
+        let (mut read, mut carried, mut unsummed) = (0, 0, 0);
+        for (relative, p) in files {
+            if relative.starts_with("pg_wal/") {
                 continue;
             }
-            listed.push((p.relative.clone(), p.size, p.modified, p.crc));
-            if p.crc.is_some() {
+            let crc = if p.crc.is_some() {
                 read += 1;
                 bytes += p.size;
+                p.crc
             } else {
                 carried += 1;
-            }
+                let crc = known.get(&relative, p.size, p.modified, p.ino);
+                unsummed += usize::from(crc.is_none());
+                crc
+            };
+            listed.push(Listed {
+                relative,
+                size: p.size,
+                modified: p.modified,
+                ino: p.ino,
+                crc,
+            });
         }
         tracing::info!(
             "direct copy: Plakar read {read} files ({} MiB) and stored {carried} unchanged since the previous snapshot without reading them",
             bytes / (1024 * 1024)
         );
+        if unsummed > 0 {
+            tracing::info!(
+                "{unsummed} of the files stored unread have no checksum in backup_manifest (the previous copy's checksums are not on this host, or not for these files): pg_verifybackup checks their size alone, and the next copy gives them one"
+            );
+        }
     }
-    listed.sort();
+    drop(known);
+    listed.sort_by(|a, b| a.relative.cmp(&b.relative));
     let wal = WalRange {
         timeline,
         start_lsn: start_lsn.to_string(),
         stop_lsn: stop_lsn.to_string(),
     };
     let system = job.system_identifier.filter(|_| major >= 17);
-    let (record, entry, planned) =
+    let (name, entry, planned) =
         own_file("backup_manifest", backup_manifest(&listed, &wal, system));
-    served.plan(&record, planned);
+    if let Some(path) = dir.checksums.clone() {
+        let saved = tokio::task::spawn_blocking(move || {
+            let summed = listed.iter().filter_map(|l| {
+                l.crc.map(|crc| {
+                    (
+                        l.relative.as_str(),
+                        Seen::new(l.size, l.modified, l.ino, crc),
+                    )
+                })
+            });
+            Known::save(&path, summed).map_err(|e| (path, e))
+        })
+        .await;
+        if let Ok(Err((path, e))) = saved {
+            tracing::warn!(
+                "cannot keep the checksums of this copy in {}: {e}; the next copy lists the files Plakar carries unread without checksum",
+                path.display()
+            );
+        }
+    }
+    served.plan(name, planned);
     announce(run, entry).await?;
     run.settle().await?;
     if let Some(failed) = served.failure() {
@@ -971,28 +1078,35 @@ async fn wait_flushed(held: &Client, lsn: Lsn) -> Result<(), DirectError> {
     Err(DirectError::NotFlushed(lsn))
 }
 
+/// A file as `backup_manifest` lists it.
+struct Listed {
+    relative: String,
+    size: u64,
+    modified: SystemTime,
+    ino: u64,
+    /// CRC-32C of its content, when this copy or the previous one read it.
+    crc: Option<u32>,
+}
+
 /// A `backup_manifest` as PostgreSQL writes it (version 1), its last line
 /// the SHA-256 of everything before it.
 /// From PostgreSQL 17 on, version 2, which names the cluster's system
 /// identifier (`pg_verifybackup` checks it against the restored `pg_control`).
-fn backup_manifest(
-    files: &[(String, u64, SystemTime, Option<u32>)],
-    wal: &WalRange,
-    system: Option<&str>,
-) -> Vec<u8> {
+fn backup_manifest(files: &[Listed], wal: &WalRange, system: Option<&str>) -> Vec<u8> {
     let mut text = match system {
         Some(id) => format!(
             "{{ \"PostgreSQL-Backup-Manifest-Version\": 2,\n\"System-Identifier\": {id},\n\"Files\": [\n"
         ),
         None => String::from("{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [\n"),
     };
-    for (i, (path, size, modified, crc)) in files.iter().enumerate() {
-        let when = manifest_time(*modified);
+    for (i, file) in files.iter().enumerate() {
+        let when = manifest_time(file.modified);
         text.push_str(&format!(
-            "{{ \"Path\": {}, \"Size\": {size}, \"Last-Modified\": \"{when}\"",
-            serde_json::to_string(path).unwrap_or_default()
+            "{{ \"Path\": {}, \"Size\": {}, \"Last-Modified\": \"{when}\"",
+            serde_json::to_string(&file.relative).unwrap_or_default(),
+            file.size
         ));
-        if let Some(crc) = crc {
+        if let Some(crc) = file.crc {
             // PostgreSQL prints the CRC's bytes as they lie in memory.
             let hex: String = crc
                 .to_le_bytes()
@@ -1089,12 +1203,13 @@ mod tests {
 
     #[test]
     fn the_manifest_is_checksummed_as_postgresql_checks_it() {
-        let files = vec![(
-            "PG_VERSION".to_string(),
-            3,
-            UNIX_EPOCH + Duration::from_secs(1_764_914_400),
-            Some(crc32c::crc32c(b"15\n")),
-        )];
+        let files = vec![Listed {
+            relative: "PG_VERSION".to_string(),
+            size: 3,
+            modified: UNIX_EPOCH + Duration::from_secs(1_764_914_400),
+            ino: 7,
+            crc: Some(crc32c::crc32c(b"15\n")),
+        }];
         let range = WalRange {
             timeline: 1,
             start_lsn: "0/2000028".into(),

@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod backup;
 pub mod chain;
+pub mod checksums;
 pub mod copy;
 pub mod direct;
 pub mod error;

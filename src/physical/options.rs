@@ -2,7 +2,7 @@
 //! `plakar destination add NAME postgres+bin:///path/to/directory`).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 
 use super::owner::Owner;
@@ -65,7 +65,7 @@ static ARCHIVE_OPTIONS: &[Spec] = &[
         name: "state_dir",
         kind: Kind::Text,
         default: None,
-        description: "With `archive_wal`: the local directory of the runs' state, two files per slot and server: `SLOT@HOST-PORT.lock`, held while a run lasts, and `SLOT@HOST-PORT.json`, what the last snapshots hold. Default: `$XDG_STATE_HOME/plakar-postgresql`, or `~/.local/state/plakar-postgresql`. Losing it loses no WAL: the next run takes a new base backup.",
+        description: "The local directory of this source's state. With `archive_wal`, two files per slot and server: `SLOT@HOST-PORT.lock`, held while a run lasts, and `SLOT@HOST-PORT.json`, what the last snapshots hold. With a direct copy, `direct-SYSTEMID.crc`: the checksums of the files it read, which the next copy's `backup_manifest` gives the files Plakar stores unread. Default: `$XDG_STATE_HOME/plakar-postgresql`, or `~/.local/state/plakar-postgresql`. Losing it loses no WAL and no data: the next run takes a new base backup (with `archive_wal`), and the next direct copy lists the files it does not read with their size alone.",
     },
     Spec {
         name: "base_max_age",
@@ -152,6 +152,8 @@ pub struct PhysicalSource {
     pub archive: Option<ArchiveConfig>,
     /// How the base backup is read.
     pub copy: CopyMethod,
+    /// The state directory (option `state_dir`, else the default), if any.
+    pub state_dir: Option<PathBuf>,
     /// The data directory's path on this host, for a direct copy.
     pub data_dir: Option<PathBuf>,
 }
@@ -184,9 +186,12 @@ pub struct ArchiveConfig {
 }
 
 impl ArchiveConfig {
-    fn parse(values: &Values) -> Result<Option<ArchiveConfig>, OptionError> {
+    fn parse(
+        values: &Values,
+        state_dir: Option<&Path>,
+    ) -> Result<Option<ArchiveConfig>, OptionError> {
         if !values.flag("archive_wal") {
-            for option in ["slot", "state_dir", "base_max_age", "new_base"] {
+            for option in ["slot", "base_max_age", "new_base"] {
                 if values.is_set(option) {
                     return Err(OptionError::Conflict(format!(
                         "option `{option}` belongs to WAL archiving, which is off: set archive_wal=true, or leave `{option}` out"
@@ -201,24 +206,11 @@ impl ArchiveConfig {
             value: format!("{raw:?}"),
             accepted: "1 to 63 lower-case letters, digits and underscores".into(),
         })?;
-        let state_dir = match values.text("state_dir") {
-            Some(dir) => {
-                let dir = PathBuf::from(dir);
-                if !dir.is_absolute() {
-                    return Err(OptionError::Invalid {
-                        key: "state_dir",
-                        value: format!("{:?}", dir.display().to_string()),
-                        accepted: "an absolute directory path".into(),
-                    });
-                }
-                dir
-            }
-            None => default_state_dir().ok_or_else(|| {
-                OptionError::Conflict(
-                    "neither XDG_STATE_HOME nor HOME is set, so WAL archiving has no default state_dir; set the option `state_dir`".into(),
-                )
-            })?,
-        };
+        let state_dir = state_dir.map(Path::to_path_buf).ok_or_else(|| {
+            OptionError::Conflict(
+                "neither XDG_STATE_HOME nor HOME is set, so WAL archiving has no default state_dir; set the option `state_dir`".into(),
+            )
+        })?;
         let age = values
             .text("base_max_age")
             .unwrap_or_else(|| DEFAULT_BASE_MAX_AGE.into());
@@ -249,6 +241,24 @@ fn parse_age(raw: &str) -> Option<Duration> {
         _ => return None,
     };
     (number > 0).then(|| Duration::from_secs(number * seconds))
+}
+
+/// Option `state_dir`, else the default; none when neither is there.
+fn state_dir(values: &Values) -> Result<Option<PathBuf>, OptionError> {
+    match values.text("state_dir") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            if !dir.is_absolute() {
+                return Err(OptionError::Invalid {
+                    key: "state_dir",
+                    value: format!("{:?}", dir.display().to_string()),
+                    accepted: "an absolute directory path".into(),
+                });
+            }
+            Ok(Some(dir))
+        }
+        None => Ok(default_state_dir()),
+    }
 }
 
 /// `$XDG_STATE_HOME/plakar-postgresql`, or `~/.local/state/plakar-postgresql`.
@@ -294,14 +304,16 @@ impl PhysicalSource {
                 ));
             }
         }
+        let state_dir = state_dir(&values)?;
         Ok(PhysicalSource {
+            archive: ArchiveConfig::parse(&values, state_dir.as_deref())?,
+            state_dir,
             copy,
             data_dir,
             conn,
             fast_checkpoint: values.text("checkpoint").as_deref() == Some("fast"),
             max_rate,
             verify_checksums: values.flag("verify_checksums"),
-            archive: ArchiveConfig::parse(&values)?,
         })
     }
 }
