@@ -128,7 +128,10 @@ def main():
         "",
         f"The cluster holds the benchmark database `{db}` ({mib(db_bytes)}) among "
         f"{mib(cluster_bytes)} in all: the physical backup copies the whole cluster (its indexes "
-        "and free space included), the logical one dumps the one database.",
+        "and free space included), the logical one dumps the one database. Both sources have "
+        "their defaults: the physical one takes the direct copy here (`copy=auto`, Plakar on the "
+        "database host; the stream is measured beside it in the direct copy's section), with "
+        "plakar's default `-cpu`.",
         "",
         "| | time | plugin peak RSS |",
         "|---|---|---|",
@@ -156,9 +159,10 @@ def main():
         f"segment, backup_manifest) | +{mib(added_same)} | {100 * added_same / first:.1f}% |",
         "",
         f"Plugin peak RSS of a physical backup: {rss['physical backup'] / 1024:.1f} MiB for "
-        f"{mib(cluster_bytes)}, {small_rss / 1024:.1f} MiB for {mib(small_bytes)}. What it holds is "
-        "bounded whatever the cluster's size: a few 1 MiB chunks in flight towards Plakar, and "
-        "PostgreSQL's backup_manifest (about 100 bytes per file).",
+        f"{mib(cluster_bytes)}, {small_rss / 1024:.1f} MiB for {mib(small_bytes)}. What it holds "
+        "does not grow with the data: a few 1 MiB chunks in flight towards Plakar per file read at "
+        "once, and a few hundred bytes per file of the cluster (its plan, and the "
+        "backup_manifest); see the direct copy's section for a cluster of many files.",
         "",
     ]
     with open(out_path, "w") as f:
