@@ -124,6 +124,7 @@ class Sampler:
             "plakar_rss_kib": max((s[0] for s in self.plakar.values()), default=None),
             "plugin_rss_kib": max((s[0] for s in self.plugin.values()), default=None),
             "plugin_cpu_sampled": sum(s[1] for s in self.plugin.values()) if self.plugin else None,
+            "plakar_cpu_sampled": sum(s[1] for s in self.plakar.values()) if self.plakar else None,
         }
 
 

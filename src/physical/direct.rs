@@ -606,17 +606,17 @@ impl From<&std::fs::Metadata> for Meta {
 /// Walks the data directory and each tablespace's directory of this major
 /// version, parents before their content, leaving out what PostgreSQL
 /// leaves out.
-fn walk(data: &Path, major: u32) -> Result<Vec<Found>, DirectError> {
-    let mut found = Vec::new();
-    walk_dir(data, "", major, &mut found)?;
-    Ok(found)
+/// Each entry goes to `emit` as it is found; the walk stops early once `emit`
+/// returns false (the copy has ended).
+fn walk(data: &Path, major: u32, emit: &mut dyn FnMut(Found) -> bool) -> Result<(), DirectError> {
+    walk_dir(data, "", major, emit)
 }
 
 fn walk_dir(
     dir: &Path,
     relative: &str,
     major: u32,
-    found: &mut Vec<Found>,
+    emit: &mut dyn FnMut(Found) -> bool,
 ) -> Result<(), DirectError> {
     let unreadable = |path: &Path| {
         let path = path.to_path_buf();
@@ -670,11 +670,13 @@ fn walk_dir(
             // `pg_tblspc/<oid>` stands for the tablespace's directory of
             // this major version, which the restore links it to.
             let target = std::fs::metadata(&path).map_err(unreadable(&path))?;
-            found.push(Found {
+            if !emit(Found {
                 relative: rel.clone(),
                 meta: (&target).into(),
                 kind: EntryKind::Directory,
-            });
+            }) {
+                return Ok(());
+            }
             let prefix = format!("PG_{major}_");
             for version in std::fs::read_dir(&path).map_err(unreadable(&path))? {
                 let version = version.map_err(unreadable(&path))?;
@@ -683,55 +685,65 @@ fn walk_dir(
                     let vpath = version.path();
                     let vmeta = std::fs::metadata(&vpath).map_err(unreadable(&vpath))?;
                     let vrel = format!("{rel}/{vname}");
-                    found.push(Found {
+                    if !emit(Found {
                         relative: vrel.clone(),
                         meta: (&vmeta).into(),
                         kind: EntryKind::Directory,
-                    });
-                    walk_dir(&vpath, &vrel, major, found)?;
+                    }) {
+                        return Ok(());
+                    }
+                    walk_dir(&vpath, &vrel, major, emit)?;
                 }
             }
             continue;
         }
         if meta.is_dir() || (rel == "pg_wal" && meta.file_type().is_symlink()) {
             let meta = std::fs::metadata(&path).map_err(unreadable(&path))?;
-            found.push(Found {
+            if !emit(Found {
                 relative: rel.clone(),
                 meta: (&meta).into(),
                 kind: EntryKind::Directory,
-            });
+            }) {
+                return Ok(());
+            }
             if rel == "pg_wal" {
                 // Kept, empty: `archive_status`, and `summaries` (17 and later).
                 for kept in ["archive_status", "summaries"] {
                     let sub = path.join(kept);
                     if let Ok(m) = std::fs::metadata(&sub) {
-                        found.push(Found {
+                        if !emit(Found {
                             relative: format!("pg_wal/{kept}"),
                             meta: (&m).into(),
                             kind: EntryKind::Directory,
-                        });
+                        }) {
+                            return Ok(());
+                        }
                     }
                 }
             } else if !Leave::emptied(&rel) {
-                walk_dir(&path, &rel, major, found)?;
+                walk_dir(&path, &rel, major, emit)?;
             }
         } else if meta.is_file() {
             let size = meta.len();
-            found.push(Found {
+            if !emit(Found {
                 relative: rel,
                 meta: (&meta).into(),
                 kind: EntryKind::File(size),
-            });
+            }) {
+                return Ok(());
+            }
         } else if meta.file_type().is_symlink() {
             let target = std::fs::read_link(&path)
                 .map_err(unreadable(&path))?
                 .to_string_lossy()
                 .into_owned();
-            found.push(Found {
+            if !emit(Found {
                 relative: rel,
                 meta: (&meta).into(),
                 kind: EntryKind::Symlink(target),
-            });
+            }) {
+                return Ok(());
+            }
         } else {
             tracing::warn!(
                 "{} is neither a file, a directory nor a link: left out, as pg_basebackup does",
@@ -816,19 +828,13 @@ pub async fn copy(
     tracing::info!("backup started at {start_lsn} (pg_backup_start)");
 
     let progress = Progress::start("physical backup (direct)", "/");
-    let known = match dir.checksums.clone() {
-        Some(path) => tokio::task::spawn_blocking(move || Known::load(&path))
-            .await
-            .unwrap_or_default(),
-        None => Known::default(),
-    };
+    // The walk hands each entry over as it finds it: the list of a cluster
+    // of many files is never held whole.
     let data = dir.path.clone();
-    let found = tokio::task::spawn_blocking(move || walk(&data, major))
-        .await
-        .map_err(|e| DirectError::Read {
-            path: dir.path.clone(),
-            source: std::io::Error::other(e),
-        })??;
+    let (found_tx, mut found) = tokio::sync::mpsc::channel::<Found>(1024);
+    let walking = tokio::task::spawn_blocking(move || {
+        walk(&data, major, &mut |f| found_tx.blocking_send(f).is_ok())
+    });
     let root_meta = std::fs::metadata(&dir.path).map_err(|source| DirectError::Unreadable {
         path: dir.path.clone(),
         source,
@@ -857,9 +863,7 @@ pub async fn copy(
     };
     announce(run, root.clone()).await?;
     served.place(&dir.path, job.base);
-    // Each entry found is let go as it is announced: the walk's list and the
-    // files planned are not both held whole.
-    for f in found {
+    while let Some(f) = found.recv().await {
         let record = format!("{}/{}", job.base, f.relative);
         let entry = entry_of(&f, record, started, own_dev);
         if let EntryKind::File(size) = f.kind {
@@ -876,6 +880,10 @@ pub async fn copy(
         }
         announce(run, entry).await?;
     }
+    walking.await.map_err(|e| DirectError::Read {
+        path: dir.path.clone(),
+        source: std::io::Error::other(e),
+    })??;
     // Every file read before the backup stops: the WAL up to the stop
     // repairs whatever changed while they were read.
     run.settle().await?;
@@ -975,6 +983,13 @@ pub async fn copy(
         return Err(failed);
     }
 
+    // The previous copy's checksums, needed from here on only.
+    let known = match dir.checksums.clone() {
+        Some(path) => tokio::task::spawn_blocking(move || Known::load(&path))
+            .await
+            .unwrap_or_default(),
+        None => Known::default(),
+    };
     // PostgreSQL's backup_manifest: each file's size and checksum, of what
     // this backup read or, for a file Plakar carried unread, of what the
     // previous copy read (a file with no such checksum is listed with its

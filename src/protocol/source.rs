@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use prost::bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -89,7 +90,23 @@ impl ImportRun {
             record: Some(record),
             finished: false,
         };
-        self.tx.send(Ok(msg)).await.map_err(|_| Ended::Import)
+        self.tx.send(Ok(msg)).await.map_err(|_| Ended::Import)?;
+        self.take_arrived()
+    }
+
+    /// Takes the acknowledgements that have arrived, without waiting: while
+    /// a source announces tens of thousands of records, neither they nor the
+    /// records pending pile up beyond what Plakar has yet to store.
+    fn take_arrived(&mut self) -> Result<(), Ended> {
+        while let Some(ack) = self.acks.message().now_or_never() {
+            match ack {
+                Ok(Some(request)) => {
+                    self.take(request);
+                }
+                Ok(None) | Err(_) => return Err(self.ended()),
+            }
+        }
+        Ok(())
     }
 
     /// Runs `work` while taking Plakar's acknowledgements; `None` when the
@@ -100,6 +117,10 @@ impl ImportRun {
         path: &str,
         work: impl Future<Output = T>,
     ) -> Result<Option<T>, Ended> {
+        if !self.pending.contains(path) {
+            // Acknowledged already, as the records announced before it were.
+            return Ok(None);
+        }
         tokio::pin!(work);
         loop {
             tokio::select! {
