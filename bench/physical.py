@@ -161,8 +161,8 @@ def main():
         f"Plugin peak RSS of a physical backup: {rss['physical backup'] / 1024:.1f} MiB for "
         f"{mib(cluster_bytes)}, {small_rss / 1024:.1f} MiB for {mib(small_bytes)}. What it holds "
         "does not grow with the data: a few 1 MiB chunks in flight towards Plakar per file read at "
-        "once, and a few hundred bytes per file of the cluster (its plan, and the "
-        "backup_manifest); see the direct copy's section for a cluster of many files.",
+        "once, and about a hundred bytes per file of the cluster (its plan; backup_manifest is "
+        "written into a temporary file); see the direct copy's section for a cluster of many files.",
         "",
     ]
     with open(out_path, "w") as f:

@@ -13,12 +13,13 @@
 //! the carried files with their size alone, and the copy after it has them
 //! all again.
 
-use std::collections::HashMap;
-use std::io::Write;
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Lines, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The first line of the file: what it is, and its format's version.
+/// The first line of the file: what it is, and its format's version. The
+/// lines after it are in the byte order of their paths.
 const HEADER: &str = "plakar-postgresql direct-copy checksums 1";
 
 /// A file as it was when its checksum was computed.
@@ -48,18 +49,21 @@ fn nanos(t: SystemTime) -> u128 {
 }
 
 /// The checksums the previous direct copy of a cluster computed, by path
-/// in the data directory (`base/5/16384`).
-#[derive(Debug, Default)]
+/// in the data directory (`base/5/16384`), read while this copy's files are
+/// listed in the same order: one line is held at a time, however many files.
+#[derive(Default)]
 pub struct Known {
-    by_path: HashMap<String, Seen>,
+    lines: Option<Lines<BufReader<File>>>,
+    /// The first line not yet passed.
+    ahead: Option<(String, Seen)>,
 }
 
 impl Known {
-    /// Reads `path`; an absent, unreadable or foreign file gives none (the
+    /// Opens `path`; an absent, unreadable or foreign file gives none (the
     /// carried files are then listed without checksum), and says why.
-    pub fn load(path: &Path) -> Known {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
+    pub fn open(path: &Path) -> Known {
+        let file = match File::open(path) {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Known::default(),
             Err(e) => {
                 tracing::warn!(
@@ -69,53 +73,117 @@ impl Known {
                 return Known::default();
             }
         };
-        let mut lines = text.lines();
-        if lines.next() != Some(HEADER) {
+        let mut lines = BufReader::new(file).lines();
+        if !matches!(lines.next(), Some(Ok(ref first)) if first == HEADER) {
             tracing::warn!(
                 "{} is not a checksum file of this plugin; files Plakar carries unread are listed in backup_manifest without checksum",
                 path.display()
             );
             return Known::default();
         }
-        let by_path = lines.filter_map(parse_line).collect();
-        Known { by_path }
+        Known {
+            lines: Some(lines),
+            ahead: None,
+        }
     }
 
     /// The checksum of `relative`, if it was computed on the file as it is.
-    pub fn get(&self, relative: &str, size: u64, modified: SystemTime, ino: u64) -> Option<u32> {
-        self.by_path
-            .get(relative)
-            .filter(|s| s.size == size && s.modified == nanos(modified) && s.ino == ino)
-            .map(|s| s.crc)
+    /// Paths are asked in their byte order, as the file keeps them: a path
+    /// asked out of that order finds none (never a wrong one).
+    pub fn get(
+        &mut self,
+        relative: &str,
+        size: u64,
+        modified: SystemTime,
+        ino: u64,
+    ) -> Option<u32> {
+        loop {
+            match &self.ahead {
+                None => self.ahead = Some(self.next_line()?),
+                Some((path, seen)) => match path.as_str().cmp(relative) {
+                    std::cmp::Ordering::Less => self.ahead = None,
+                    std::cmp::Ordering::Equal => {
+                        return (seen.size == size
+                            && seen.modified == nanos(modified)
+                            && seen.ino == ino)
+                            .then_some(seen.crc)
+                    }
+                    std::cmp::Ordering::Greater => return None,
+                },
+            }
+        }
     }
 
-    /// Writes the checksums of `files` to `path`, in place of what it held
-    /// (a new file renamed over it, so a crash leaves the old or the new).
-    pub fn save<'a>(
-        path: &Path,
-        files: impl Iterator<Item = (&'a str, Seen)>,
-    ) -> std::io::Result<()> {
+    /// The next line that reads; none at the end or on a read error.
+    fn next_line(&mut self) -> Option<(String, Seen)> {
+        let lines = self.lines.as_mut()?;
+        for line in lines.by_ref() {
+            match line {
+                Ok(line) => {
+                    if let Some(parsed) = parse_line(&line) {
+                        return Some(parsed);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        self.lines = None;
+        None
+    }
+}
+
+/// This copy's checksums, written as its files are listed (in the byte
+/// order of their paths) into a new file that takes the old one's place
+/// once complete, so that a crash leaves the old or the new.
+pub struct Keeper {
+    out: BufWriter<File>,
+    fresh: PathBuf,
+    path: PathBuf,
+    done: bool,
+}
+
+impl Keeper {
+    /// Starts the new file beside `path`.
+    pub fn create(path: &Path) -> std::io::Result<Keeper> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         let fresh = temporary(path);
-        let written = (|| {
-            let mut out = std::io::BufWriter::new(std::fs::File::create(&fresh)?);
-            writeln!(out, "{HEADER}")?;
-            for (relative, s) in files {
-                writeln!(
-                    out,
-                    "{:08x} {} {} {} {relative}",
-                    s.crc, s.size, s.modified, s.ino
-                )?;
-            }
-            out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-            std::fs::rename(&fresh, path)
-        })();
-        if written.is_err() {
-            let _ = std::fs::remove_file(&fresh);
+        let mut keeper = Keeper {
+            out: BufWriter::new(File::create(&fresh)?),
+            fresh,
+            path: path.to_path_buf(),
+            done: false,
+        };
+        writeln!(keeper.out, "{HEADER}")?;
+        Ok(keeper)
+    }
+
+    /// Keeps the checksum of `relative`, which sorts after the paths kept
+    /// before it.
+    pub fn keep(&mut self, relative: &str, s: Seen) -> std::io::Result<()> {
+        writeln!(
+            self.out,
+            "{:08x} {} {} {} {relative}",
+            s.crc, s.size, s.modified, s.ino
+        )
+    }
+
+    /// Puts the new file in place of the old one.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        self.out.flush()?;
+        self.out.get_ref().sync_all()?;
+        std::fs::rename(&self.fresh, &self.path)?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.fresh);
         }
-        written
     }
 }
 
@@ -149,23 +217,29 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
+    fn kept(path: &Path, files: &[(&str, Seen)]) {
+        let mut keeper = Keeper::create(path).unwrap();
+        for (relative, seen) in files {
+            keeper.keep(relative, *seen).unwrap();
+        }
+        keeper.finish().unwrap();
+    }
+
     #[test]
     fn a_checksum_is_given_back_only_for_the_file_as_it_was() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state/direct-1.crc");
         let when = UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789);
         let seen = Seen::new(8192, when, 42, 0xdead_beef);
-        Known::save(
+        kept(
             &path,
-            [("base/5/16384", seen), ("pg_tblspc/1/PG 15/x", seen)].into_iter(),
-        )
-        .unwrap();
-        let known = Known::load(&path);
-        assert_eq!(known.get("base/5/16384", 8192, when, 42), Some(0xdead_beef));
-        assert_eq!(
-            known.get("pg_tblspc/1/PG 15/x", 8192, when, 42),
-            Some(0xdead_beef)
+            &[
+                ("base/5/16384", seen),
+                ("base/5/16390", seen),
+                ("pg_tblspc/1/PG 15/x", seen),
+            ],
         );
+        let mut known = Known::open(&path);
         assert_eq!(known.get("base/5/16384", 16384, when, 42), None, "grown");
         assert_eq!(
             known.get("base/5/16384", 8192, when + Duration::from_nanos(1), 42),
@@ -173,19 +247,43 @@ mod tests {
             "touched"
         );
         assert_eq!(known.get("base/5/16384", 8192, when, 43), None, "replaced");
+        assert_eq!(known.get("base/5/16384", 8192, when, 42), Some(0xdead_beef));
         assert_eq!(known.get("base/5/16385", 8192, when, 42), None, "another");
+        assert_eq!(
+            known.get("pg_tblspc/1/PG 15/x", 8192, when, 42),
+            Some(0xdead_beef)
+        );
+        // Asked out of order: none, never another file's.
+        assert_eq!(known.get("base/5/16390", 8192, when, 42), None);
+        assert!(!dir.path().join("state/direct-1.crc.new").exists());
     }
 
     #[test]
     fn an_absent_or_foreign_file_gives_no_checksum() {
         let dir = tempfile::tempdir().unwrap();
-        let absent = Known::load(&dir.path().join("absent.crc"));
+        let mut absent = Known::open(&dir.path().join("absent.crc"));
         assert_eq!(absent.get("base/5/1", 0, UNIX_EPOCH, 0), None);
         let foreign = dir.path().join("foreign.crc");
         std::fs::write(&foreign, "deadbeef 0 0 0 base/5/1\n").unwrap();
         assert_eq!(
-            Known::load(&foreign).get("base/5/1", 0, UNIX_EPOCH, 0),
+            Known::open(&foreign).get("base/5/1", 0, UNIX_EPOCH, 0),
             None
+        );
+    }
+
+    #[test]
+    fn an_unfinished_file_leaves_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("direct-1.crc");
+        let seen = Seen::new(1, UNIX_EPOCH, 1, 7);
+        kept(&path, &[("base/5/1", seen)]);
+        let mut keeper = Keeper::create(&path).unwrap();
+        keeper.keep("base/5/2", seen).unwrap();
+        drop(keeper);
+        assert!(!dir.path().join("direct-1.crc.new").exists());
+        assert_eq!(
+            Known::open(&path).get("base/5/1", 1, UNIX_EPOCH, 1),
+            Some(7)
         );
     }
 }

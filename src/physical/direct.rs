@@ -14,17 +14,18 @@
 //! follow, so that the restore is checked by `pg_verifybackup` as a copy by
 //! pg_basebackup is.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::File;
 use std::io::Read;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
 use tokio_postgres::Client;
 
-use crate::physical::checksums::{Known, Seen};
+use crate::physical::backup_manifest::BackupManifest;
+use crate::physical::checksums::{Keeper, Known, Seen};
 use crate::physical::wal::segment::Segment;
 use crate::postgres::connection::{ConnectError, Connection, PgError, MAINTENANCE_DB};
 use crate::postgres::manifest::WalRange;
@@ -105,6 +106,8 @@ pub enum DirectError {
     NotFlushed(Lsn),
     #[error("pg_backup_stop returned a position that cannot be read: {0:?}")]
     BadLsn(String),
+    #[error("cannot write backup_manifest into a temporary file: {0}; make room in the temporary directory ($TMPDIR, /tmp) and run the backup again")]
+    Manifest(std::io::Error),
     #[error(transparent)]
     Connect(#[from] ConnectError),
     /// Plakar ended the backup.
@@ -312,18 +315,26 @@ pub fn recently_modified(modified: SystemTime, backup_start: SystemTime) -> bool
 }
 
 /// A file announced, to be read when Plakar opens it. Its path is the key
-/// it is kept under: one allocation per file, however many files.
-#[derive(Debug, Clone)]
+/// it is kept under: one allocation per file, about a hundred bytes in all.
+#[derive(Debug, Clone, Copy)]
 struct Planned {
     /// The size announced: exactly that many bytes are served.
     size: u64,
     modified: SystemTime,
     /// The inode announced (0 for the backup's own files).
     ino: u64,
-    /// The content itself, for the backup's own files (`backup_label`).
-    bytes: Option<std::sync::Arc<Vec<u8>>>,
     /// CRC-32C of what was served, once served.
     crc: Option<u32>,
+}
+
+/// The content of a file the backup makes itself rather than reads from
+/// the data directory.
+#[derive(Debug, Clone)]
+enum Own {
+    /// `backup_label`, `tablespace_map`.
+    Text(std::sync::Arc<Vec<u8>>),
+    /// `backup_manifest`, in a temporary file.
+    Spooled(std::sync::Arc<File>),
 }
 
 /// The files of a direct copy: what `Open` serves.
@@ -332,8 +343,11 @@ pub struct Served {
     /// The data directory, and the prefix of the copy's records (`` or
     /// `/bases/<id>`).
     place: Mutex<Option<(PathBuf, String)>>,
-    /// By path from the data directory (`base/5/16384`).
-    files: Mutex<HashMap<String, Planned>>,
+    /// By path from the data directory (`base/5/16384`), in the order
+    /// `backup_manifest` lists them.
+    files: Mutex<BTreeMap<Box<str>, Planned>>,
+    /// The content of the backup's own files, by the same path.
+    own: Mutex<HashMap<String, Own>>,
     /// Verify page checksums as the files are read.
     verify: Mutex<Option<Lsn>>,
     /// The first file that could not be served: it fails the backup (Plakar
@@ -362,7 +376,7 @@ impl Served {
             self.files
                 .lock()
                 .expect("not poisoned")
-                .contains_key(&relative)
+                .contains_key(relative.as_str())
         })
     }
 
@@ -370,7 +384,16 @@ impl Served {
         self.files
             .lock()
             .expect("not poisoned")
-            .insert(relative, planned);
+            .insert(relative.into_boxed_str(), planned);
+    }
+
+    /// Plans one of the backup's own files, served from `content`.
+    fn plan_own(&self, relative: String, planned: Planned, content: Own) {
+        self.own
+            .lock()
+            .expect("not poisoned")
+            .insert(relative.clone(), content);
+        self.plan(relative, planned);
     }
 
     /// Serves a file: exactly its announced size, read as it is now (a file
@@ -385,26 +408,39 @@ impl Served {
             .files
             .lock()
             .expect("not poisoned")
-            .get(&relative)
-            .cloned()
+            .get(relative.as_str())
+            .copied()
         else {
             return;
         };
+        let own = self
+            .own
+            .lock()
+            .expect("not poisoned")
+            .get(&relative)
+            .cloned();
         let verify = *self.verify.lock().expect("not poisoned");
         let served = {
             let (file, name, sending) = (path.clone(), relative.clone(), content.clone());
-            tokio::task::spawn_blocking(move || read_into(&file, &name, &planned, verify, &sending))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(DirectError::Read {
-                        path,
-                        source: std::io::Error::other(e),
-                    })
+            tokio::task::spawn_blocking(move || {
+                read_into(&file, &name, &planned, own.as_ref(), verify, &sending)
+            })
+            .await
+            .unwrap_or_else(|e| {
+                Err(DirectError::Read {
+                    path,
+                    source: std::io::Error::other(e),
                 })
+            })
         };
         match served {
             Ok(Some(crc)) => {
-                if let Some(p) = self.files.lock().expect("not poisoned").get_mut(&relative) {
+                if let Some(p) = self
+                    .files
+                    .lock()
+                    .expect("not poisoned")
+                    .get_mut(relative.as_str())
+                {
                     p.crc = Some(crc);
                 }
             }
@@ -429,18 +465,23 @@ fn read_into(
     path: &Path,
     relative: &str,
     planned: &Planned,
+    own: Option<&Own>,
     verify: Option<Lsn>,
     content: &Content,
 ) -> Result<Option<u32>, DirectError> {
-    if let Some(bytes) = &planned.bytes {
-        for chunk in bytes.chunks(CHUNK_SIZE) {
-            if !content.blocking_send(chunk.to_vec().into()) {
-                return Ok(None);
+    let opened = match own {
+        Some(Own::Text(bytes)) => {
+            for chunk in bytes.chunks(CHUNK_SIZE) {
+                if !content.blocking_send(chunk.to_vec().into()) {
+                    return Ok(None);
+                }
             }
+            return Ok(Some(crc32c::crc32c(bytes)));
         }
-        return Ok(Some(crc32c::crc32c(bytes)));
-    }
-    let file = match std::fs::File::open(path) {
+        Some(Own::Spooled(file)) => file.try_clone(),
+        None => File::open(path),
+    };
+    let file = match opened {
         Ok(f) => Some(f),
         // Dropped since it was announced: its drop is in the WAL replayed.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -873,7 +914,6 @@ pub async fn copy(
                     size,
                     modified: entry.modified,
                     ino: entry.ino,
-                    bytes: None,
                     crc: None,
                 },
             );
@@ -915,11 +955,11 @@ pub async fn copy(
 
     // The backup's own files, and the WAL from its start to its stop.
     let now = SystemTime::now();
-    let own_file = |name: &str, bytes: Vec<u8>| {
+    let own_file = |name: &str, size: u64| {
         let record = format!("{}/{name}", job.base);
         let entry = Entry {
             path: record.clone(),
-            kind: EntryKind::File(bytes.len() as u64),
+            kind: EntryKind::File(size),
             perm: 0o600,
             modified: now,
             dev: own_dev,
@@ -927,20 +967,20 @@ pub async fn copy(
             ..root.clone()
         };
         let planned = Planned {
-            size: bytes.len() as u64,
+            size,
             modified: now,
             ino: 0,
-            bytes: Some(std::sync::Arc::new(bytes)),
             crc: None,
         };
         (name.to_string(), entry, planned)
     };
-    let mut own = vec![own_file("backup_label", label.into_bytes())];
+    let mut own = vec![("backup_label", label.into_bytes())];
     if let Some(map) = map.filter(|m| !m.is_empty()) {
-        own.push(own_file("tablespace_map", map.into_bytes()));
+        own.push(("tablespace_map", map.into_bytes()));
     }
-    for (name, entry, planned) in own {
-        served.plan(name, planned);
+    for (name, text) in own {
+        let (name, entry, planned) = own_file(name, text.len() as u64);
+        served.plan_own(name, planned, Own::Text(std::sync::Arc::new(text)));
         announce(run, entry).await?;
     }
     let size = dir.segment_size;
@@ -961,7 +1001,6 @@ pub async fn copy(
                 size,
                 modified,
                 ino: 0,
-                bytes: None,
                 crc: None,
             },
         );
@@ -983,86 +1022,45 @@ pub async fn copy(
         return Err(failed);
     }
 
-    // The previous copy's checksums, needed from here on only.
-    let known = match dir.checksums.clone() {
-        Some(path) => tokio::task::spawn_blocking(move || Known::load(&path))
-            .await
-            .unwrap_or_default(),
-        None => Known::default(),
-    };
     // PostgreSQL's backup_manifest: each file's size and checksum, of what
     // this backup read or, for a file Plakar carried unread, of what the
-    // previous copy read (a file with no such checksum is listed with its
-    // size alone); and the WAL range.
-    let mut listed = Vec::new();
-    let mut bytes = 0;
-    {
-        // Every file is served by now: their plans become the listing.
-        let files = std::mem::take(&mut *served.files.lock().expect("not poisoned"));
-        let (mut read, mut carried, mut unsummed) = (0, 0, 0);
-        for (relative, p) in files {
-            if relative.starts_with("pg_wal/") {
-                continue;
-            }
-            let crc = if p.crc.is_some() {
-                read += 1;
-                bytes += p.size;
-                p.crc
-            } else {
-                carried += 1;
-                let crc = known.get(&relative, p.size, p.modified, p.ino);
-                unsummed += usize::from(crc.is_none());
-                crc
-            };
-            listed.push(Listed {
-                relative,
-                size: p.size,
-                modified: p.modified,
-                ino: p.ino,
-                crc,
-            });
-        }
-        tracing::info!(
-            "direct copy: Plakar read {read} files ({} MiB) and stored {carried} unchanged since the previous snapshot without reading them",
-            bytes / (1024 * 1024)
-        );
-        if unsummed > 0 {
-            tracing::info!(
-                "{unsummed} of the files stored unread have no checksum in backup_manifest (the previous copy's checksums are not on this host, or not for these files): pg_verifybackup checks their size alone, and the next copy gives them one"
-            );
-        }
-    }
-    drop(known);
-    listed.sort_by(|a, b| a.relative.cmp(&b.relative));
+    // previous copy read; and the WAL range. Every file is served by now:
+    // their plans become the listing, written out as it goes.
+    let files = std::mem::take(&mut *served.files.lock().expect("not poisoned"));
     let wal = WalRange {
         timeline,
         start_lsn: start_lsn.to_string(),
         stop_lsn: stop_lsn.to_string(),
     };
-    let system = job.system_identifier.filter(|_| major >= 17);
-    let (name, entry, planned) =
-        own_file("backup_manifest", backup_manifest(&listed, &wal, system));
-    if let Some(path) = dir.checksums.clone() {
-        let saved = tokio::task::spawn_blocking(move || {
-            let summed = listed.iter().filter_map(|l| {
-                l.crc.map(|crc| {
-                    (
-                        l.relative.as_str(),
-                        Seen::new(l.size, l.modified, l.ino, crc),
-                    )
-                })
-            });
-            Known::save(&path, summed).map_err(|e| (path, e))
-        })
-        .await;
-        if let Ok(Err((path, e))) = saved {
-            tracing::warn!(
-                "cannot keep the checksums of this copy in {}: {e}; the next copy lists the files Plakar carries unread without checksum",
-                path.display()
-            );
-        }
+    let system = job
+        .system_identifier
+        .filter(|_| major >= 17)
+        .map(String::from);
+    let state = dir.checksums.clone();
+    let range = wal.clone();
+    let listing = tokio::task::spawn_blocking(move || {
+        list(files, state.as_deref(), &range, system.as_deref())
+    });
+    let (manifest, size, tally) = listing
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|listed| listed)
+        .map_err(DirectError::Manifest)?;
+    tracing::info!(
+        "direct copy: Plakar read {} files ({} MiB) and stored {} unchanged since the previous snapshot without reading them",
+        tally.read,
+        tally.bytes / (1024 * 1024),
+        tally.carried
+    );
+    if tally.unsummed > 0 {
+        tracing::info!(
+            "{} of the files stored unread have no checksum in backup_manifest (the previous copy's checksums are not on this host, or not for these files): pg_verifybackup checks their size alone, and the next copy gives them one",
+            tally.unsummed
+        );
     }
-    served.plan(name, planned);
+    let bytes = tally.bytes;
+    let (name, entry, planned) = own_file("backup_manifest", size);
+    served.plan_own(name, planned, Own::Spooled(std::sync::Arc::new(manifest)));
     announce(run, entry).await?;
     run.settle().await?;
     if let Some(failed) = served.failure() {
@@ -1093,83 +1091,73 @@ async fn wait_flushed(held: &Client, lsn: Lsn) -> Result<(), DirectError> {
     Err(DirectError::NotFlushed(lsn))
 }
 
-/// A file as `backup_manifest` lists it.
-struct Listed {
-    relative: String,
-    size: u64,
-    modified: SystemTime,
-    ino: u64,
-    /// CRC-32C of its content, when this copy or the previous one read it.
-    crc: Option<u32>,
+/// What the listing of a copy counted, for its log.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Files Plakar read, and their bytes.
+    read: usize,
+    bytes: u64,
+    /// Files Plakar stored unread, and of those the ones without checksum.
+    carried: usize,
+    unsummed: usize,
 }
 
-/// A `backup_manifest` as PostgreSQL writes it (version 1), its last line
-/// the SHA-256 of everything before it.
-/// From PostgreSQL 17 on, version 2, which names the cluster's system
-/// identifier (`pg_verifybackup` checks it against the restored `pg_control`).
-fn backup_manifest(files: &[Listed], wal: &WalRange, system: Option<&str>) -> Vec<u8> {
-    // Room for it all at once: for a cluster of many files the text is
-    // megabytes, and growing it by doubling would hold two copies at the end.
-    let room = files.iter().map(|f| f.relative.len() + 176).sum::<usize>() + 512;
-    let mut text = String::with_capacity(room);
-    match system {
-        Some(id) => text.push_str(&format!(
-            "{{ \"PostgreSQL-Backup-Manifest-Version\": 2,\n\"System-Identifier\": {id},\n\"Files\": [\n"
-        )),
-        None => text.push_str("{ \"PostgreSQL-Backup-Manifest-Version\": 1,\n\"Files\": [\n"),
-    }
-    for (i, file) in files.iter().enumerate() {
-        let when = manifest_time(file.modified);
-        text.push_str(&format!(
-            "{{ \"Path\": {}, \"Size\": {}, \"Last-Modified\": \"{when}\"",
-            serde_json::to_string(&file.relative).unwrap_or_default(),
-            file.size
-        ));
-        if let Some(crc) = file.crc {
-            // PostgreSQL prints the CRC's bytes as they lie in memory.
-            let hex: String = crc
-                .to_le_bytes()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
-            text.push_str(&format!(
-                ", \"Checksum-Algorithm\": \"CRC32C\", \"Checksum\": \"{hex}\""
-            ));
+/// Writes the `backup_manifest` of `files` (in their paths' order) into a
+/// temporary file, taking the checksums of carried files from the previous
+/// copy's (`state`), and keeps this copy's checksums there for the next one.
+/// A checksum file that cannot be written costs the next copy its checksums
+/// only, and says so.
+fn list(
+    files: BTreeMap<Box<str>, Planned>,
+    state: Option<&Path>,
+    wal: &WalRange,
+    system: Option<&str>,
+) -> std::io::Result<(File, u64, Tally)> {
+    let mut known = state.map(Known::open).unwrap_or_default();
+    let kept_badly = |path: &Path, e: std::io::Error| {
+        tracing::warn!(
+            "cannot keep the checksums of this copy in {}: {e}; the next copy lists the files Plakar carries unread without checksum",
+            path.display()
+        );
+    };
+    let mut keeper = state.and_then(|path| {
+        Keeper::create(path)
+            .map_err(|e| kept_badly(path, e))
+            .ok()
+            .map(|k| (k, path))
+    });
+    let mut manifest = BackupManifest::create(system)?;
+    let mut tally = Tally::default();
+    for (relative, p) in files {
+        if relative.starts_with("pg_wal/") {
+            continue;
         }
-        text.push_str(if i + 1 < files.len() { " },\n" } else { " }\n" });
+        let crc = if p.crc.is_some() {
+            tally.read += 1;
+            tally.bytes += p.size;
+            p.crc
+        } else {
+            tally.carried += 1;
+            let crc = known.get(&relative, p.size, p.modified, p.ino);
+            tally.unsummed += usize::from(crc.is_none());
+            crc
+        };
+        if let (Some((k, path)), Some(crc)) = (&mut keeper, crc) {
+            if let Err(e) = k.keep(&relative, Seen::new(p.size, p.modified, p.ino, crc)) {
+                kept_badly(path, e);
+                keeper = None;
+            }
+        }
+        manifest.file(&relative, p.size, p.modified, crc)?;
     }
-    text.push_str(&format!(
-        "],\n\"WAL-Ranges\": [\n{{ \"Timeline\": {}, \"Start-LSN\": \"{}\", \"End-LSN\": \"{}\" }}\n],\n",
-        wal.timeline, wal.start_lsn, wal.stop_lsn
-    ));
-    let digest: String = Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    text.push_str(&format!("\"Manifest-Checksum\": \"{digest}\"}}\n"));
-    text.into_bytes()
-}
-
-/// `2026-12-05 06:00:00 GMT`.
-fn manifest_time(t: SystemTime) -> String {
-    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
-    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} GMT",
-        rest / 3600,
-        rest % 3600 / 60,
-        rest % 60
-    )
+    drop(known);
+    if let Some((k, path)) = keeper {
+        if let Err(e) = k.finish() {
+            kept_badly(path, e);
+        }
+    }
+    let (file, size) = manifest.finish(wal)?;
+    Ok((file, size, tally))
 }
 
 #[cfg(test)]
@@ -1218,37 +1206,5 @@ mod tests {
         ));
         assert!(recently_modified(start + Duration::from_secs(5), start));
         assert!(!recently_modified(start - Duration::from_secs(3), start));
-    }
-
-    #[test]
-    fn the_manifest_is_checksummed_as_postgresql_checks_it() {
-        let files = vec![Listed {
-            relative: "PG_VERSION".to_string(),
-            size: 3,
-            modified: UNIX_EPOCH + Duration::from_secs(1_764_914_400),
-            ino: 7,
-            crc: Some(crc32c::crc32c(b"15\n")),
-        }];
-        let range = WalRange {
-            timeline: 1,
-            start_lsn: "0/2000028".into(),
-            stop_lsn: "0/2000100".into(),
-        };
-        let text = String::from_utf8(backup_manifest(&files, &range, None)).unwrap();
-        let v2 = String::from_utf8(backup_manifest(&files, &range, Some("7441"))).unwrap();
-        let v2: serde_json::Value = serde_json::from_str(&v2).unwrap();
-        assert_eq!(v2["PostgreSQL-Backup-Manifest-Version"], 2);
-        assert_eq!(v2["System-Identifier"], 7441);
-        assert!(
-            text.contains("\"Last-Modified\": \"2025-12-05 06:00:00 GMT\""),
-            "{text}"
-        );
-        let cut = text[..text.len() - 1].rfind('\n').unwrap() + 1;
-        let digest: String = Sha256::digest(&text.as_bytes()[..cut])
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert!(text.ends_with(&format!("\"Manifest-Checksum\": \"{digest}\"}}\n")));
-        serde_json::from_str::<serde_json::Value>(&text).unwrap();
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod archive;
 pub mod backup;
+pub mod backup_manifest;
 pub mod chain;
 pub mod checksums;
 pub mod copy;
