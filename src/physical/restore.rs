@@ -29,9 +29,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use prost::bytes::Bytes;
-use tokio::io::AsyncWriteExt;
 
+mod out;
 pub mod wal;
+
+use out::FileOut;
 
 use super::chain::{self, Aim, Chain};
 use super::options::PhysicalDestination;
@@ -154,7 +156,7 @@ pub struct Open {
     /// Its path in the data directory's terms (`/base/1/1259`), empty for a
     /// record that is not written.
     local: String,
-    file: Option<tokio::fs::File>,
+    file: Option<FileOut>,
     path: PathBuf,
     error: Option<FileError>,
     /// A piece of the snapshot's WAL.
@@ -205,24 +207,6 @@ pub struct Writer {
     decided: bool,
     /// The WAL records that failed: the restore then removes what it wrote.
     wal_failed: Vec<(String, FileError)>,
-}
-
-/// The largest write a restored file gets: 64 KiB.
-///
-/// The page cache keeps a file in pieces as large as the writes that made
-/// it (large folios), and the server that then works on the file eight
-/// kilobytes at a time pays for it: on ext4 with Linux 6.18, a cluster
-/// restored with Plakar's 1 MiB chunks written whole replayed its WAL with
-/// twice the system time of the same files written 64 KiB at a time (what
-/// `cp` and Plakar's own filesystem restore do), until the pages leave the
-/// cache.
-const WRITE_SIZE: usize = 64 * 1024;
-
-/// A restored file, written at most [`WRITE_SIZE`] bytes at a time.
-fn writer(f: std::fs::File) -> tokio::fs::File {
-    let mut file = tokio::fs::File::from_std(f);
-    file.set_max_buf_size(WRITE_SIZE);
-    file
 }
 
 /// Where a record of a snapshot that carries its WAL goes.
@@ -312,7 +296,7 @@ impl Export for Writer {
             self.own.extend_from_slice(&chunk);
         }
         if let (Some(file), None) = (&mut open.file, &open.error) {
-            if let Err(e) = file.write_all(&chunk).await {
+            if let Err(e) = file.write(chunk).await {
                 open.error = Some(FileError::Io {
                     action: "write",
                     path: open.path.clone(),
@@ -433,7 +417,7 @@ impl Writer {
         });
         match made {
             Ok((f, path)) => Open {
-                file: Some(writer(f)),
+                file: Some(FileOut::new(f, self.config.sync)),
                 path,
                 ..self.own(record, "")
             },
@@ -644,7 +628,7 @@ impl Writer {
                 Ok(f) => Open {
                     record,
                     local,
-                    file: Some(writer(f)),
+                    file: Some(FileOut::new(f, self.config.sync)),
                     path,
                     error: None,
                     piece: None,
@@ -852,20 +836,21 @@ impl Writer {
             Some(e) => Err(e),
             None => Ok(()),
         };
-        if let (Some(mut file), Ok(())) = (file, &result) {
+        if let (Some(file), Ok(())) = (file, &result) {
             let info = record.file_info.clone().unwrap_or_default();
-            let flushed = file.flush().await;
-            let std_file = file.into_std().await;
-            result = flushed
-                .and_then(|()| {
-                    std_file.set_permissions(std::fs::Permissions::from_mode(info.mode & 0o777))
+            result = file
+                .finish()
+                .await
+                .and_then(|std_file| {
+                    std_file.set_permissions(std::fs::Permissions::from_mode(info.mode & 0o777))?;
+                    Ok(std_file)
                 })
-                .and_then(
-                    |()| match info.mod_time.and_then(|t| SystemTime::try_from(t).ok()) {
+                .and_then(|std_file| {
+                    match info.mod_time.and_then(|t| SystemTime::try_from(t).ok()) {
                         Some(t) => std_file.set_modified(t),
                         None => Ok(()),
-                    },
-                )
+                    }
+                })
                 .map_err(|source| FileError::Io {
                     action: "write",
                     path: path.clone(),
