@@ -31,7 +31,9 @@ import subprocess
 import sys
 import time
 
-from harness import LOG, PLAKAR, WORK, Env, du, med, psql, quiet, run
+from harness import (
+    LOG, PLAKAR, WORK, Env, as_server, du, fmt, free_port, give_to_server, med, psql, quiet,
+    run, write_section)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = max(3, int(os.environ.get("BENCH_RUNS", "3")))
@@ -46,30 +48,6 @@ CPUS = (1, 2)
 
 def say(msg):
     print(f"[direct {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def fmt(xs, unit="s"):
-    return f"{med(xs):.2f} {unit} ({min(xs):.2f}–{max(xs):.2f})"
-
-
-def as_server(*cmd):
-    if os.getuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *cmd]
-    return list(cmd)
-
-
-def give_to_server(path):
-    if os.getuid() == 0:
-        subprocess.run(["chown", "-R", "postgres:", path], check=True)
-
-
-def free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Cluster:
@@ -179,8 +157,8 @@ def plain_copy(data, into):
 def main():
     out_path = os.path.join(ROOT, "bench", "direct.md")
     if not PLAKAR:
-        with open(out_path, "w") as f:
-            f.write("## Direct copy\n\nNot measured: no `plakar` binary was found.\n")
+        write_section(out_path, ["## Direct copy", "",
+                                 "Not measured: no `plakar` binary was found.", ""])
         return
     if not shutil.which("pgbackrest"):
         raise SystemExit("bench: pgbackrest is not installed (`make setup` installs it)")
@@ -436,8 +414,7 @@ def write(out_path, started, version, pgbackrest_version, db_bytes, files, plain
         f"files written since, takes {many['next_wall']:.2f} s and {many['next_rss']:.1f} MiB.",
         "",
     ]
-    with open(out_path, "w") as f:
-        f.write("\n".join(lines))
+    write_section(out_path, lines)
     say(f"wrote {out_path}")
     json.dump({"full": {f"{k[0]}-{k[1]}": v for k, v in full.items()}, "second": second,
                "unchanged": unchanged, "restore": {f"{k[0]}-{k[1]}": v for k, v in restore.items()},

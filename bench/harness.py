@@ -1,6 +1,7 @@
-"""What bench.py and physical.py share: commands run with their output in the
+"""What the benchmark's scripts share: commands run with their output in the
 log and their processes sampled (wall time, peak RSS, the plugin's CPU), one
-Plakar environment per package, and small helpers for the figures.
+Plakar environment per package, the clusters' commands run as the server's
+user, and small helpers for the figures.
 
 Both scripts run under bench/run.sh, which exports BENCH_WORK, BENCH_PLAKAR
 and the libpq variables (PGHOST, PGUSER, PGPASSWORD) of the clusters.
@@ -8,6 +9,7 @@ and the libpq variables (PGHOST, PGUSER, PGPASSWORD) of the clusters.
 
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -225,3 +227,32 @@ class Env:
         return [line.split()[1] for line in out.splitlines() if line.strip()]
 
 
+def as_server(*cmd):
+    """A command run as the server's user when the benchmark runs as root."""
+    if os.getuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *cmd]
+    return list(cmd)
+
+
+def give_to_server(path):
+    if os.getuid() == 0:
+        subprocess.run(["chown", "-R", "postgres:", path], check=True)
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def fmt(xs, unit="s"):
+    """The median, and the range."""
+    return f"{med(xs):.2f} {unit} ({min(xs):.2f}–{max(xs):.2f})"
+
+
+def write_section(path, lines):
+    """A script's section of BENCHMARKS.md, for run.sh to put in place."""
+    with open(path, "w") as f:
+        f.write("\n".join(lines))

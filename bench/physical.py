@@ -16,7 +16,7 @@ import shutil
 import sys
 import time
 
-from harness import PLAKAR, Env, du, med, psql, quiet, run
+from harness import PLAKAR, Env, du, med, psql, quiet, run, write_section
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = max(3, int(os.environ.get("BENCH_RUNS", "3")))
@@ -165,8 +165,7 @@ def main():
         "written into a temporary file); see the direct copy's section for a cluster of many files.",
         "",
     ]
-    with open(out_path, "w") as f:
-        f.write("\n".join(lines))
+    write_section(out_path, lines)
     say(f"wrote {out_path}")
     json.dump({"times": times, "rss_kib": rss, "store": [first, added_changed, added_same]},
               sys.stderr)

@@ -21,12 +21,13 @@ run.sh appends to BENCHMARKS.md.
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 
-from harness import PLAKAR, WORK, Env, du, med, psql, quiet, run
+from harness import (
+    PLAKAR, WORK, Env, as_server, du, fmt, free_port, give_to_server, med, psql, quiet, run,
+    write_section)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUNS = max(3, int(os.environ.get("BENCH_RUNS", "3")))
@@ -48,32 +49,9 @@ def say(msg):
     print(f"[wal {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def fmt(xs, unit="s"):
-    return f"{med(xs):.2f} {unit} ({min(xs):.2f}–{max(xs):.2f})"
-
-
 def lsn(text):
     hi, lo = text.split("/")
     return (int(hi, 16) << 32) | int(lo, 16)
-
-
-def as_server(*cmd):
-    if os.getuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *cmd]
-    return list(cmd)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def give_to_server(path):
-    if os.getuid() == 0:
-        subprocess.run(["chown", "-R", "postgres:", path], check=True)
 
 
 def plakar(pk, *args):
@@ -270,8 +248,8 @@ def keep_up_and_restore(port, db, pk, store):
 def main():
     out_path = os.path.join(ROOT, "bench", "wal.md")
     if not PLAKAR:
-        with open(out_path, "w") as f:
-            f.write("## Point-in-time recovery\n\nNot measured: no `plakar` binary was found.\n")
+        write_section(out_path, ["## Point-in-time recovery", "",
+                                 "Not measured: no `plakar` binary was found.", ""])
         return
     started = time.time()
     probe = Env("wal-version", PTAR)
@@ -352,8 +330,7 @@ def main():
         f"the flush to disk costs {med(r['synced']) - med(r['unsynced']):.2f} s.",
         "",
     ]
-    with open(out_path, "w") as f:
-        f.write("\n".join(lines))
+    write_section(out_path, lines)
     say(f"wrote {out_path}")
 
 
