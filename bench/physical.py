@@ -50,9 +50,9 @@ def main():
     out_path = os.path.join(ROOT, "bench", "physical.md")
     if not PLAKAR:
         say("no plakar found: the physical figures need it")
-        with open(out_path, "w") as f:
-            f.write("## Physical backups\n\nNot measured: no `plakar` binary was found "
-                    "($PLAKAR, `plakar` on $PATH, $(go env GOPATH)/bin/plakar).\n")
+        write_section(out_path, ["## Physical backups", "",
+                                 "Not measured: no `plakar` binary was found ($PLAKAR, `plakar` "
+                                 "on $PATH, $(go env GOPATH)/bin/plakar).", ""])
         return
     started = time.time()
     load_start = os.getloadavg()[0]

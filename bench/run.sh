@@ -38,6 +38,8 @@
 #   BENCH_ONLY=wal   only bench/wal.py, on the physical cluster alone; its
 #                    section replaces the one BENCHMARKS.md has
 #   BENCH_ONLY=direct  only bench/direct.py (its own cluster); likewise
+#   BENCH_ONLY=physical  only bench/physical.py (the physical cluster and the
+#                    one of 20 small databases); likewise
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -257,7 +259,39 @@ PY
   rm -f "$2"
 }
 
+# The cluster of bench/physical.py: the benchmark database at the physical
+# scale; and 20 small databases in the cluster at $2.
+make_physical_data() {
+  log "generating database bench_phys for the physical benchmark (pgbench scale ${BENCH_PHYS_SCALE:-65})"
+  make_database "$1" bench_phys "${BENCH_PHYS_SCALE:-65}"
+  psql -p "$1" -d postgres -q -c 'CHECKPOINT' >/dev/null
+}
+make_small_databases() {
+  log "generating 20 small databases"
+  make_database "$1" template_bench 1
+  for i in $(seq -w 1 20); do
+    createdb -p "$1" -T template_bench "app_$i"
+  done
+  dropdb -p "$1" template_bench
+  psql -p "$1" -d postgres -q -c 'CHECKPOINT' >/dev/null
+}
+
 started=$(date +%s)
+if [ "${BENCH_ONLY:-}" = physical ]; then
+  log "starting the physical cluster and the one of small databases (BENCH_ONLY=physical)"
+  start_cluster phys
+  phys_port=$cluster_port_out
+  start_cluster many
+  cluster_port=$cluster_port_out
+  export BENCH_PHYS_PORT=$phys_port BENCH_PHYS_DB=bench_phys BENCH_CLUSTER_PORT=$cluster_port
+  export BENCH_WORK=$work BENCH_PG_BIN=$pg_bin
+  make_physical_data "$phys_port"
+  make_small_databases "$cluster_port"
+  python3 bench/physical.py
+  replace_section "Physical backups" bench/physical.md
+  log "done after $(($(date +%s) - started)) s: the physical section of BENCHMARKS.md"
+  exit 0
+fi
 if [ "${BENCH_ONLY:-}" = direct ]; then
   export BENCH_WORK=$work BENCH_PG_BIN=$pg_bin
   python3 bench/direct.py
@@ -293,17 +327,8 @@ for s in $sizes; do
   make_database "$port" "bench_s$s" "$s"
 done
 
-log "generating database bench_phys for the physical benchmark (pgbench scale ${BENCH_PHYS_SCALE:-65})"
-make_database "$phys_port" bench_phys "${BENCH_PHYS_SCALE:-65}"
-psql -p "$phys_port" -d postgres -q -c 'CHECKPOINT' >/dev/null
-
-log "generating 20 small databases"
-make_database "$cluster_port" template_bench 1
-for i in $(seq -w 1 20); do
-  createdb -p "$cluster_port" -T template_bench "app_$i"
-done
-dropdb -p "$cluster_port" template_bench
-psql -p "$cluster_port" -d postgres -q -c 'CHECKPOINT' >/dev/null
+make_physical_data "$phys_port"
+make_small_databases "$cluster_port"
 psql -p "$port" -d postgres -q -c 'CHECKPOINT' >/dev/null
 log "data ready after $(($(date +%s) - started)) s"
 

@@ -185,26 +185,21 @@ impl ImportRun {
 
     /// Waits for every acknowledgement, then ends the call: `finished`, or
     /// the error that keeps Plakar from committing.
-    async fn finish<S: Source>(mut self, name: &str, source: &S, imported: Result<(), String>) {
+    async fn finish<S: Source>(mut self, name: &str, source: &S, imported: Result<(), Incomplete>) {
         let mut result = imported;
         while result.is_ok() && !self.pending.is_empty() {
             match self.acks.message().await {
                 Ok(Some(request)) => {
                     self.take(request);
                 }
-                Ok(None) | Err(_) => result = Err(self.ended().to_string()),
+                Ok(None) | Err(_) => result = Err(Incomplete::Ended(self.ended())),
             }
         }
         if result.is_ok() && !self.unstored.is_empty() {
-            let why: Vec<String> = self
-                .unstored
-                .iter()
-                .map(|(path, error)| format!("Plakar could not store {path}: {error}"))
-                .collect();
-            result = Err(why.join("; "));
+            result = Err(Incomplete::Unstored(std::mem::take(&mut self.unstored)));
         }
         if let (Ok(()), Some(failure)) = (&result, source.failure()) {
-            result = Err(failure);
+            result = Err(Incomplete::Served(failure));
         }
         match result {
             Ok(()) => {
@@ -223,6 +218,43 @@ impl ImportRun {
                 tracing::error!("{message}");
                 let _ = self.tx.send(Err(Status::aborted(message))).await;
             }
+        }
+    }
+}
+
+/// Why an import ends without `finished`, so that Plakar commits nothing;
+/// put into words for the user only where it becomes a status.
+enum Incomplete {
+    /// The source's own error.
+    Source(Box<dyn Failure>),
+    /// A panic in the source.
+    Panicked(guard::Panicked),
+    /// Plakar ended the call before it had stored every record.
+    Ended(Ended),
+    /// The records Plakar said it could not store: each path, and Plakar's
+    /// words.
+    Unstored(Vec<(String, String)>),
+    /// What the source found had failed while content was served
+    /// ([`Source::failure`]).
+    Served(String),
+}
+
+impl std::fmt::Display for Incomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Incomplete::Source(e) => e.fmt(f),
+            Incomplete::Panicked(p) => p.fmt(f),
+            Incomplete::Ended(e) => e.fmt(f),
+            Incomplete::Unstored(records) => {
+                for (i, (path, error)) in records.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "Plakar could not store {path}: {error}")?;
+                }
+                Ok(())
+            }
+            Incomplete::Served(why) => f.write_str(why),
         }
     }
 }
@@ -325,8 +357,10 @@ impl<S: Source> importer_server::Importer for SourceService<S> {
         let name = self.name;
         tokio::spawn(async move {
             let imported = match guard::guarded(source.clone().import(&mut run)).await {
-                Ok(imported) => imported.map_err(|e| e.to_string()),
-                Err(internal) => Err(internal.to_string()),
+                Ok(imported) => {
+                    imported.map_err(|e| Incomplete::Source(Box::new(e) as Box<dyn Failure>))
+                }
+                Err(internal) => Err(Incomplete::Panicked(internal)),
             };
             run.finish(name, &*source, imported).await;
         });
