@@ -133,27 +133,31 @@ impl Known {
 }
 
 /// This copy's checksums, written as its files are listed (in the byte
-/// order of their paths) into a new file that takes the old one's place
-/// once complete, so that a crash leaves the old or the new.
+/// order of their paths) into a new file of a name of its own, which takes
+/// the old one's place once complete: a crash leaves the old or the new, and
+/// two copies of one cluster at once never write into the same file.
 pub struct Keeper {
-    out: BufWriter<File>,
-    fresh: PathBuf,
+    out: BufWriter<tempfile::NamedTempFile>,
     path: PathBuf,
-    done: bool,
 }
 
 impl Keeper {
     /// Starts the new file beside `path`.
     pub fn create(path: &Path) -> std::io::Result<Keeper> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let fresh = temporary(path);
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        std::fs::create_dir_all(dir)?;
+        let mut prefix = path.file_name().unwrap_or_default().to_os_string();
+        prefix.push(".");
+        let fresh = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".new")
+            .tempfile_in(dir)?;
         let mut keeper = Keeper {
-            out: BufWriter::new(File::create(&fresh)?),
-            fresh,
+            out: BufWriter::new(fresh),
             path: path.to_path_buf(),
-            done: false,
         };
         writeln!(keeper.out, "{HEADER}")?;
         Ok(keeper)
@@ -169,28 +173,14 @@ impl Keeper {
         )
     }
 
-    /// Puts the new file in place of the old one.
-    pub fn finish(mut self) -> std::io::Result<()> {
-        self.out.flush()?;
-        self.out.get_ref().sync_all()?;
-        std::fs::rename(&self.fresh, &self.path)?;
-        self.done = true;
+    /// Puts the new file in place of the old one. Dropped unfinished, the
+    /// new file is removed.
+    pub fn finish(self) -> std::io::Result<()> {
+        let fresh = self.out.into_inner().map_err(|e| e.into_error())?;
+        fresh.as_file().sync_all()?;
+        fresh.persist(&self.path).map_err(|e| e.error)?;
         Ok(())
     }
-}
-
-impl Drop for Keeper {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_file(&self.fresh);
-        }
-    }
-}
-
-fn temporary(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".new");
-    path.with_file_name(name)
 }
 
 /// `crc size modified ino path`; the path last, as it may hold spaces.
@@ -255,7 +245,10 @@ mod tests {
         );
         // Asked out of order: none, never another file's.
         assert_eq!(known.get("base/5/16390", 8192, when, 42), None);
-        assert!(!dir.path().join("state/direct-1.crc.new").exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("state")).unwrap().count(),
+            1
+        );
     }
 
     #[test]
@@ -280,7 +273,11 @@ mod tests {
         let mut keeper = Keeper::create(&path).unwrap();
         keeper.keep("base/5/2", seen).unwrap();
         drop(keeper);
-        assert!(!dir.path().join("direct-1.crc.new").exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "only the old file"
+        );
         assert_eq!(
             Known::open(&path).get("base/5/1", 1, UNIX_EPOCH, 1),
             Some(7)
