@@ -253,7 +253,7 @@ if start < 0:
 elif end < 0:
     text = text[:start] + section
 else:
-    text = text[:start] + section + text[end + 1:]
+    text = text[:start] + section.rstrip("\n") + "\n\n" + text[end + 1:]
 open("BENCHMARKS.md", "w").write(text)
 PY
   rm -f "$2"
