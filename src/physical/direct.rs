@@ -1041,10 +1041,14 @@ pub async fn copy(
     let listing = tokio::task::spawn_blocking(move || {
         list(files, state.as_deref(), &range, system.as_deref())
     });
+    // A panic while listing goes on up, to be reported as the internal
+    // error it is rather than as a full temporary directory.
     let (manifest, size, tally) = listing
         .await
-        .map_err(std::io::Error::other)
-        .and_then(|listed| listed)
+        .unwrap_or_else(|e| match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => Err(std::io::Error::other(e)),
+        })
         .map_err(DirectError::Manifest)?;
     tracing::info!(
         "direct copy: Plakar read {} files ({} MiB) and stored {} unchanged since the previous snapshot without reading them",

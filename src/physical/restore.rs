@@ -843,9 +843,6 @@ impl Writer {
                 .await
                 .and_then(|std_file| {
                     std_file.set_permissions(std::fs::Permissions::from_mode(info.mode & 0o777))?;
-                    Ok(std_file)
-                })
-                .and_then(|std_file| {
                     match info.mod_time.and_then(|t| SystemTime::try_from(t).ok()) {
                         Some(t) => std_file.set_modified(t),
                         None => Ok(()),
