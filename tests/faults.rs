@@ -369,6 +369,12 @@ async fn a_run_carries_the_previous_snapshot_forward_unread_and_fails_if_plakar_
     // previous snapshot as Plakar's cache knows it, carries it forward.
     let first = Backup::physical(&config).run().await;
     let first = first.committed();
+    // The base's WAL ends on the segment switch of pg_backup_stop(): a piece
+    // of a segment or more, closed.
+    let [(base_wal, len)] = &pieces(&first)[..] else {
+        panic!("{:?}", first.paths())
+    };
+    assert!(*len >= 16 << 20, "{base_wal}: {len} bytes");
     let second = Backup::physical(&config).after(&first).run().await;
     assert!(
         second.stderr.contains("moved to") && second.stderr.contains("carries forward base backup"),
@@ -380,19 +386,42 @@ async fn a_run_carries_the_previous_snapshot_forward_unread_and_fails_if_plakar_
         serde_json::from_slice(&s.files["/.chain.json"]).unwrap()
     };
     assert_eq!(chain(&second)["bases"], chain(&first)["bases"]);
-    for (path, _) in pieces(&first) {
-        assert!(second.files.contains_key(&path), "{path} was not carried");
-    }
-    assert!(pieces(&second).len() > pieces(&first).len());
+    assert!(
+        second.files.contains_key(base_wal),
+        "{base_wal} was not carried"
+    );
+    // The second run's own WAL, a commit, is short: the third streams it
+    // again with its own, as one record that starts with the same bytes.
+    let [_, (open, _)] = &pieces(&second)[..] else {
+        panic!("{:?}", second.paths())
+    };
+    let third = Backup::physical(&config).after(&second).run().await;
+    assert!(
+        third.stderr.contains("which it streams again"),
+        "{}",
+        third.stderr
+    );
+    let third = third.committed();
+    let [(carried, _), (longer, _)] = &pieces(&third)[..] else {
+        panic!("{:?}", third.paths())
+    };
+    assert_eq!(carried, base_wal);
+    assert_ne!(longer, open);
+    assert_eq!(
+        open[..31],
+        longer[..31],
+        "both start where the second run's WAL does"
+    );
+    assert!(third.files[longer].starts_with(&second.files[open]));
 
     // The store lost the base's PG_VERSION: Plakar reads it, and the run fails.
-    let base = chain(&second)["bases"][0]["id"]
+    let base = chain(&third)["bases"][0]["id"]
         .as_str()
         .unwrap()
         .to_string();
     let lost = format!("/bases/{base}/PG_VERSION");
     let run = Backup::physical(&config)
-        .after(&second)
+        .after(&third)
         .losing(&lost)
         .run()
         .await;
@@ -407,7 +436,7 @@ async fn a_run_carries_the_previous_snapshot_forward_unread_and_fails_if_plakar_
     );
     assert!(!run.finished);
     // The next run, whatever the cache says, takes a new base.
-    let next = Backup::physical(&config).after(&second).run().await;
+    let next = Backup::physical(&config).after(&third).run().await;
     assert!(
         next.stderr.contains("this run takes a new base backup"),
         "{}",

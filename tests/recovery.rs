@@ -39,6 +39,10 @@ const CASES: &[(&str, fn())] = &[
         around_a_new_base,
     ),
     (
+        "quiet_runs_share_one_record_of_wal_and_each_snapshot_still_restores_on_its_own",
+        quiet_runs,
+    ),
+    (
         "a_target_outside_the_snapshot_is_refused_with_nothing_written",
         outside_targets,
     ),
@@ -380,6 +384,42 @@ fn around_a_new_base() {
             "nothing was written",
         ]);
     assert!(!data.exists(), "a refused restore wrote {data:?}");
+}
+
+fn quiet_runs() {
+    let (src, archive) = archived_cluster();
+    mark(&src, "a");
+    let first = archive.archived();
+    let a_done = src.sql("postgres", "SELECT clock_timestamp()::text");
+    std::thread::sleep(Duration::from_millis(200));
+    mark(&src, "b");
+    // A few KiB of WAL since: the run streams the last one's short piece
+    // again with its own, as one record.
+    archive.run().ok_saying(&["which it streams again"]);
+    let second = archive.latest();
+    let pieces = |s: &str| archive.chain(s)["pieces"].as_array().unwrap().clone();
+    let (before, after) = (pieces(&first), pieces(&second));
+    assert_eq!(before.len(), after.len(), "{before:?} then {after:?}");
+    assert_eq!(
+        before.last().unwrap()["from"],
+        after.last().unwrap()["from"]
+    );
+    archive.store().at(&["check", &second]).ok();
+
+    let (_dir, copy) = recovered(&archive, &second, &[]);
+    assert_eq!(marks(&copy), ["a", "b"]);
+    let (_dir, copy) = recovered(
+        &archive,
+        &second,
+        &[
+            &format!("recovery_target_time={a_done}"),
+            "recovery_target_action=promote",
+        ],
+    );
+    assert_eq!(marks(&copy), ["a"]);
+    // The first snapshot keeps the shorter record, and restores on its own.
+    let (_dir, copy) = recovered(&archive, &first, &[]);
+    assert_eq!(marks(&copy), ["a"]);
 }
 
 fn outside_targets() {

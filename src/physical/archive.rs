@@ -262,11 +262,18 @@ pub(super) async fn run(
         if let Some(newest) = newest {
             let start: Lsn = newest.start_lsn.parse().unwrap_or(Lsn(0));
             let prefix = format!("{}/{}", chain::BASES, newest.id);
+            // The open piece is streamed again with this run's WAL, while
+            // the slot still keeps it (it moved no further once committed).
+            let reopened = parent.chain.open_piece().filter(|open| {
+                plan == Plan::Carry
+                    && open.timeline == archiving.system.timeline
+                    && open.from_lsn() >= archiving.restart
+            });
             pieces = parent
                 .chain
                 .pieces
                 .iter()
-                .filter(|p| p.to_lsn() > start)
+                .filter(|p| p.to_lsn() > start && Some(*p) != reopened)
                 .cloned()
                 .collect();
             let paths: HashSet<String> = pieces.iter().map(Piece::path).collect();
@@ -282,7 +289,7 @@ pub(super) async fn run(
                 .collect();
             bases.push(newest);
             base_started = parent.base_started;
-            from = Some(parent.chain.stop());
+            from = Some(reopened.map_or_else(|| parent.chain.stop(), Piece::from_lsn));
         }
     }
     match &plan {
@@ -291,9 +298,16 @@ pub(super) async fn run(
         ),
         Plan::Fresh(why) => tracing::info!("this run takes a new base backup: {why}"),
         Plan::Carry => tracing::info!(
-            "this run carries forward base backup {} and the WAL up to {}, and adds the WAL since",
+            "this run carries forward base backup {} and the WAL up to {}, and adds the WAL since{}",
             bases.last().map(|b| b.id.as_str()).unwrap_or("?"),
-            from.map(|l| l.to_string()).unwrap_or_default()
+            from.map(|l| l.to_string()).unwrap_or_default(),
+            match (&parent, from) {
+                (Some(p), Some(f)) if f < p.chain.stop() => format!(
+                    " as one record with the last run's {} bytes, which it streams again",
+                    p.chain.stop().0 - f.0
+                ),
+                _ => String::new(),
+            }
         ),
     }
     for dir in [chain::BASES, chain::WAL] {
@@ -564,7 +578,7 @@ async fn settle(
     let ours = |t: &Tip| t.chain.system_identifier == archiving.system.system_identifier;
     if let Some(sent) = saved.sent.clone().filter(ours) {
         if receipt(copy, &sent).await? {
-            let to = sent.chain.stop();
+            let to = sent.chain.slot_point();
             let at = slot::advance(admin, slot, to)
                 .await
                 .map_err(WalError::from)?;

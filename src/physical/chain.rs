@@ -7,7 +7,9 @@
 //! run that takes a new one (the older then covers the moments before the
 //! newer is consistent), under `/bases/<id>/`, and the WAL from the oldest
 //! base's start to where the run stopped, in pieces under `/wal/`, one per
-//! run and timeline, which later runs carry forward unchanged.
+//! run and timeline, which later runs carry forward unchanged, but for the
+//! last one while it is short (an *open* piece, below [`OPEN_BELOW`]): the
+//! next run streams it again with its own WAL, as one record.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +18,16 @@ use crate::postgres::manifest::TimelineEnd;
 use crate::postgres::replication::Lsn;
 
 pub use crate::names::{BASES, CHAIN as RECORD, RECEIPTS, WAL};
+
+/// A piece shorter than this stays open: the next run on the same base
+/// streams it again with its own WAL, as one longer record, rather than add
+/// a record of its own. Each record a snapshot carries costs every later run
+/// one lookup in Plakar (about 0.2 ms), while streaming a piece again costs
+/// its bytes, which Plakar already holds: below one default WAL segment the
+/// bytes cost less, and a quiet server's day of runs adds a few records, not
+/// one a run. A busy server's runs each stream more than this, and keep a
+/// record each, as their own bytes cost far more than the lookups.
+pub const OPEN_BELOW: u64 = 16 * 1024 * 1024;
 
 /// The WAL and base backups a snapshot holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +175,23 @@ impl Chain {
 
     pub fn stop(&self) -> Lsn {
         self.stop_lsn.parse().unwrap_or(Lsn(0))
+    }
+
+    /// The piece the next run streams again with its own WAL: the last one,
+    /// if it ends at the stop on the stop's timeline and is shorter than
+    /// [`OPEN_BELOW`].
+    pub fn open_piece(&self) -> Option<&Piece> {
+        self.pieces.last().filter(|p| {
+            p.timeline == self.timeline && p.to_lsn() == self.stop() && p.len() < OPEN_BELOW
+        })
+    }
+
+    /// Where the slot may move once this snapshot is committed: the start
+    /// of its open piece, which the next run streams again, or the stop.
+    pub fn slot_point(&self) -> Lsn {
+        self.open_piece()
+            .map(Piece::from_lsn)
+            .unwrap_or_else(|| self.stop())
     }
 
     /// The moments the snapshot covers, as the user reads them.
@@ -412,6 +441,31 @@ mod tests {
         );
         let err = holed.check_continuous(&b).unwrap_err();
         assert!(err.to_string().contains("hole from 0/3000060"), "{err}");
+    }
+
+    #[test]
+    fn a_short_last_piece_stays_open_and_holds_the_slot_at_its_start() {
+        let b = base("a", "0/2000028", "0/2000100", "2026-12-04T09:00:00Z");
+        let mut c = chain(
+            vec![b],
+            vec![
+                piece(1, "0/2000000", "0/3000060"),
+                piece(1, "0/3000060", "0/3100000"),
+            ],
+            "0/3100000",
+        );
+        assert_eq!(c.open_piece(), Some(&piece(1, "0/3000060", "0/3100000")));
+        assert_eq!(c.slot_point(), Lsn(0x300_0060));
+        // A piece of a segment's size or more is closed: the slot may go to the stop.
+        c.pieces[1] = piece(1, "0/3000060", "0/4000060");
+        c.stop_lsn = "0/4000060".into();
+        assert_eq!(c.open_piece(), None);
+        assert_eq!(c.slot_point(), Lsn(0x400_0060));
+        // So is one of a timeline the stop is no longer on.
+        c.pieces[1] = piece(1, "0/3000060", "0/3100000");
+        c.stop_lsn = "0/3100000".into();
+        c.timeline = 2;
+        assert_eq!(c.open_piece(), None);
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! position to the position read at the start of streaming, timeline by
 //! timeline, one record per stretch (a *piece*, `/wal/<timeline>-<from>-<to>`)
 //! whose bytes go from the replication socket to Plakar's `Open` as they
-//! come. A piece holds the WAL of one run, however many segments that is, so
-//! that a run's cost grows with the number of runs its snapshot carries, not
-//! with the WAL's volume.
+//! come. A piece holds the WAL of one run, however many segments that is, or
+//! of several quiet runs (each streams the previous one's open piece again,
+//! see `chain::OPEN_BELOW`), so that a run's cost grows with the number of
+//! records its snapshot carries, not with the WAL's volume.
 
 use prost::bytes::Bytes;
 use tokio_postgres::error::SqlState;
