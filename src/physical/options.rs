@@ -170,7 +170,7 @@ pub enum CopyMethod {
 pub const DEFAULT_SLOT: &str = "plakar_wal";
 
 /// The age of a base backup past which a run takes a new one.
-pub const DEFAULT_BASE_MAX_AGE: &str = "12h";
+pub const DEFAULT_BASE_MAX_AGE: &str = "1d";
 
 /// What `archive_wal` and its companions ask.
 #[derive(Debug, Clone)]
