@@ -477,7 +477,7 @@ impl Writer {
             chain.stop_lsn,
             chain.timeline
         );
-        let wal = wal::WalFiles::new(&self.root, chain.segment_size);
+        let wal = wal::WalFiles::new(&self.root, chain.segment_size, self.config.sync);
         self.pitr = Some(Pitr {
             base: format!("{}/{}", chain::BASES, base.id),
             chain,

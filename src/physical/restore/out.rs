@@ -83,20 +83,28 @@ fn write_chunk(mut file: &File, chunk: &[u8], at: u64, write_back: bool) -> io::
     for piece in chunk.chunks(WRITE_SIZE) {
         file.write_all(piece)?;
     }
-    if write_back && !chunk.is_empty() {
-        // A hint only: the flush at the restore's end is what makes it
-        // durable, so a failure here changes nothing.
-        // SAFETY: the descriptor is open for the duration of the call.
-        unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                at as libc::off64_t,
-                chunk.len() as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
+    if write_back {
+        start_write_back(file, at, chunk.len() as u64);
     }
     Ok(())
+}
+
+/// Starts writing `len` bytes of `file` from `at` to disk, without waiting.
+/// A hint only: the flush at the restore's end is what makes it durable, so
+/// a failure here changes nothing.
+pub fn start_write_back(file: &File, at: u64, len: u64) {
+    if len == 0 {
+        return;
+    }
+    // SAFETY: the descriptor is open for the duration of the call.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            at as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
 }
 
 #[cfg(test)]

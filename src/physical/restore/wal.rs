@@ -3,7 +3,9 @@
 //! copies each file PostgreSQL asks for: every piece's bytes are written at
 //! their place in the segment files of its timeline, the history files as
 //! they are; the segment still being written when the run stopped is padded
-//! with zeros to a whole segment, as PostgreSQL's own files are.
+//! with zeros to a whole segment, as PostgreSQL's own files are. Unless
+//! `sync=false`, each write is started on its way to disk at once, as the
+//! data directory's files are.
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -52,15 +54,20 @@ pub struct WalFiles {
     current: Option<(String, File)>,
     /// Every segment file written.
     written: BTreeSet<String>,
+    /// Start each write's way to disk at once, as the data directory's
+    /// files do (see [`super::out::FileOut`]): the restore's WAL is most of
+    /// what its final flush would otherwise wait for.
+    write_back: bool,
 }
 
 impl WalFiles {
-    pub fn new(data: &Path, segment_size: u64) -> WalFiles {
+    pub fn new(data: &Path, segment_size: u64, write_back: bool) -> WalFiles {
         WalFiles {
             dir: data.join(ARCHIVE_DIR),
             size: segment_size,
             current: None,
             written: BTreeSet::new(),
+            write_back,
         }
     }
 
@@ -119,6 +126,9 @@ impl WalFiles {
                     path: self.dir.join(&name),
                     source,
                 })?;
+            if self.write_back {
+                super::out::start_write_back(file, offset, take as u64);
+            }
             bytes = &bytes[take..];
             open.at = Lsn(open.at.0 + take as u64);
         }
@@ -178,7 +188,7 @@ mod tests {
     fn pieces_land_at_their_place_in_whole_segments() {
         let data = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(data.path().join(ARCHIVE_DIR)).unwrap();
-        let mut files = WalFiles::new(data.path(), SIZE);
+        let mut files = WalFiles::new(data.path(), SIZE, true);
         // One piece across a segment boundary, then the next run's.
         let first = piece(1, SIZE + 10, 2 * SIZE + 5);
         let mut open = files.open(first.clone());
@@ -204,7 +214,7 @@ mod tests {
     fn a_piece_cut_short_or_too_long_is_refused() {
         let data = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(data.path().join(ARCHIVE_DIR)).unwrap();
-        let mut files = WalFiles::new(data.path(), SIZE);
+        let mut files = WalFiles::new(data.path(), SIZE, true);
         let mut open = files.open(piece(1, 0, 8192));
         files.write(&mut open, &[1; 100]).unwrap();
         let err = files.end(open).unwrap_err().to_string();
