@@ -28,6 +28,7 @@
 #                    point-in-time cost curve with 1k, 10k and 50k WAL segments
 #                    (defaults 1500, 300, 300; 0 leaves one out)
 #   BENCH_CPU        plakar's -cpu in bench/wal.py (default: plakar's own)
+#   BENCH_RESTORE_ROUNDS  rounds of bench/wal.py's restore cases (default 7)
 #   BENCH_KEEP_LOGS  a directory where bench/wal.py keeps the restored servers'
 #                    logs and recovery settings (their `redo done ... system
 #                    usage` lines say where a replay's time went)

@@ -11,8 +11,11 @@ physical source that archives its WAL (`archive_wal=true`):
    per GiB of WAL).
 3. Restoring to the latest moment: one `plakar restore` of the latest
    snapshot then the server's replay, with and without the final flush to
-   disk, against Plakar restoring the same base backup's files as plain files
-   and PostgreSQL replaying the same WAL from a local directory.
+   disk, against the earlier design as its README ran it (the base snapshot
+   through the destination, one `plakar restore` per run's WAL, the replay
+   from that directory), against the same below its least (the base's files
+   as plain files, the WAL fetched once), and against the plain base files
+   with the WAL already local; in rounds, each in an order of its own.
 
 Run by bench/run.sh after bench/physical.py; writes bench/wal.md, which
 run.sh appends to BENCHMARKS.md.
@@ -20,6 +23,7 @@ run.sh appends to BENCHMARKS.md.
 
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -43,6 +47,10 @@ CURVE = [
     (50000, int(os.environ.get("BENCH_CURVE_RUNS_50K", "300"))),
 ]
 CPU = os.environ.get("BENCH_CPU", "")
+# Rounds of the restore cases, each round in an order of its own (seeded):
+# the server's replay of the same WAL moves by seconds from one start to
+# the next here, so that three rounds could not tell the cases apart.
+RESTORE_ROUNDS = max(3, int(os.environ.get("BENCH_RESTORE_ROUNDS", "7")))
 
 
 def say(msg):
@@ -187,71 +195,128 @@ def keep_up_and_restore(port, db, pk, store):
         cpus.append(m["plugin_cpu_sampled"] or 0.0)
         rsss.append((m["plugin_rss_kib"] or 0) / 1024)
         stored.append((du(store) - size_before) / (wal / (1 << 30)))
-    latest = pk.snapshots(store)[0]
+    snapshots = pk.snapshots(store)
+    latest, base_run = snapshots[0], snapshots[-1]
     chain = json.loads(quiet(plakar(pk, "at", store, "cat", f"{latest}:/.chain.json"), env=pk.env))
     base_id = chain["bases"][-1]["id"]
     wal_bytes = lsn(chain["stop_lsn"]) - lsn(chain["bases"][-1]["start_lsn"])
+    # The WAL each run after the base added: what the earlier design kept
+    # as one WAL snapshot per run (a run here streams more than 16 MiB, so
+    # its WAL is one piece of its own).
+    base_stop = lsn(json.loads(quiet(plakar(pk, "at", store, "cat", f"{base_run}:/.chain.json"),
+                                     env=pk.env))["stop_lsn"])
+    run_pieces = [f"/wal/{p['timeline']:08X}-{lsn(p['from']):016X}-{lsn(p['to']):016X}"
+                  for p in chain["pieces"] if lsn(p["from"]) >= base_stop]
 
-    synced, unsynced, local, fetch = [], [], [], []
-    replay_via, replay_unsynced, replay_local = [], [], []
-    for i in range(RUNS):
-        say(f"restore {i + 1} of {RUNS}: the latest snapshot in one plakar restore, then replay")
-        times = {}
-        for sync in ("true", "false"):
-            target = os.path.join(pk.dir, f"latest-{sync}-{i}")
-            pk.add("destination", f"l{sync}{i}", f"postgres+bin://{target}", "owner=postgres",
-                   f"sync={sync}")
-            t = time.perf_counter()
-            quiet(plakar(pk, "at", store, "restore", "-to", f"@l{sync}{i}", latest), env=pk.env)
-            plakar_part = time.perf_counter() - t
-            if sync == "true":
-                local_wal = os.path.join(pk.dir, f"wal-{i}")
-                shutil.copytree(os.path.join(target, "pg_wal", "plakar"), local_wal)
-            # Every replay starts with nothing left to write back: the copy
-            # just made would otherwise weigh on this replay alone.
-            os.sync()
-            replay = recover(target, os.path.join(pk.dir, f"sock-{sync}-{i}"))
-            times[sync] = plakar_part + replay
-            (replay_via if sync == "true" else replay_unsynced).append(replay)
-            shutil.rmtree(target)
-        synced.append(times["true"])
-        unsynced.append(times["false"])
+    # The same WAL as segment files, for the cases that replay it from a
+    # local directory: put back once by the destination, outside the rounds.
+    master_wal = os.path.join(pk.dir, "wal-segments")
+    prepared = os.path.join(pk.dir, "prepared")
+    pk.add("destination", "prep", f"postgres+bin://{prepared}", "owner=postgres", "sync=false")
+    quiet(plakar(pk, "at", store, "restore", "-to", "@prep", latest), env=pk.env)
+    shutil.copytree(os.path.join(prepared, "pg_wal", "plakar"), master_wal)
+    shutil.rmtree(prepared)
 
-        say(f"restore {i + 1} of {RUNS}: the base's files by Plakar, the WAL replayed from a local directory")
+    def local_copy(i, case):
+        wal = os.path.join(pk.dir, f"wal-{case}-{i}")
+        shutil.copytree(master_wal, wal)
+        give_to_server(wal)
+        return wal
+
+    def replay_from(data, wal, i, case):
+        with open(os.path.join(data, "postgresql.auto.conf"), "a") as f:
+            f.write(f"restore_command = 'cp {wal}/%f \"%p\"'\n")
+        open(os.path.join(data, "recovery.signal"), "w").close()
+        # Every replay starts with nothing left to write back: the copies
+        # made before it would otherwise weigh on this replay alone.
+        os.sync()
+        return recover(data, os.path.join(pk.dir, f"sock-{case}-{i}"))
+
+    def one_command(i, sync):
+        target = os.path.join(pk.dir, f"latest-{sync}-{i}")
+        pk.add("destination", f"l{sync}{i}", f"postgres+bin://{target}", "owner=postgres",
+               f"sync={sync}")
+        t = time.perf_counter()
+        quiet(plakar(pk, "at", store, "restore", "-to", f"@l{sync}{i}", latest), env=pk.env)
+        part = time.perf_counter() - t
+        os.sync()
+        replay = recover(target, os.path.join(pk.dir, f"sock-{sync}-{i}"))
+        shutil.rmtree(target)
+        return part, replay
+
+    def base_files_local_wal(i):
+        wal = local_copy(i, "local")
         target = os.path.join(pk.dir, f"local-{i}")
         t = time.perf_counter()
         quiet(plakar(pk, "at", store, "restore", "-to", target, f"{latest}:/bases/{base_id}"),
               env=pk.env)
-        plakar_part = time.perf_counter() - t
+        part = time.perf_counter() - t
         # Plakar's own restore keeps the path: the data directory is below.
         inner = os.path.join(target, "bases", base_id)
         data = inner if os.path.isdir(inner) else target
         os.chmod(data, 0o700)
-        give_to_server(local_wal)
-        os.sync()
-        with open(os.path.join(data, "postgresql.auto.conf"), "a") as f:
-            f.write(f"restore_command = 'cp {local_wal}/%f \"%p\"'\n")
-        open(os.path.join(data, "recovery.signal"), "w").close()
-        replay = recover(data, os.path.join(pk.dir, f"sock-local-{i}"))
-        local.append(plakar_part + replay)
-        replay_local.append(replay)
+        replay = replay_from(data, wal, i, "local")
         shutil.rmtree(target)
-        shutil.rmtree(local_wal)
+        shutil.rmtree(wal)
+        return part, replay
 
-        # The earlier design (a base snapshot, then one WAL snapshot per run
-        # restored one by one before the replay) at its least: the same WAL
-        # fetched by a single `plakar restore` rather than one per run.
-        say(f"restore {i + 1} of {RUNS}: the same WAL fetched by one plakar restore")
+    def earlier_as_run(i):
+        # The earlier design as its README ran it: the base snapshot
+        # restored through the destination (here the base run's snapshot,
+        # with `sync=false`: the earlier destination flushed nothing), then
+        # one `plakar restore` of each later run's WAL into a directory,
+        # then the server replaying from that directory. The pieces are
+        # this design's records, not the segment files the earlier WAL
+        # snapshots held: the replay reads the same WAL as segments.
+        wal = local_copy(i, "earlier")
+        target = os.path.join(pk.dir, f"earlier-{i}")
+        pk.add("destination", f"e{i}", f"postgres+bin://{target}", "owner=postgres", "sync=false")
+        fetched = os.path.join(pk.dir, f"loop-{i}")
+        t = time.perf_counter()
+        quiet(plakar(pk, "at", store, "restore", "-to", f"@e{i}", base_run), env=pk.env)
+        for piece in run_pieces:
+            quiet(plakar(pk, "at", store, "restore", "-to", fetched, f"{latest}:{piece}"),
+                  env=pk.env)
+        part = time.perf_counter() - t
+        shutil.rmtree(fetched)
+        replay = replay_from(target, wal, i, "earlier")
+        shutil.rmtree(target)
+        shutil.rmtree(wal)
+        return part, replay
+
+    def fetch_only(i):
+        # The earlier design below its least: the same WAL fetched by a
+        # single `plakar restore` rather than one per run, added to the
+        # base-files case.
         fetched = os.path.join(pk.dir, f"fetched-{i}")
         t = time.perf_counter()
         quiet(plakar(pk, "at", store, "restore", "-to", fetched, f"{latest}:/wal"), env=pk.env)
-        fetch.append(time.perf_counter() - t)
+        part = time.perf_counter() - t
         shutil.rmtree(fetched)
+        return part, 0.0
+
+    cases = {
+        "synced": lambda i: one_command(i, "true"),
+        "unsynced": lambda i: one_command(i, "false"),
+        "local": base_files_local_wal,
+        "earlier": earlier_as_run,
+        "fetch": fetch_only,
+    }
+    parts = {name: [] for name in cases}
+    replays = {name: [] for name in cases}
+    for i in range(RESTORE_ROUNDS):
+        order = list(cases)
+        random.Random(i).shuffle(order)
+        say(f"restore round {i + 1} of {RESTORE_ROUNDS}: {', '.join(order)}")
+        for name in order:
+            part, replay = cases[name](i)
+            parts[name].append(part)
+            replays[name].append(replay)
+    shutil.rmtree(master_wal)
     return {
         "wal_per_min": wal_per_min, "walls": walls, "cpus": cpus, "rsss": rsss,
-        "stored": stored, "synced": synced, "unsynced": unsynced, "local": local,
-        "replay_via": replay_via, "replay_unsynced": replay_unsynced, "replay_local": replay_local,
-        "wal_mib": wal_bytes / 1048576, "fetch": fetch,
+        "stored": stored, "parts": parts, "replays": replays,
+        "wal_mib": wal_bytes / 1048576, "loop": len(run_pieces),
     }
 
 
@@ -281,7 +346,18 @@ def main():
     store = pk.new_store()
     r = keep_up_and_restore(port, db, pk, store)
 
-    old_least = [a + b for a, b in zip(r["local"], r["fetch"])]
+    P, R = r["parts"], r["replays"]
+    # The earlier design below its least: the plain base files, the WAL
+    # fetched once, the local replay (the same round's figures).
+    P["least"] = [a + b for a, b in zip(P["local"], P["fetch"])]
+    R["least"] = R["local"]
+    total = {k: [a + b for a, b in zip(P[k], R[k])] for k in P if k != "fetch"}
+
+    def row(label, k):
+        return f"| {label} | {fmt(total[k])} | {fmt(P[k])} | {fmt(R[k])} |"
+
+    def ratio(k, of, to):
+        return med(of[k]) / med(of[to])
     lines = [
         "## Point-in-time recovery",
         "",
@@ -325,24 +401,35 @@ def main():
         "",
         "### Restoring to the latest moment",
         "",
-        f"The latest snapshot (its base and {r['wal_mib']:.0f} MiB of WAL) restored with one "
-        "`plakar restore` into an empty directory, then `pg_ctl start` until the server has "
-        "promoted; against Plakar restoring the same base backup's files as plain files "
-        "(`plakar restore -to DIR SNAP:/bases/<id>`) and PostgreSQL replaying the same WAL "
-        "from a local directory (`restore_command = 'cp DIR/%f %p'`):",
+        f"The latest snapshot (its base and {r['wal_mib']:.0f} MiB of WAL, {r['loop']} runs "
+        "after the base) restored with one `plakar restore` into an empty directory, then "
+        "`pg_ctl start` until the server has promoted; against the earlier design as its "
+        "README ran it (the base snapshot restored through the destination, with `sync=false` "
+        "since the earlier destination flushed nothing, then one `plakar restore` of each "
+        "run's WAL into a directory, and the server replaying from that directory with "
+        "`restore_command = 'cp DIR/%f %p'`), against the same below its least (the base "
+        "backup's files restored by Plakar as plain files, `plakar restore -to DIR "
+        "SNAP:/bases/<id>`, which gives no recovery settings, owner or verification, and the "
+        "WAL fetched by a single `plakar restore`), and against the plain base files with the "
+        f"WAL already local. {RESTORE_ROUNDS} rounds, each in an order of its own (seeded), "
+        "every replay after a `sync`; medians with the range:",
         "",
-        "| | total | of which the server's replay |",
-        "|---|---|---|",
-        f"| one `plakar restore` (flushed to disk, the default) | {fmt(r['synced'])} | {fmt(r['replay_via'])} |",
-        f"| one `plakar restore` with `sync=false` | {fmt(r['unsynced'])} | {fmt(r['replay_unsynced'])} |",
-        f"| base files + local WAL | {fmt(r['local'])} | {fmt(r['replay_local'])} |",
-        f"| the earlier design at its least: base files + the same WAL fetched by one `plakar restore` + local WAL | {fmt(old_least)} | {fmt(r['replay_local'])} |",
+        "| | total | the restore | the server's replay |",
+        "|---|---|---|---|",
+        row("one `plakar restore` (flushed to disk, the default)", "synced"),
+        row("one `plakar restore` with `sync=false`", "unsynced"),
+        row(f"the earlier design as its README ran it ({r['loop']} `plakar restore` of WAL)",
+            "earlier"),
+        row("the earlier design below its least", "least"),
+        row("base files + WAL already local", "local"),
         "",
-        f"Ratio to base files + local WAL: {med(r['synced']) / med(r['local']):.2f}; "
-        f"the flush to disk costs {med(r['synced']) - med(r['unsynced']):.2f} s. "
-        f"Ratio to the earlier design (the base, then one `plakar restore` per WAL snapshot, "
-        f"here counted as a single one for all of them, so at its least): "
-        f"{med(r['synced']) / med(old_least):.2f}.",
+        f"Ratio to the earlier design as its README ran it: {ratio('synced', total, 'earlier'):.2f} "
+        f"({ratio('unsynced', total, 'earlier'):.2f} with `sync=false`, on its terms); of the "
+        f"restores alone, before the replay: {ratio('synced', P, 'earlier'):.2f} "
+        f"({ratio('unsynced', P, 'earlier'):.2f}). The flush to disk costs "
+        f"{med(P['synced']) - med(P['unsynced']):.2f} s of the restore. "
+        f"Ratio to the earlier design below its least: {ratio('synced', total, 'least'):.2f}; "
+        f"to base files + WAL already local: {ratio('synced', total, 'local'):.2f}.",
         "",
     ]
     write_section(out_path, lines)
