@@ -202,11 +202,13 @@ def keep_up_and_restore(port, db, pk, store):
     wal_bytes = lsn(chain["stop_lsn"]) - lsn(chain["bases"][-1]["start_lsn"])
     # The WAL each run after the base added: what the earlier design kept
     # as one WAL snapshot per run (a run here streams more than 16 MiB, so
-    # its WAL is one piece of its own).
+    # its WAL is one piece of its own; the first may start before the base
+    # run's stop, when it streamed that run's short piece again). Record
+    # names as `Piece::path` in src/physical/chain.rs gives them.
     base_stop = lsn(json.loads(quiet(plakar(pk, "at", store, "cat", f"{base_run}:/.chain.json"),
                                      env=pk.env))["stop_lsn"])
     run_pieces = [f"/wal/{p['timeline']:08X}-{lsn(p['from']):016X}-{lsn(p['to']):016X}"
-                  for p in chain["pieces"] if lsn(p["from"]) >= base_stop]
+                  for p in chain["pieces"] if lsn(p["to"]) > base_stop]
 
     # The same WAL as segment files, for the cases that replay it from a
     # local directory: put back once by the destination, outside the rounds.
