@@ -81,8 +81,8 @@ fn under_load() {
     let ran = store.backup("mybin").ok();
     let still = load.running();
     let said = load.stop();
-    assert!(still, "pgbench ended during the backup: {said}");
     let out = ran.output();
+    assert!(still, "pgbench ended during the backup: {said}\n{out}");
     assert!(
         out.contains(&format!(
             "the data directory {} is read directly",
