@@ -216,7 +216,8 @@ def keep_up_and_restore(port, db, pk, store):
     prepared = os.path.join(pk.dir, "prepared")
     pk.add("destination", "prep", f"postgres+bin://{prepared}", "owner=postgres", "sync=false")
     quiet(plakar(pk, "at", store, "restore", "-to", "@prep", latest), env=pk.env)
-    shutil.copytree(os.path.join(prepared, "pg_wal", "plakar"), master_wal)
+    shutil.copytree(os.path.join(prepared, "pg_wal"), master_wal,
+                    ignore=shutil.ignore_patterns("archive_status"))
     shutil.rmtree(prepared)
 
     def local_copy(i, case):
@@ -404,7 +405,8 @@ def main():
         "### Restoring to the latest moment",
         "",
         f"The latest snapshot (its base and {r['wal_mib']:.0f} MiB of WAL, {r['loop']} runs "
-        "after the base) restored with one `plakar restore` into an empty directory, then "
+        "after the base) restored with one `plakar restore` into an empty directory (the WAL "
+        "into `pg_wal/`, which the server reads in place), then "
         "`pg_ctl start` until the server has promoted; against the earlier design as its "
         "README ran it (the base snapshot restored through the destination, with `sync=false` "
         "since the earlier destination flushed nothing, then one `plakar restore` of each "

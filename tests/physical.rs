@@ -379,11 +379,26 @@ async fn a_snapshot_that_carries_its_wal_restores_to_its_end_and_starts() {
         );
     }
     assert!(data.join("recovery.signal").exists());
-    let segments: Vec<u64> = std::fs::read_dir(data.join("pg_wal/plakar"))
+    // The WAL is in pg_wal itself, whole segments marked archived, as
+    // pg_basebackup leaves the WAL it streams; no copy of it anywhere else.
+    let segments: Vec<(String, u64)> = std::fs::read_dir(data.join("pg_wal"))
         .unwrap()
-        .map(|e| e.unwrap().metadata().unwrap().len())
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().len() == 24)
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, e.metadata().unwrap().len())
+        })
         .collect();
-    assert!(!segments.is_empty() && segments.iter().all(|n| *n == 16 * 1024 * 1024));
+    assert!(segments.len() > 1, "{segments:?}");
+    for (name, len) in &segments {
+        assert_eq!(*len, 16 * 1024 * 1024, "{name}");
+        let done = data.join(format!("pg_wal/archive_status/{name}.done"));
+        assert!(done.is_file(), "{} missing", done.display());
+    }
+    assert!(!data.join("pg_wal/plakar").exists());
+    let conf = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+    assert!(conf.contains("restore_command = 'false'"), "{conf}");
     let copy = Cluster::adopt(&data);
     assert_eq!(items(&copy, "app"), items(&src, "app"));
 }

@@ -70,6 +70,13 @@ pub struct Base {
     pub ready_at: String,
 }
 
+impl Base {
+    /// Where its WAL starts.
+    pub fn start(&self) -> Lsn {
+        self.start_lsn.parse().unwrap_or(Lsn(0))
+    }
+}
+
 /// A stretch of WAL on one timeline, in one record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Piece {
@@ -208,7 +215,7 @@ impl Chain {
         let history = self.history();
         let mut pieces: Vec<&Piece> = self.pieces.iter().collect();
         pieces.sort_by_key(|p| (p.from_lsn(), p.timeline));
-        let mut reach: Lsn = base.start_lsn.parse().unwrap_or(Lsn(0));
+        let mut reach = base.start();
         let stop = self.stop();
         for piece in pieces {
             if reach >= stop {

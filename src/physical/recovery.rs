@@ -1,16 +1,24 @@
 //! Point-in-time recovery in the physical destination: the recovery target
-//! options, and the settings, `recovery.signal` and archive directory that a
-//! base restore writes so that `pg_ctl start` recovers to the target with no
-//! hand editing.
+//! options, and the settings and `recovery.signal` that a restore writes so
+//! that `pg_ctl start` recovers to the target with no hand editing.
 
 use std::path::Path;
 
 use crate::options::{Kind, OptionError, Spec, Values};
 use crate::postgres::replication::Lsn;
 
-/// The directory of the restored WAL, under the data directory: PostgreSQL
-/// ignores what pg_wal's subdirectories hold, and so does pg_verifybackup.
-pub const ARCHIVE_DIR: &str = "pg_wal/plakar";
+/// The directory of the restored WAL, under the data directory: PostgreSQL's
+/// own, where the recovery reads each segment in place, with no copy, and
+/// removes or recycles it once replayed.
+pub const WAL_DIR: &str = "pg_wal";
+
+/// The `restore_command` of a restored snapshot: the WAL is in `pg_wal/`
+/// already, and a recovery asked for (`recovery.signal`) needs a command,
+/// whose failure sends PostgreSQL to `pg_wal/`.
+const NOTHING_TO_FETCH: &str = "false";
+
+/// Why it is so, in the settings' block for the DBA who reads it.
+const WHY_NOTHING_TO_FETCH: &str = "# The snapshot's WAL is in pg_wal/ already: restore_command fetches nothing, and PostgreSQL reads pg_wal/.";
 
 /// The recovery options of the physical destination.
 pub static RECOVERY_OPTIONS: &[Spec] = &[
@@ -205,7 +213,7 @@ impl Recovery {
 
     /// The settings, as postgresql.auto.conf lines take them.
     pub fn settings(&self) -> Vec<(&'static str, String)> {
-        let mut lines = vec![("restore_command", format!("cp {ARCHIVE_DIR}/%f \"%p\""))];
+        let mut lines = vec![("restore_command", NOTHING_TO_FETCH.to_string())];
         match &self.target {
             Target::Latest => {}
             Target::Immediate => lines.push(("recovery_target", "immediate".into())),
@@ -245,6 +253,8 @@ impl Recovery {
             }
         }
         kept.push_str(BEGIN);
+        kept.push('\n');
+        kept.push_str(WHY_NOTHING_TO_FETCH);
         kept.push('\n');
         for (key, value) in self.settings() {
             kept.push_str(&format!("{key} = '{}'\n", value.replace('\'', "''")));
@@ -323,7 +333,7 @@ mod tests {
         assert_eq!(
             r.settings(),
             vec![
-                ("restore_command", "cp pg_wal/plakar/%f \"%p\"".to_string()),
+                ("restore_command", "false".to_string()),
                 ("recovery_target_time", "2026-12-02 14:03:11+00".to_string()),
                 ("recovery_target_action", "promote".to_string()),
             ]
@@ -411,7 +421,8 @@ mod tests {
             .unwrap();
         let conf = std::fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
         assert!(conf.starts_with("work_mem = '8MB'\n"), "{conf}");
-        assert_eq!(conf.matches("restore_command").count(), 1, "{conf}");
+        assert_eq!(conf.matches("restore_command = ").count(), 1, "{conf}");
+        assert_eq!(conf.matches(WHY_NOTHING_TO_FETCH).count(), 1, "{conf}");
         assert!(conf.contains("recovery_target_name = 'it''s'"), "{conf}");
         assert!(dir.path().join("recovery.signal").exists());
         assert!(!dir.path().join("standby.signal").exists());

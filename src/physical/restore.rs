@@ -16,8 +16,8 @@
 //! the snapshot reaches the recovery target and that its WAL runs without a
 //! hole from the base backup it picks, then writes that base's files, skips
 //! the other base's (a run that took a new one holds two), and puts the WAL
-//! in `pg_wal/plakar/` (see [`wal`]), with the recovery settings that replay
-//! it at `pg_ctl start`. A damaged piece of WAL removes everything written.
+//! in `pg_wal/` (see [`wal`]), with the recovery settings that replay it at
+//! `pg_ctl start`. A damaged piece of WAL removes everything written.
 //! Unless `sync=false`, the restored files are flushed to disk before the
 //! restore reports success.
 
@@ -213,7 +213,7 @@ pub struct Writer {
 enum Place {
     /// Into the data directory, at this path.
     Data(String),
-    /// Into `pg_wal/plakar/`: a piece, or a history file (its name).
+    /// Into `pg_wal/`: a piece, or a history file (its name).
     Piece(chain::Piece),
     History(String),
     /// Nowhere (the other base backup, the receipts, the directories).
@@ -325,11 +325,17 @@ impl Export for Writer {
             return Err(Error::DamagedWal(std::mem::take(&mut self.wal_failed)));
         }
         if let Some(pitr) = &mut self.pitr {
-            if let Err(why) = pitr.wal.finish() {
-                self.wal_failed
-                    .push((wal::ARCHIVE_DIR.to_string(), why.into()));
-                self.remove_written();
-                return Err(Error::DamagedWal(std::mem::take(&mut self.wal_failed)));
+            match pitr.wal.finish() {
+                Ok(made) => {
+                    for path in made {
+                        self.give(&path)?;
+                    }
+                }
+                Err(why) => {
+                    self.wal_failed.push((wal::WAL_DIR.to_string(), why.into()));
+                    self.remove_written();
+                    return Err(Error::DamagedWal(std::mem::take(&mut self.wal_failed)));
+                }
             }
         }
         // Deepest first, so that a parent's mode never stops a child's.
@@ -391,9 +397,10 @@ impl Writer {
             })
     }
 
-    /// `pg_wal/plakar/`, made on first use and given to `owner`.
+    /// `pg_wal/`, made on first use and given to `owner` if the base
+    /// backup did not bring it.
     fn wal_dir(&self) -> Result<PathBuf, FileError> {
-        let dir = self.root.join(wal::ARCHIVE_DIR);
+        let dir = self.root.join(wal::WAL_DIR);
         if !dir.is_dir() {
             std::fs::create_dir_all(&dir)
                 .and_then(|()| {
@@ -409,10 +416,15 @@ impl Writer {
         Ok(dir)
     }
 
-    /// A timeline's history file, written as it is into `pg_wal/plakar/`.
-    async fn history(&self, record: Record, name: &str) -> Open {
+    /// A timeline's history file, written as it is into `pg_wal/`, over the
+    /// base backup's copy of it if it has one.
+    async fn history(&mut self, record: Record, name: &str) -> Open {
+        if let Some(pitr) = &mut self.pitr {
+            pitr.wal.history(name);
+        }
         let made = self.wal_dir().and_then(|dir| {
             let path = dir.join(name);
+            let _ = std::fs::remove_file(&path);
             self.create_file(&path).map(|f| (f, path))
         });
         match made {
@@ -477,7 +489,12 @@ impl Writer {
             chain.stop_lsn,
             chain.timeline
         );
-        let wal = wal::WalFiles::new(&self.root, chain.segment_size, self.config.sync);
+        let wal = wal::WalFiles::new(
+            &self.root,
+            chain.segment_size,
+            self.config.sync,
+            (base.timeline, base.start()),
+        );
         self.pitr = Some(Pitr {
             base: format!("{}/{}", chain::BASES, base.id),
             chain,
@@ -514,7 +531,7 @@ impl Writer {
     }
 
     /// The recovery settings and `recovery.signal`, so that `pg_ctl start`
-    /// replays the WAL in `pg_wal/plakar/` to the target.
+    /// replays the WAL in `pg_wal/` to the target.
     fn prepare_recovery(&self, pitr: &Pitr) -> Result<(), Error> {
         let archive = self.wal_dir()?;
         pitr.recovery
