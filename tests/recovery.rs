@@ -66,6 +66,10 @@ const CASES: &[(&str, fn())] = &[
         "a_restore_flushes_its_files_to_disk_before_it_reports_success",
         durable,
     ),
+    (
+        "a_recovered_copy_reads_its_wal_in_place_and_archives_none_of_it_again",
+        wal_in_place,
+    ),
 ];
 
 fn main() {
@@ -643,4 +647,60 @@ fn durable() {
     let (_dir2, data2) = restore_dir();
     let unsynced = syncfs_calls(&archive, &data2, &snapshot, &["sync=false"]);
     assert_eq!(unsynced, 0, "sync=false flushed anyway");
+}
+
+/// The restored WAL is in pg_wal itself, marked archived: a copy whose
+/// `archive_mode` is on archives its own new timeline, and nothing of the
+/// source's WAL again (an archive shared with the source would refuse it,
+/// or be overwritten).
+fn wal_in_place() {
+    let (src, archive) = archived_cluster();
+    write_wal(&src, 20_000);
+    archive.archived();
+    write_wal(&src, 20_000);
+    mark(&src, "a");
+    let snapshot = archive.archived();
+
+    let (dir, data) = restore_dir();
+    archive
+        .restore(&data, &snapshot, &[])
+        .ok_saying(&["matches its backup_manifest"]);
+    assert!(!data.join("pg_wal/plakar").exists());
+    let conf = data.join("postgresql.auto.conf");
+    let settings = std::fs::read_to_string(&conf).unwrap();
+    assert!(settings.contains("restore_command = 'false'"), "{settings}");
+    let archived_to = dir.path().join("archive");
+    std::fs::create_dir(&archived_to).unwrap();
+    common::cluster::give_to_server(&archived_to);
+    std::fs::write(
+        &conf,
+        format!(
+            "{settings}archive_mode = on\narchive_command = 'cp %p {}/%f'\n",
+            archived_to.display()
+        ),
+    )
+    .unwrap();
+    let copy = start_recovered(&data);
+    assert_eq!(marks(&copy), ["a"]);
+
+    // A checkpoint removes the replayed segments, a switch gives the
+    // archiver one of the new timeline's; once that one is archived, so is
+    // whatever the copy queued before it.
+    copy.sql("postgres", "CHECKPOINT");
+    let switched = copy.sql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
+    assert!(switched.starts_with("00000002"), "{switched}");
+    wait_until(
+        Duration::from_secs(60),
+        "the switched segment archived",
+        || archived_to.join(&switched).exists(),
+    );
+    let mut archived: Vec<String> = std::fs::read_dir(&archived_to)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    archived.sort();
+    assert!(
+        archived.iter().all(|name| name.starts_with("00000002")),
+        "the copy archived the source's WAL again: {archived:?}"
+    );
 }
