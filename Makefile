@@ -28,7 +28,7 @@ install: setup package
 uninstall:
 	$(PLAKAR) pkg rm postgresql
 
-test: setup build
+test: setup
 	cargo fmt --check
 	cargo clippy --all-targets --locked -- -D warnings
 	rm -f target/plakar-not-run

@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::caught::wait_until;
+use common::cluster::give_to_server;
 use common::load::{assert_pgbench_consistent, pgbench_sums, pgbench_writing};
 use common::pitr::{create_marks, mark, marks, restore_dir, Archive};
 use common::plakar;
@@ -671,7 +672,7 @@ fn wal_in_place() {
     assert!(settings.contains("restore_command = 'false'"), "{settings}");
     let archived_to = dir.path().join("archive");
     std::fs::create_dir(&archived_to).unwrap();
-    common::cluster::give_to_server(&archived_to);
+    give_to_server(&archived_to);
     std::fs::write(
         &conf,
         format!(

@@ -7,11 +7,6 @@ use std::path::Path;
 use crate::options::{Kind, OptionError, Spec, Values};
 use crate::postgres::replication::Lsn;
 
-/// The directory of the restored WAL, under the data directory: PostgreSQL's
-/// own, where the recovery reads each segment in place, with no copy, and
-/// removes or recycles it once replayed.
-pub const WAL_DIR: &str = "pg_wal";
-
 /// The `restore_command` of a restored snapshot: the WAL is in `pg_wal/`
 /// already, and a recovery asked for (`recovery.signal`) needs a command,
 /// whose failure sends PostgreSQL to `pg_wal/`.

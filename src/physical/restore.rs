@@ -533,12 +533,12 @@ impl Writer {
     /// The recovery settings and `recovery.signal`, so that `pg_ctl start`
     /// replays the WAL in `pg_wal/` to the target.
     fn prepare_recovery(&self, pitr: &Pitr) -> Result<(), Error> {
-        let archive = self.wal_dir()?;
+        let wal = self.wal_dir()?;
         pitr.recovery
             .write(&self.root)
             .map_err(io("write", &self.root))?;
         for path in [
-            archive,
+            wal,
             self.root.join("recovery.signal"),
             self.root.join("postgresql.auto.conf"),
         ] {

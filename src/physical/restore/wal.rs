@@ -20,7 +20,10 @@ use crate::physical::chain::Piece;
 use crate::physical::wal::segment::Segment;
 use crate::postgres::replication::Lsn;
 
-pub use crate::physical::recovery::WAL_DIR;
+/// The directory of the restored WAL, under the data directory: PostgreSQL's
+/// own, where the recovery reads each segment in place, with no copy, and
+/// removes or recycles it once replayed.
+pub const WAL_DIR: &str = "pg_wal";
 
 /// Where PostgreSQL keeps its archive status files, under `pg_wal/`.
 const STATUS_DIR: &str = "archive_status";
@@ -123,13 +126,14 @@ impl WalFiles {
                     expected: open.piece.len(),
                 });
             }
-            if open.piece.timeline < self.timeline || open.at < self.from {
-                let before = if open.piece.timeline < self.timeline {
-                    to
-                } else {
-                    self.from.min(to)
-                };
-                let skip = ((before.0 - open.at.0) as usize).min(bytes.len());
+            // What this base's recovery never reads is counted, not written.
+            let unread = if open.piece.timeline < self.timeline {
+                to
+            } else {
+                self.from.min(to)
+            };
+            if open.at < unread {
+                let skip = ((unread.0 - open.at.0) as usize).min(bytes.len());
                 bytes = &bytes[skip..];
                 open.at = Lsn(open.at.0 + skip as u64);
                 continue;
