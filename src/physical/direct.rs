@@ -10,7 +10,8 @@
 //! (`basebackup.c`, see [`Leave`]). Once Plakar has stored every file, the
 //! backup is stopped, and `backup_label`, `tablespace_map`, the WAL from the
 //! backup's start to its stop (read from `pg_wal`, where the temporary slot
-//! `Init` took keeps it) and a `backup_manifest` in PostgreSQL's format
+//! `Init` took keeps it; the last segment without the zeros that end it) and
+//! a `backup_manifest` in PostgreSQL's format
 //! follow, so that the restore is checked by `pg_verifybackup` as a copy by
 //! pg_basebackup is.
 
@@ -26,7 +27,7 @@ use tokio_postgres::Client;
 
 use crate::physical::backup_manifest::BackupManifest;
 use crate::physical::checksums::{Keeper, Known, Seen};
-use crate::physical::wal::segment::Segment;
+use crate::physical::wal::segment::{declared_size, used_length, Segment, WAL_PAGE};
 use crate::postgres::connection::{ConnectError, Connection, PgError, MAINTENANCE_DB};
 use crate::postgres::manifest::WalRange;
 use crate::postgres::replication::Lsn;
@@ -995,10 +996,15 @@ pub async fn copy(
         })?;
         let record = format!("{}/pg_wal/{name}", job.base);
         let modified = meta.modified().unwrap_or(UNIX_EPOCH);
+        let stored = if segment.number == last.number {
+            stored_length(&path, size, stop_lsn)
+        } else {
+            size
+        };
         served.plan(
             format!("pg_wal/{name}"),
             Planned {
-                size,
+                size: stored,
                 modified,
                 ino: 0,
                 crc: None,
@@ -1006,7 +1012,7 @@ pub async fn copy(
         );
         let entry = Entry {
             path: record,
-            kind: EntryKind::File(size),
+            kind: EntryKind::File(stored),
             perm: meta.mode() & 0o777,
             modified,
             dev: own_dev,
@@ -1076,6 +1082,28 @@ pub async fn copy(
     progress.done();
     drop(held);
     Ok(Taken { root, kept, wal })
+}
+
+/// What a copy stores of the segment the backup stopped in: the segment
+/// without the zeros that end it, which the restore puts back (PostgreSQL
+/// fills the rest of a segment with zeros when `pg_backup_stop` switches to
+/// the next one, so an idle cluster's backup would otherwise store 16 MiB
+/// of zeros, and Plakar read them, each time). Only when the segment's first
+/// page declares its size, which tells the restore how far to fill it out;
+/// never less than the page that holds the stop.
+fn stored_length(path: &Path, size: u64, stop: Lsn) -> u64 {
+    let floor = ((stop.0 % size).div_ceil(WAL_PAGE) * WAL_PAGE).max(WAL_PAGE);
+    let cut = File::open(path).and_then(|f| {
+        let mut head = [0u8; 40];
+        f.read_exact_at(&mut head, 0)?;
+        if declared_size(&head) != Some(size) {
+            return Ok(size);
+        }
+        used_length(&f, size, floor)
+    });
+    // What fails here fails again when Plakar reads the file, and is
+    // reported then, naming it.
+    cut.unwrap_or(size)
 }
 
 /// Waits until the server has written its WAL up to `lsn` (pg_backup_stop

@@ -859,6 +859,9 @@ impl Writer {
                 .finish()
                 .await
                 .and_then(|std_file| {
+                    if wal::is_base_segment(&local) {
+                        wal::fill_out(&path, &std_file)?;
+                    }
                     std_file.set_permissions(std::fs::Permissions::from_mode(info.mode & 0o777))?;
                     match info.mod_time.and_then(|t| SystemTime::try_from(t).ok()) {
                         Some(t) => std_file.set_modified(t),

@@ -340,6 +340,15 @@ impl Store<'_> {
     /// destination of default options, checks that `pg_verifybackup` passed,
     /// and starts a server on it.
     pub fn restored_and_started(&self, snapshot: &str) -> (TempDir, super::Cluster) {
+        let (target, data) = self.restored(snapshot);
+        let copy = super::Cluster::adopt(&data);
+        (target, copy)
+    }
+
+    /// Restores a physical snapshot as [`Store::restored_and_started`]
+    /// does, without starting a server: the data directory, as the restore
+    /// left it, and the directory that holds it.
+    pub fn restored(&self, snapshot: &str) -> (TempDir, std::path::PathBuf) {
         let target = super::cluster::open_dir();
         let data = target.path().join("restored");
         let name = format!("restored-{}", snapshot.get(..8).unwrap_or(snapshot));
@@ -347,8 +356,7 @@ impl Store<'_> {
             .destination(&name, &super::cluster::bin_location(&data), &[]);
         self.restore(&name, snapshot)
             .ok_saying(&["matches its backup_manifest"]);
-        let copy = super::Cluster::adopt(&data);
-        (target, copy)
+        (target, data)
     }
 
     /// `plakar at STORE <args>`.

@@ -9,7 +9,9 @@
 //! (`archive_status/NAME.done`), as pg_basebackup marks the WAL it streams,
 //! so that a restored server with `archive_mode` on does not archive again
 //! what its source archived. Unless `sync=false`, each write is started on
-//! its way to disk at once, as the data directory's files are.
+//! its way to disk at once, as the data directory's files are. The base
+//! backup's own last segment, which its copy may hold without the zeros
+//! that end it, is filled out to a whole segment ([`fill_out`]).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -17,13 +19,37 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::physical::chain::Piece;
-use crate::physical::wal::segment::Segment;
+use crate::physical::wal::segment::{declared_size, Segment};
 use crate::postgres::replication::Lsn;
 
 /// The directory of the restored WAL, under the data directory: PostgreSQL's
 /// own, where the recovery reads each segment in place, with no copy, and
 /// removes or recycles it once replayed.
 pub const WAL_DIR: &str = "pg_wal";
+
+/// Whether `local`, a path of the data directory, is a WAL segment of the
+/// base backup (`/pg_wal/` and a segment's name).
+pub fn is_base_segment(local: &str) -> bool {
+    local
+        .strip_prefix("/pg_wal/")
+        .is_some_and(|name| name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Gives a segment of the base backup back the zeros its copy left out
+/// (the direct copy stores the segment it stopped in without them): a file
+/// at `path` shorter than the segment size its first page declares is
+/// filled out to it with zeros through `written`, as PostgreSQL had it.
+pub fn fill_out(path: &Path, written: &File) -> std::io::Result<()> {
+    let mut head = [0u8; 40];
+    let read = File::open(path)?.read_at(&mut head, 0)?;
+    let Some(size) = declared_size(&head[..read]) else {
+        return Ok(());
+    };
+    if written.metadata()?.len() < size {
+        written.set_len(size)?;
+    }
+    Ok(())
+}
 
 /// Where PostgreSQL keeps its archive status files, under `pg_wal/`.
 const STATUS_DIR: &str = "archive_status";
@@ -371,5 +397,38 @@ mod tests {
         );
         let mut open = files.open(piece(1, 0, 10));
         assert!(files.write(&mut open, &[1; 11]).is_err());
+    }
+
+    #[test]
+    fn the_base_backups_last_segment_gets_its_zeros_back() {
+        use crate::physical::wal::segment::first_page;
+        let data = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let path = data.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+            fill_out(&path, &file).unwrap();
+            std::fs::read(&path).unwrap()
+        };
+        let mut head = first_page(16 << 20);
+        head.extend_from_slice(&[7; 100]);
+        let filled = write("000000010000000000000003", &head);
+        assert_eq!(filled.len(), 16 << 20);
+        assert_eq!(filled[..head.len()], head[..]);
+        assert!(filled[head.len()..].iter().all(|b| *b == 0));
+        // A file that declares no segment size, or holds more, is left as it is.
+        assert_eq!(write("000000010000000000000004", &[7; 100]).len(), 100);
+        let mut longer = first_page(1 << 20);
+        longer.resize(2 << 20, 7);
+        assert_eq!(write("000000010000000000000005", &longer).len(), 2 << 20);
+        assert!(is_base_segment("/pg_wal/000000010000000000000003"));
+        for not in [
+            "/pg_wal/00000002.history",
+            "/pg_wal/archive_status/000000010000000000000003.done",
+            "/base/000000010000000000000003",
+            "/pg_wal/000000010000000000000003.partial",
+        ] {
+            assert!(!is_base_segment(not), "{not}");
+        }
     }
 }

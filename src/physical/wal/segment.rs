@@ -1,9 +1,14 @@
 //! WAL file names as PostgreSQL writes them: a segment is
 //! `TTTTTTTTXXXXXXXXYYYYYYYY` (timeline, then the segment number split in
 //! "log" and "seg" parts), a timeline's history `TTTTTTTT.history`. Both
-//! sides of point-in-time recovery name records with them.
+//! sides of point-in-time recovery name records with them. And the little a
+//! copy needs to know of a segment's content: the size its first page
+//! declares, and where the zeros that end it begin.
 
 use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
 
 use crate::postgres::replication::Lsn;
 
@@ -59,6 +64,57 @@ impl Segment {
             number: log * per_log + seg,
         })
     }
+}
+
+/// A WAL page as PostgreSQL is built by default (`XLOG_BLCKSZ`): a segment
+/// is cut short in whole pages of it.
+pub const WAL_PAGE: u64 = 8192;
+
+/// The segment size a segment file's first page declares (`xlp_seg_size` of
+/// its long page header, as pg_waldump reads it), if `head` begins with one.
+pub fn declared_size(head: &[u8]) -> Option<u64> {
+    // XLogLongPageHeaderData: xlp_magic u16, xlp_info u16, xlp_tli u32,
+    // xlp_pageaddr u64, xlp_rem_len u32 (24 bytes aligned), then xlp_sysid
+    // u64, xlp_seg_size u32 at 32 and xlp_xlog_blcksz u32 at 36, in the
+    // server's byte order, which is this machine's.
+    const XLP_LONG_HEADER: u16 = 0x0002;
+    let head = head.get(..40)?;
+    let u16_at = |i: usize| u16::from_ne_bytes([head[i], head[i + 1]]);
+    let u32_at = |i: usize| u32::from_ne_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+    // Every release since 9.0 has a magic of 0xD1xx.
+    let magic = u16_at(0) & 0xFF00 == 0xD100;
+    let long = u16_at(2) & XLP_LONG_HEADER != 0;
+    let (segment, page) = (u32_at(32), u32_at(36));
+    let plausible = segment.is_power_of_two()
+        && (1 << 20..=1 << 30).contains(&segment)
+        && page.is_power_of_two()
+        && (1024..=65536).contains(&page);
+    (magic && long && plausible).then_some(u64::from(segment))
+}
+
+/// How many of the `size` bytes of a segment file hold anything: up to the
+/// end of its last page that is not all zeros, and never less than `floor`
+/// (a multiple of [`WAL_PAGE`]). When PostgreSQL switches to the next
+/// segment (as `pg_backup_stop` makes it do), it fills the rest of the
+/// current one with zeros: the segment a backup ends in is mostly zeros,
+/// which need not be stored to be given back.
+pub fn used_length(file: &File, size: u64, floor: u64) -> io::Result<u64> {
+    const BLOCK: u64 = 1 << 20;
+    let mut block = vec![0u8; BLOCK as usize];
+    let mut end = size;
+    while end > floor {
+        let from = end.saturating_sub(BLOCK).max(floor);
+        let bytes = &mut block[..(end - from) as usize];
+        file.read_exact_at(bytes, from)?;
+        let last = bytes
+            .chunks(WAL_PAGE as usize)
+            .rposition(|page| page.iter().fold(0, |any, b| any | b) != 0);
+        if let Some(page) = last {
+            return Ok(from + (page as u64 + 1) * WAL_PAGE);
+        }
+        end = from;
+    }
+    Ok(floor)
 }
 
 /// The history file name of a timeline: `00000002.history`.
@@ -162,6 +218,19 @@ impl fmt::Display for Segment {
     }
 }
 
+/// A segment's first page as PostgreSQL 15 writes it, for tests: magic
+/// 0xD110, the long header's flag, then the segment and page sizes.
+#[cfg(test)]
+pub fn first_page(segment: u32) -> Vec<u8> {
+    let mut page = vec![0u8; WAL_PAGE as usize];
+    page[0..2].copy_from_slice(&0xD110u16.to_ne_bytes());
+    page[2..4].copy_from_slice(&0x0006u16.to_ne_bytes());
+    page[4..8].copy_from_slice(&1u32.to_ne_bytes());
+    page[32..36].copy_from_slice(&segment.to_ne_bytes());
+    page[36..40].copy_from_slice(&8192u32.to_ne_bytes());
+    page
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,5 +279,54 @@ mod tests {
             err.to_string(),
             "line 1 of 00000002.history is not `timeline<TAB>position<TAB>reason`"
         );
+    }
+
+    #[test]
+    fn a_segments_first_page_declares_its_size() {
+        assert_eq!(declared_size(&first_page(16 << 20)), Some(MB16));
+        assert_eq!(declared_size(&first_page(1 << 30)), Some(1 << 30));
+        // Not a segment's head: zeros, a short read, no long header, an
+        // impossible size, another magic.
+        assert_eq!(declared_size(&[0u8; 8192]), None);
+        assert_eq!(declared_size(&first_page(16 << 20)[..39]), None);
+        let mut short = first_page(16 << 20);
+        short[2] = 0;
+        assert_eq!(declared_size(&short), None);
+        assert_eq!(declared_size(&first_page(3 << 20)), None);
+        let mut other = first_page(16 << 20);
+        other[1] = 0;
+        other[0] = 0;
+        assert_eq!(declared_size(&other), None);
+    }
+
+    #[test]
+    fn a_segment_is_used_up_to_its_last_page_that_is_not_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("000000010000000000000003");
+        let file = File::create(&path).unwrap();
+        file.set_len(MB16).unwrap();
+        file.write_all_at(&first_page(16 << 20), 0).unwrap();
+        let file = File::open(&path).unwrap();
+        // The first page alone, whatever the floor below it.
+        assert_eq!(used_length(&file, MB16, 0).unwrap(), WAL_PAGE);
+        assert_eq!(used_length(&file, MB16, WAL_PAGE).unwrap(), WAL_PAGE);
+        // Never less than the floor, zeros or not.
+        assert_eq!(
+            used_length(&file, MB16, 5 * WAL_PAGE).unwrap(),
+            5 * WAL_PAGE
+        );
+        // One byte in a page a few blocks on keeps that page whole; one in
+        // the last page keeps the whole segment.
+        let rw = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        rw.write_all_at(&[1], 3 * (1 << 20) + 100 * WAL_PAGE + 17)
+            .unwrap();
+        assert_eq!(
+            used_length(&file, MB16, WAL_PAGE).unwrap(),
+            3 * (1 << 20) + 101 * WAL_PAGE
+        );
+        rw.write_all_at(&[1], MB16 - 1).unwrap();
+        assert_eq!(used_length(&file, MB16, WAL_PAGE).unwrap(), MB16);
+        // A file shorter than it should be is an error, not a guess.
+        assert!(used_length(&file, 2 * MB16, WAL_PAGE).is_err());
     }
 }
