@@ -242,6 +242,9 @@ def report(c, out_path, started):
                                    f"SELECT pg_total_relation_size('pgbench_accounts_{partition}')"))
         psql(c.port, "postgres",
              f"UPDATE pgbench_accounts_{partition} SET abalance = abalance + 1")
+        # What autovacuum would do a minute later, inside the next round's
+        # "nothing changed" (on 2026-12-06 it rewrote the partition there).
+        psql(c.port, "postgres", f"VACUUM pgbench_accounts_{partition}")
         psql(c.port, "postgres", "CHECKPOINT")
         os.sync()
         m = measured(plakar(n, "at", stores[n], "backup", "-no-progress", "@direct"), env=pk.env)
@@ -362,7 +365,8 @@ def write(out_path, started, version, pgbackrest_version, db_bytes, files, plain
         f"With `-cpu {hi}` and `process-max={hi}`, into the store of the full backup: first with "
         "nothing changed since it (the last change a minute old or more), then after `UPDATE` of "
         f"every row of one partition of pgbench_accounts ({partition_bytes / 1048576:.0f} MiB "
-        "with its index before it, another each round) and a `CHECKPOINT`, against pgBackRest's "
+        "with its index before it, another each round), a `VACUUM` of it (which autovacuum would "
+        "otherwise run in the next round) and a `CHECKPOINT`, against pgBackRest's "
         "`--type=incr` on its full backup. The files read are those `backup_manifest` lists "
         "(the WAL segments besides):",
         "",
