@@ -217,7 +217,9 @@ async fn a_plakar_that_stops_acknowledging_fails_the_physical_backup() {
         .fails_saying(&["Plakar ended the backup before storing /", "not committed"]);
 }
 
-/// The first WAL segment of a physical snapshot: a file of many chunks.
+/// The first WAL segment of a snapshot taken through pg_basebackup's
+/// stream, which carries whole segments: a file of many chunks (the direct
+/// copy stores the segment it stops in without its zeros).
 fn wal_segment(snapshot: &Snapshot) -> String {
     let path = snapshot
         .paths()
@@ -232,7 +234,9 @@ fn wal_segment(snapshot: &Snapshot) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_file_whose_content_ends_early_fails_the_physical_restore_by_name() {
     let src = physical_source(50);
-    let snapshot = physical_snapshot(&src).await;
+    let snapshot = host::physical_backup(&[("location", &src.bin_uri()), ("copy", "stream")])
+        .await
+        .committed();
     let cut = wal_segment(&snapshot);
 
     let target = open_dir();
