@@ -242,9 +242,9 @@ def report(c, out_path, started):
                                    f"SELECT pg_total_relation_size('pgbench_accounts_{partition}')"))
         psql(c.port, "postgres",
              f"UPDATE pgbench_accounts_{partition} SET abalance = abalance + 1")
-        # What autovacuum would do a minute later, inside the next round's
+        # What autovacuum (and autoanalyze) would do a minute later, inside the next round's
         # "nothing changed" (on 2026-12-06 it rewrote the partition there).
-        psql(c.port, "postgres", f"VACUUM pgbench_accounts_{partition}")
+        psql(c.port, "postgres", f"VACUUM ANALYZE pgbench_accounts_{partition}")
         psql(c.port, "postgres", "CHECKPOINT")
         os.sync()
         m = measured(plakar(n, "at", stores[n], "backup", "-no-progress", "@direct"), env=pk.env)
@@ -314,6 +314,13 @@ def write(out_path, started, version, pgbackrest_version, db_bytes, files, plain
     def plugin(ms):
         return f"{med([m['plugin_cpu'] for m in ms]):.2f} s"
 
+    def paired(a, b):
+        """Each round's ratio of a to b (their runs follow one another, so
+        a slow stretch of the shared machine weighs on both), the median
+        and the range."""
+        rs = [x["wall"] / y["wall"] for x, y in zip(a, b)]
+        return f"{med(rs):.2f}× ({min(rs):.2f}–{max(rs):.2f})"
+
     lo, hi = CPUS
     w = {k: med(walls(v)) for k, v in full.items()}
     names = {
@@ -357,6 +364,14 @@ def write(out_path, started, version, pgbackrest_version, db_bytes, files, plain
         f"and {w[('direct', hi)] / w[('stream', hi)]:.2f}×. The plain directory holds "
         f"{plain_bytes / 1048576:.0f} MiB.",
         "",
+        "Round by round (the median of each round's ratio, and their range): the direct copy to "
+        f"pgBackRest {paired(full[('direct', lo)], full[('pgbackrest', lo)])} with `-cpu {lo}` and "
+        f"{paired(full[('direct', hi)], full[('pgbackrest', hi)])} with `-cpu {hi}`; to Plakar's "
+        f"filesystem importer {paired(full[('direct', lo)], full[('plain', lo)])} and "
+        f"{paired(full[('direct', hi)], full[('plain', hi)])}; the direct copy's speed-up from "
+        f"`-cpu {lo}` to `-cpu {hi}` {paired(full[('direct', lo)], full[('direct', hi)])}, the "
+        f"importer's {paired(full[('plain', lo)], full[('plain', hi)])}.",
+        "",
         f"Store bytes of a full backup: this package {med(stored['direct']) / 1048576:.1f} MiB, "
         f"pgBackRest {med(stored['pgbackrest']) / 1048576:.1f} MiB.",
         "",
@@ -365,7 +380,7 @@ def write(out_path, started, version, pgbackrest_version, db_bytes, files, plain
         f"With `-cpu {hi}` and `process-max={hi}`, into the store of the full backup: first with "
         "nothing changed since it (the last change a minute old or more), then after `UPDATE` of "
         f"every row of one partition of pgbench_accounts ({partition_bytes / 1048576:.0f} MiB "
-        "with its index before it, another each round), a `VACUUM` of it (which autovacuum would "
+        "with its index before it, another each round), a `VACUUM ANALYZE` of it (which autovacuum would "
         "otherwise run in the next round) and a `CHECKPOINT`, against pgBackRest's "
         "`--type=incr` on its full backup. The files read are those `backup_manifest` lists "
         "(the WAL segments besides):",
@@ -388,7 +403,9 @@ def write(out_path, started, version, pgbackrest_version, db_bytes, files, plain
         "",
         f"Ratios: one partition changed, this package to pgBackRest's incr "
         f"{med(walls(second['direct'])) / med(walls(second['pgbackrest'])):.2f}×; nothing changed, "
-        f"to the full backup with the same `-cpu` {med(walls(unchanged)) / w[('direct', hi)]:.2f}×.",
+        f"to the full backup with the same `-cpu` {med(walls(unchanged)) / w[('direct', hi)]:.2f}×. "
+        f"Round by round: {paired(second['direct'], second['pgbackrest'])} and "
+        f"{paired(unchanged, full[('direct', hi)])}.",
         "",
         "### Restore into an empty directory",
         "",
@@ -407,7 +424,9 @@ def write(out_path, started, version, pgbackrest_version, db_bytes, files, plain
     rh = med(walls(restore[("direct", hi)])) / med(walls(restore[("pgbackrest", hi)]))
     lines += [
         "",
-        f"Ratios to pgBackRest with the same cores: {rl:.2f}× ({lo}), {rh:.2f}× ({hi}).",
+        f"Ratios to pgBackRest with the same cores: {rl:.2f}× ({lo}), {rh:.2f}× ({hi}); round by "
+        f"round {paired(restore[('direct', lo)], restore[('pgbackrest', lo)])} and "
+        f"{paired(restore[('direct', hi)], restore[('pgbackrest', hi)])}.",
         "",
         "### Memory",
         "",
