@@ -27,7 +27,7 @@ use tokio_postgres::Client;
 
 use crate::physical::backup_manifest::BackupManifest;
 use crate::physical::checksums::{Keeper, Known, Seen};
-use crate::physical::wal::segment::{declared_size, used_length, Segment, WAL_PAGE};
+use crate::physical::wal::segment::{declared_size_of, used_length, Segment, WAL_PAGE};
 use crate::postgres::connection::{ConnectError, Connection, PgError, MAINTENANCE_DB};
 use crate::postgres::manifest::WalRange;
 use crate::postgres::replication::Lsn;
@@ -1093,13 +1093,9 @@ pub async fn copy(
 /// never less than the page that holds the stop.
 fn stored_length(path: &Path, size: u64, stop: Lsn) -> u64 {
     let floor = ((stop.0 % size).div_ceil(WAL_PAGE) * WAL_PAGE).max(WAL_PAGE);
-    let cut = File::open(path).and_then(|f| {
-        let mut head = [0u8; 40];
-        f.read_exact_at(&mut head, 0)?;
-        if declared_size(&head) != Some(size) {
-            return Ok(size);
-        }
-        used_length(&f, size, floor)
+    let cut = File::open(path).and_then(|f| match declared_size_of(&f)? {
+        Some(declared) if declared == size => used_length(&f, size, floor),
+        _ => Ok(size),
     });
     // What fails here fails again when Plakar reads the file, and is
     // reported then, naming it.

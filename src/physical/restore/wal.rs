@@ -19,7 +19,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::physical::chain::Piece;
-use crate::physical::wal::segment::{declared_size, Segment};
+use crate::physical::wal::segment::{declared_size_of, is_segment_name, Segment};
 use crate::postgres::replication::Lsn;
 
 /// The directory of the restored WAL, under the data directory: PostgreSQL's
@@ -30,9 +30,7 @@ pub const WAL_DIR: &str = "pg_wal";
 /// Whether `local`, a path of the data directory, is a WAL segment of the
 /// base backup (`/pg_wal/` and a segment's name).
 pub fn is_base_segment(local: &str) -> bool {
-    local
-        .strip_prefix("/pg_wal/")
-        .is_some_and(|name| name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit()))
+    local.strip_prefix("/pg_wal/").is_some_and(is_segment_name)
 }
 
 /// Gives a segment of the base backup back the zeros its copy left out
@@ -40,9 +38,8 @@ pub fn is_base_segment(local: &str) -> bool {
 /// at `path` shorter than the segment size its first page declares is
 /// filled out to it with zeros through `written`, as PostgreSQL had it.
 pub fn fill_out(path: &Path, written: &File) -> std::io::Result<()> {
-    let mut head = [0u8; 40];
-    let read = File::open(path)?.read_at(&mut head, 0)?;
-    let Some(size) = declared_size(&head[..read]) else {
+    // `written` is open for writing only.
+    let Some(size) = declared_size_of(&File::open(path)?)? else {
         return Ok(());
     };
     if written.metadata()?.len() < size {

@@ -53,7 +53,7 @@ impl Segment {
 
     /// The segment a file name names, for a segment size of `size` bytes.
     pub fn parse(name: &str, size: u64) -> Option<Segment> {
-        if name.len() != 24 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !is_segment_name(name) {
             return None;
         }
         let part = |i: usize| u32::from_str_radix(&name[i..i + 8], 16).ok();
@@ -92,6 +92,14 @@ pub fn declared_size(head: &[u8]) -> Option<u64> {
     (magic && long && plausible).then_some(u64::from(segment))
 }
 
+/// The segment size the first page of `file` declares, if it is a
+/// segment's ([`declared_size`]).
+pub fn declared_size_of(file: &File) -> io::Result<Option<u64>> {
+    let mut head = [0u8; 40];
+    let read = file.read_at(&mut head, 0)?;
+    Ok(declared_size(&head[..read]))
+}
+
 /// How many of the `size` bytes of a segment file hold anything: up to the
 /// end of its last page that is not all zeros, and never less than `floor`
 /// (a multiple of [`WAL_PAGE`]). When PostgreSQL switches to the next
@@ -115,6 +123,11 @@ pub fn used_length(file: &File, size: u64, floor: u64) -> io::Result<u64> {
         end = from;
     }
     Ok(floor)
+}
+
+/// Whether `name` has the shape of a segment's file name: 24 hex digits.
+pub fn is_segment_name(name: &str) -> bool {
+    name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// The history file name of a timeline: `00000002.history`.
