@@ -64,6 +64,12 @@ async fn a_physical_snapshot_restores_into_a_directory_that_verifies_and_starts(
         .count();
     assert!(directories > 3, "only {directories} directories were sent");
 
+    // The checksums were compared as the files were written, not read back.
+    assert!(
+        !run.stderr.contains("reads every restored file again"),
+        "{}",
+        run.stderr
+    );
     succeed(
         Command::new(tool("pg_verifybackup")).arg(&data),
         "pg_verifybackup of the restored directory",
@@ -264,6 +270,46 @@ async fn a_file_whose_content_ends_early_fails_the_physical_restore_by_name() {
     assert_eq!(run.results.len(), run.sent.len());
     for (path, error) in &run.results {
         assert!(path == &cut || error.is_empty(), "{path}: {error}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_file_restored_with_other_bytes_than_backed_up_fails_the_restore_by_name() {
+    let src = physical_source(200);
+    // Both copies: the direct copy's backup_manifest, and pg_basebackup's.
+    for copy in ["direct", "stream"] {
+        let mut snapshot = host::physical_backup(&[("location", &src.bin_uri()), ("copy", copy)])
+            .await
+            .committed();
+        // A damaged store: one byte of the largest relation file changed,
+        // its size kept, so that only its checksum can tell.
+        let damaged = snapshot
+            .paths()
+            .into_iter()
+            .filter(|p| p.starts_with("/base/"))
+            .max_by_key(|p| snapshot.files[*p].len())
+            .expect("a relation file")
+            .to_string();
+        let content = snapshot.files.get_mut(&damaged).unwrap();
+        let middle = content.len() / 2;
+        content[middle] ^= 0xff;
+
+        let target = open_dir();
+        let data = target.path().join("restored");
+        let run = host::physical_restore(&[("location", &bin_location(&data))], &snapshot).await;
+        let failure = run.error.clone().expect("the restore fails");
+        let relative = damaged.trim_start_matches('/');
+        assert!(
+            failure.contains("does not match its backup_manifest")
+                && failure
+                    .contains("1 file was restored with other bytes than it was backed up with")
+                && failure.contains(&format!("{relative} (CRC-32C ")),
+            "copy={copy}: {failure}"
+        );
+        // Every file was written: only the check at the end tells.
+        for (path, error) in &run.results {
+            assert!(error.is_empty(), "copy={copy}: {path}: {error}");
+        }
     }
 }
 

@@ -221,6 +221,49 @@ pub enum VerifyError {
         #[source]
         failure: Box<ToolFailure>,
     },
+    /// Files whose bytes, as written, differ from their checksum in
+    /// `backup_manifest`.
+    #[error("the restored directory {} does not match its backup_manifest: {}", .dir.display(), differing(.files))]
+    Checksums {
+        dir: PathBuf,
+        files: Vec<ChecksumMismatch>,
+    },
+}
+
+/// A restored file whose CRC-32C is not the one `backup_manifest` gives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChecksumMismatch {
+    /// Its path in the data directory, as the manifest names it.
+    pub path: String,
+    pub expected: String,
+    pub found: String,
+}
+
+/// The files whose checksums differ, the first few named.
+fn differing(files: &[ChecksumMismatch]) -> String {
+    const NAMED: usize = 5;
+    let mut text = match files.len() {
+        1 => "1 file was restored with other bytes than it was backed up with: ".to_string(),
+        n => format!("{n} files were restored with other bytes than they were backed up with: "),
+    };
+    let named: Vec<String> = files
+        .iter()
+        .take(NAMED)
+        .map(|f| {
+            format!(
+                "{} (CRC-32C {}, backup_manifest gives {})",
+                f.path, f.found, f.expected
+            )
+        })
+        .collect();
+    text.push_str(&named.join(", "));
+    if files.len() > NAMED {
+        text.push_str(&format!(" and {} more", files.len() - NAMED));
+    }
+    text.push_str(
+        "; the directory is not the backup: check this disk, and restore another snapshot",
+    );
+    text
 }
 
 /// pg_basebackup's failure explained, then what the copy of its output says.

@@ -5,8 +5,8 @@
 //! an `owner` it cannot give files to. `Export` writes each file of the
 //! snapshot with its mode and mtime (the directory itself 0700, as PostgreSQL
 //! demands), given to `owner` when there is one, refusing a logical snapshot
-//! at its first file, before anything is written; then `pg_verifybackup`
-//! checks the result against the backup's own `backup_manifest`, and the call
+//! at its first file, before anything is written; then the result is checked
+//! against the backup's own `backup_manifest` (`restore/verify.rs`), and the call
 //! ends with an error if anything failed or does not match. With a recovery
 //! target, the base restore then writes the recovery settings and the WAL
 //! chain's ledger (see [`super::recovery`], [`super::chain`]).
@@ -22,7 +22,6 @@
 //! restore reports success.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +30,7 @@ use std::time::SystemTime;
 use prost::bytes::Bytes;
 
 mod out;
+mod verify;
 pub mod wal;
 
 use out::FileOut;
@@ -42,7 +42,6 @@ use super::tablespaces;
 use crate::names;
 use crate::physical::error::{Error, FileError, VerifyError};
 use crate::physical::wal::segment::parse_history_file_name;
-use crate::postgres::tools::{Tool, Toolbox};
 use crate::protocol::connectors::Record;
 use crate::protocol::destination::{Destination, Export, Results};
 use crate::protocol::record::{MODE_DIR, MODE_SYMLINK};
@@ -116,6 +115,7 @@ impl Destination for PhysicalDestination {
             pitr: None,
             decided: false,
             wal_failed: Vec::new(),
+            sums: verify::Sums::new(),
         }
     }
 }
@@ -207,6 +207,9 @@ pub struct Writer {
     decided: bool,
     /// The WAL records that failed: the restore then removes what it wrote.
     wal_failed: Vec<(String, FileError)>,
+    /// What each file of the data directory received, checked against
+    /// `backup_manifest` at the end.
+    sums: verify::Sums,
 }
 
 /// Where a record of a snapshot that carries its WAL goes.
@@ -354,7 +357,7 @@ impl Export for Writer {
             return Ok(());
         }
         self.relocate()?;
-        verify(&self.config).await?;
+        verify::verify(&self.config, &self.sums).await?;
         if let Some(pitr) = &self.pitr {
             self.prepare_recovery(pitr)?;
         }
@@ -858,9 +861,12 @@ impl Writer {
             result = file
                 .finish()
                 .await
-                .and_then(|std_file| {
+                .and_then(|(std_file, written)| {
                     if wal::is_base_segment(&local) {
+                        // Changed after its checksum; backup_manifest lists no WAL.
                         wal::fill_out(&path, &std_file)?;
+                    } else if let Some(relative) = local.strip_prefix('/') {
+                        self.sums.insert(relative.into(), written);
                     }
                     std_file.set_permissions(std::fs::Permissions::from_mode(info.mode & 0o777))?;
                     match info.mod_time.and_then(|t| SystemTime::try_from(t).ok()) {
@@ -984,82 +990,6 @@ fn without_entry(manifest: &str, path: &str) -> Option<String> {
             body.push_str(&line.replacen("},", "}", 1));
         } else {
             body.push_str(line);
-        }
-    }
-    None
-}
-
-/// Checks the restored directory with pg_verifybackup against its `backup_manifest`.
-async fn verify(config: &PhysicalDestination) -> Result<(), Error> {
-    let dir = &config.directory;
-    let version =
-        std::fs::read_to_string(dir.join("PG_VERSION")).map_err(VerifyError::NoVersion)?;
-    let major: u32 = version
-        .trim()
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .ok_or_else(|| VerifyError::BadVersion(version.trim().to_string()))?;
-    let pg_bin_dir = config.pg_bin_dir.as_deref();
-    let mut args: Vec<OsString> = vec!["--quiet".into()];
-    // pg_waldump must read the WAL of its own major version; without one, the
-    // files are verified and the WAL is only checked to be present.
-    let toolbox = match Toolbox::of_major(pg_bin_dir, major, Tool::PgVerifybackup).await {
-        Some(tb)
-            if tb
-                .path(Tool::PgVerifybackup)
-                .with_file_name("pg_waldump")
-                .is_file() =>
-        {
-            tb
-        }
-        found => {
-            let tb = match found {
-                Some(tb) => tb,
-                None => newest_verifier(pg_bin_dir)
-                    .await
-                    .ok_or(VerifyError::NoVerifier { major })?,
-            };
-            tracing::warn!(
-                "no pg_waldump of PostgreSQL {major} here: the WAL in pg_wal is not parsed (pg_verifybackup --no-parse-wal), only the files are verified"
-            );
-            args.push("--no-parse-wal".into());
-            tb
-        }
-    };
-    args.push(dir.as_os_str().to_os_string());
-    let outcome = toolbox
-        .spawn_local(Tool::PgVerifybackup, &args)?
-        .finish()
-        .await;
-    match outcome.failed() {
-        None => {
-            tracing::info!(
-                "pg_verifybackup: {} matches its backup_manifest; start it with: pg_ctl -D {} start",
-                dir.display(),
-                dir.display()
-            );
-            if dir.join("standby.signal").exists() {
-                tracing::info!(
-                    "{} is the copy of a standby and holds its standby.signal: started as it is, it is a standby again, replaying from the primary that primary_conninfo names; remove standby.signal first to start it as a server of its own",
-                    dir.display()
-                );
-            }
-            Ok(())
-        }
-        Some(failure) => Err(VerifyError::Mismatch {
-            dir: dir.clone(),
-            failure: Box::new(failure),
-        }
-        .into()),
-    }
-}
-
-/// Any pg_verifybackup (PostgreSQL 13 and later), newest first.
-async fn newest_verifier(pg_bin_dir: Option<&Path>) -> Option<Toolbox> {
-    for major in (13..=30).rev() {
-        if let Some(tb) = Toolbox::of_major(pg_bin_dir, major, Tool::PgVerifybackup).await {
-            return Some(tb);
         }
     }
     None

@@ -1,7 +1,9 @@
 //! A restored file being written: on the blocking pool, one chunk at a time
 //! and one chunk behind the stream, so that the next chunk arrives while the
 //! one before it is written, with one hand-off to the pool per chunk; each
-//! chunk in writes of at most [`WRITE_SIZE`] bytes.
+//! chunk in writes of at most [`WRITE_SIZE`] bytes. The CRC-32C of what is
+//! written is computed on the way, so that the restore checks each file
+//! against `backup_manifest` without reading it back.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -24,6 +26,8 @@ pub const WRITE_SIZE: usize = 64 * 1024;
 /// A file being written.
 pub struct FileOut {
     state: State,
+    /// CRC-32C of the chunks written so far, once the last write settled.
+    crc: u32,
     /// Bytes handed over so far: where the next chunk goes.
     written: u64,
     /// Start each chunk's way to disk as soon as it is written (the restore
@@ -33,7 +37,7 @@ pub struct FileOut {
 
 enum State {
     Idle(File),
-    Writing(JoinHandle<(File, io::Result<()>)>),
+    Writing(JoinHandle<(File, io::Result<u32>)>),
     /// A write failed, and its error was given.
     Failed,
 }
@@ -42,6 +46,7 @@ impl FileOut {
     pub fn new(file: File, write_back: bool) -> FileOut {
         FileOut {
             state: State::Idle(file),
+            crc: 0,
             written: 0,
             write_back,
         }
@@ -51,32 +56,50 @@ impl FileOut {
     /// error of an earlier chunk's write, if it failed.
     pub async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
         let file = self.settle().await?;
-        let (at, write_back) = (self.written, self.write_back);
+        let (at, write_back, crc) = (self.written, self.write_back, self.crc);
         self.written += chunk.len() as u64;
         self.state = State::Writing(tokio::task::spawn_blocking(move || {
-            let written = write_chunk(&file, &chunk, at, write_back);
+            let written = write_chunk(&file, &chunk, at, write_back)
+                .map(|()| crc32c::crc32c_append(crc, &chunk));
             (file, written)
         }));
         Ok(())
     }
 
     /// Waits until everything handed over is written; the file, for its
-    /// mode and modification time.
-    pub async fn finish(mut self) -> io::Result<File> {
-        self.settle().await
+    /// mode and modification time, and what was written.
+    pub async fn finish(mut self) -> io::Result<(File, Written)> {
+        let file = self.settle().await?;
+        Ok((
+            file,
+            Written {
+                size: self.written,
+                crc: self.crc,
+            },
+        ))
     }
 
     async fn settle(&mut self) -> io::Result<File> {
         match std::mem::replace(&mut self.state, State::Failed) {
             State::Idle(file) => Ok(file),
             State::Writing(writing) => match writing.await {
-                Ok((file, Ok(()))) => Ok(file),
+                Ok((file, Ok(crc))) => {
+                    self.crc = crc;
+                    Ok(file)
+                }
                 Ok((_, Err(e))) => Err(e),
                 Err(e) => Err(io::Error::other(e)),
             },
             State::Failed => Err(io::Error::other("an earlier write of this file failed")),
         }
     }
+}
+
+/// What a file received: its size and the CRC-32C of its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub size: u64,
+    pub crc: u32,
 }
 
 fn write_chunk(mut file: &File, chunk: &[u8], at: u64, write_back: bool) -> io::Result<()> {
@@ -119,9 +142,16 @@ mod tests {
         let big = vec![7u8; 3 * WRITE_SIZE + 5];
         out.write(Bytes::from(big.clone())).await.unwrap();
         out.write(Bytes::from_static(b"end")).await.unwrap();
-        out.finish().await.unwrap();
+        let (_, written) = out.finish().await.unwrap();
         let mut want = big;
         want.extend_from_slice(b"end");
+        assert_eq!(
+            written,
+            Written {
+                size: want.len() as u64,
+                crc: crc32c::crc32c(&want)
+            }
+        );
         assert_eq!(std::fs::read(&path).unwrap(), want);
 
         let read_only = File::open(&path).unwrap();
